@@ -1,0 +1,84 @@
+"""The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``.
+
+Also runs as ``python -m hf_compress`` and under ``accelerate launch -m hf_compress train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import transformers
+
+from .pipeline import default_training_arguments, results_table, run_recipe
+from .recipe import Recipe, RecipeError
+
+logger = logging.getLogger("hf_compress")
+
+EPILOG = """Any recipe key can be overridden with a dotted flag, e.g.
+  --distillation.alpha 0.7  --training.num_train_epochs 1  --data.max_train_samples 500"""
+
+
+def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
+    """``["--a.b", "1", "--c.d=x"]`` -> ``{"a.b": "1", "c.d": "x"}``; anything else is an error."""
+    overrides, items = {}, list(extra)
+    while items:
+        flag = items.pop(0)
+        if not flag.startswith("--") or "." not in flag:
+            raise SystemExit(f"hf-compress: unrecognized argument {flag!r} (recipe overrides look like "
+                             "--block.key VALUE)")
+        key, has_value, value = flag[2:].partition("=")
+        if not has_value:
+            if not items or items[0].startswith("--"):
+                raise SystemExit(f"hf-compress: {flag} needs a value")
+            value = items.pop(0)
+        overrides[key] = value
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-compress", description="Compress transformers while fine-tuning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="run a recipe: (teacher), student, results table",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("recipe", help="a YAML recipe (see recipes/)")
+    train.add_argument("--output_dir", required=True, help="where checkpoints, models and results go")
+    train.add_argument("--resume_from_checkpoint", nargs="?", const=True, default=None,
+                       help="resume from the latest checkpoint in output_dir, or from the given checkpoint")
+    train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
+    return parser
+
+
+def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    try:
+        recipe = Recipe.from_yaml(args.recipe, overrides=parse_overrides(extra))
+    except (RecipeError, FileNotFoundError) as error:
+        print(f"hf-compress: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(recipe.to_yaml())
+        return 0
+    training_args = default_training_arguments(args.output_dir, recipe.training)
+    if training_args.should_log:
+        logger.setLevel(logging.INFO)
+    results = run_recipe(recipe, training_args, resume_from_checkpoint=args.resume_from_checkpoint)
+    if training_args.should_save:
+        print("\n" + results_table(results))
+        print(f"\nStudent saved in {training_args.output_dir} (results.json, results.md beside it).")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    transformers.logging.set_verbosity_warning()
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        raise SystemExit(train_command(args, extra))
+    parser.error(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Knowledge distillation: losses (pure functions), the combined loss module, and students built from teacher layers.
+
+References: Hinton et al. (2015), "Distilling the Knowledge in a Neural Network" (soft targets, T^2 scaling);
+Jiao et al. (2020), "TinyBERT" (hidden-state and attention-map MSE with a layer map and a learned projection).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from .recipe import DistillationConfig, LayerLossConfig, RecipeError
+
+__all__ = [
+    "DistillationLoss",
+    "attention_loss",
+    "check_teacher_student",
+    "default_layer_map",
+    "distillation_loss",
+    "find_layer_list",
+    "hidden_state_loss",
+    "soft_target_loss",
+    "student_from_teacher",
+]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is true (all positions when ``mask`` is None)."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    while mask.dim() < values.dim():
+        mask = mask.unsqueeze(-1)
+    mask = mask.expand_as(values)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def soft_target_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, averaged over the positions where ``mask`` is true.
+
+    Args:
+        student_logits / teacher_logits: ``(..., num_labels)``; the KL is taken over the last axis.
+        temperature: T > 0. The T^2 factor keeps gradient magnitudes comparable across temperatures.
+        mask: boolean ``(...)``: the positions that count (e.g. ``labels != -100``); None counts every position.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    return temperature**2 * _masked_mean(kl, mask)
+
+
+def distillation_loss(
+    task_loss: torch.Tensor,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``alpha * task_loss + (1 - alpha) * soft_target_loss(student, teacher, T, mask)``."""
+    return alpha * task_loss + (1.0 - alpha) * soft_target_loss(student_logits, teacher_logits, temperature, mask)
+
+
+def hidden_state_loss(
+    student_hidden: Sequence[torch.Tensor],
+    teacher_hidden: Sequence[torch.Tensor],
+    layer_map: Mapping[int, int],
+    projections: nn.ModuleDict | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over mapped layers of ``MSE(W_s h_s[i], h_t[layer_map[i]])`` at real tokens.
+
+    ``student_hidden`` / ``teacher_hidden`` are a model's ``hidden_states`` output (index 0 is the embedding
+    output, so 0-based layer ``i`` is ``hidden_states[i + 1]``). ``projections[str(i)]`` maps student width to
+    teacher width when they differ.
+    """
+    terms = []
+    for student_layer, teacher_layer in layer_map.items():
+        hs = student_hidden[student_layer + 1]
+        if projections is not None and str(student_layer) in projections:
+            hs = projections[str(student_layer)](hs)
+        ht = teacher_hidden[teacher_layer + 1]
+        terms.append(_masked_mean((hs - ht).pow(2), attention_mask))
+    return torch.stack(terms).mean()
+
+
+def attention_loss(
+    student_attentions: Sequence[torch.Tensor],
+    teacher_attentions: Sequence[torch.Tensor],
+    layer_map: Mapping[int, int],
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over mapped layers of the MSE between attention maps ``(batch, heads, query, key)`` at real tokens."""
+    pair_mask = None
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        pair_mask = (real[:, :, None] & real[:, None, :])[:, None, :, :]  # (batch, 1, query, key)
+    terms = []
+    for student_layer, teacher_layer in layer_map.items():
+        sa, ta = student_attentions[student_layer], teacher_attentions[teacher_layer]
+        diff = (sa - ta).pow(2)
+        terms.append(_masked_mean(diff, None if pair_mask is None else pair_mask.expand_as(diff)))
+    return torch.stack(terms).mean()
+
+
+def default_layer_map(num_student_layers: int, num_teacher_layers: int) -> dict[int, int]:
+    """Uniform map: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (the last maps to the last)."""
+    ratio = num_teacher_layers / num_student_layers
+    return {i: round((i + 1) * ratio) - 1 for i in range(num_student_layers)}
+
+
+def _num_layers(config: PretrainedConfig) -> int:
+    return int(config.num_hidden_layers)
+
+
+class DistillationLoss(nn.Module):
+    """The total loss of a distillation step, with the learned projections of the hidden-state term.
+
+    The projections are trained with the student but are not part of it: they are never saved into the
+    student's checkpoint (the trainer saves them beside it to resume).
+    """
+
+    def __init__(self, config: DistillationConfig, student_config: PretrainedConfig,
+                 teacher_config: PretrainedConfig):
+        super().__init__()
+        self.config = config
+        s_layers, t_layers = _num_layers(student_config), _num_layers(teacher_config)
+        self.hidden_layer_map = self._layer_map(config.hidden_states, "hidden_states", s_layers, t_layers)
+        self.attention_layer_map = self._layer_map(config.attentions, "attentions", s_layers, t_layers)
+        if self.attention_layer_map and student_config.num_attention_heads != teacher_config.num_attention_heads:
+            raise RecipeError("distillation.attentions", "enabled",
+                              f"attention maps need the same number of heads (student "
+                              f"{student_config.num_attention_heads}, teacher {teacher_config.num_attention_heads})")
+        self.projections = nn.ModuleDict()
+        if self.hidden_layer_map and student_config.hidden_size != teacher_config.hidden_size:
+            for student_layer in self.hidden_layer_map:
+                self.projections[str(student_layer)] = nn.Linear(student_config.hidden_size,
+                                                                 teacher_config.hidden_size)
+
+    @staticmethod
+    def _layer_map(block: LayerLossConfig | None, name: str, s_layers: int, t_layers: int) -> dict[int, int]:
+        if block is None or block.weight == 0:
+            return {}
+        layer_map = block.layer_map or default_layer_map(s_layers, t_layers)
+        for s, t in layer_map.items():
+            if s >= s_layers:
+                raise RecipeError(f"distillation.{name}.layer_map.{s}", s,
+                                  f"the student has {s_layers} layers: allowed student layers 0..{s_layers - 1}")
+            if t >= t_layers:
+                raise RecipeError(f"distillation.{name}.layer_map.{s}", t,
+                                  f"the teacher has {t_layers} layers: allowed teacher layers 0..{t_layers - 1}")
+        return dict(layer_map)
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return bool(self.hidden_layer_map)
+
+    @property
+    def needs_attentions(self) -> bool:
+        return bool(self.attention_layer_map)
+
+    def forward(self, student_outputs, teacher_outputs, labels: torch.Tensor | None,
+                attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the total loss and its detached terms (``task``, ``kd``, ``hidden``, ``attention``).
+
+        Soft targets count only real positions: ``labels != -100`` for token classification (every example for
+        sequence classification); the intermediate terms count tokens where ``attention_mask`` is 1.
+        """
+        cfg = self.config
+        s_logits, t_logits = student_outputs.logits, teacher_outputs.logits
+        mask = None
+        if s_logits.dim() == 3:  # token level: count only labelled (or, without labels, real) tokens
+            mask = labels.ne(-100) if labels is not None else attention_mask
+        kd = soft_target_loss(s_logits, t_logits, cfg.temperature, mask)
+        task = student_outputs.loss
+        total = (1.0 - cfg.alpha) * kd if task is None else cfg.alpha * task + (1.0 - cfg.alpha) * kd
+        terms = {"kd": kd.detach()}
+        if task is not None:
+            terms["task"] = task.detach()
+        if self.hidden_layer_map:
+            hidden = hidden_state_loss(student_outputs.hidden_states, teacher_outputs.hidden_states,
+                                       self.hidden_layer_map, self.projections, attention_mask)
+            total = total + cfg.hidden_states.weight * hidden
+            terms["hidden"] = hidden.detach()
+        if self.attention_layer_map:
+            attn = attention_loss(student_outputs.attentions, teacher_outputs.attentions,
+                                  self.attention_layer_map, attention_mask)
+            total = total + cfg.attentions.weight * attn
+            terms["attention"] = attn.detach()
+        return total, terms
+
+
+# ------------------------------------------------------------------------------------------ student building
+def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[str, nn.ModuleList]:
+    """The ``nn.ModuleList`` of transformer layers (``bert.encoder.layer``, ``distilbert.transformer.layer`` ...)."""
+    num_layers = num_layers if num_layers is not None else _num_layers(model.config)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers and name.rsplit(".", 1)[-1] in (
+            "layer", "layers", "h", "block"
+        ):
+            return name, module
+    raise ValueError(f"could not find the list of {num_layers} transformer layers in {type(model).__name__}")
+
+
+def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A smaller model of the teacher's architecture made of copies of the chosen teacher layers (0-based).
+
+    Embeddings, pooler and task head are copied too, so the student starts as the teacher with layers dropped.
+    It is an ordinary model: ``save_pretrained`` / ``from_pretrained`` need nothing else.
+    """
+    t_layers = _num_layers(teacher.config)
+    layers = list(layers)
+    if not layers:
+        raise ValueError("student_from_teacher needs at least one layer")
+    for index in layers:
+        if not 0 <= index < t_layers:
+            raise RecipeError("model.student.from_teacher_layers", index,
+                              f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}")
+    name, teacher_layers = find_layer_list(teacher)
+    kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
+    original = teacher.get_submodule(name)
+    # Deep-copy the teacher without its layers, then put the chosen ones in.
+    parent_name, _, attr = name.rpartition(".")
+    parent = teacher.get_submodule(parent_name) if parent_name else teacher
+    setattr(parent, attr, nn.ModuleList())
+    try:
+        student = copy.deepcopy(teacher)
+    finally:
+        setattr(parent, attr, original)
+    student_parent = student.get_submodule(parent_name) if parent_name else student
+    setattr(student_parent, attr, kept)
+    for new_index, layer in enumerate(kept):  # some layers know their own index (e.g. for caches)
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = new_index
+    student.config.num_hidden_layers = len(layers)
+    pruned = getattr(teacher.config, "pruned_heads", None) or {}
+    if pruned:
+        student.config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(layers) if old in pruned}
+    student.train(teacher.training)
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    return student
+
+
+def check_teacher_student(student: PreTrainedModel, teacher: PreTrainedModel,
+                          student_tokenizer=None, teacher_tokenizer=None) -> None:
+    """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies."""
+    s_cfg, t_cfg = student.config, teacher.config
+    s_labels = [s_cfg.id2label[i] for i in sorted(s_cfg.id2label)]
+    t_labels = [t_cfg.id2label[i] for i in sorted(t_cfg.id2label)]
+    if s_labels != t_labels:
+        if sorted(s_labels) == sorted(t_labels):
+            raise ValueError(f"teacher and student have the same labels in a different order (student {s_labels}, "
+                             f"teacher {t_labels}): build the student with the teacher's label2id")
+        raise ValueError(f"teacher and student label sets differ: student {s_labels}, teacher {t_labels}")
+    if getattr(s_cfg, "vocab_size", None) != getattr(t_cfg, "vocab_size", None):
+        raise ValueError(f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
+                         f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer")
+    if student_tokenizer is not None and teacher_tokenizer is not None:
+        if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+            raise ValueError("teacher and student tokenizers differ (their vocabularies are not the same): "
+                             "distillation needs both models to read the same token ids")

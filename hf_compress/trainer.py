@@ -1,0 +1,141 @@
+"""CompressionTrainer: a ``transformers.Trainer`` that adds a teacher and a recipe, and nothing else.
+
+With no teacher and no recipe it is the plain ``Trainer``. With a teacher, every training step also runs the
+teacher (eval mode, no grad, on the student's device) and the loss becomes the distillation loss of
+:class:`~hf_compress.distillation.DistillationLoss`; its terms are logged next to the task loss.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .distillation import DistillationLoss, check_teacher_student
+from .recipe import DistillationConfig, Recipe, RecipeError
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["COMPRESSION_STATE_NAME", "CompressionTrainer"]
+
+#: The file, beside each checkpoint, that holds training-only compression state needed to resume.
+COMPRESSION_STATE_NAME = "compression_state.pt"
+
+
+class CompressionTrainer(Trainer):
+    """``Trainer`` + knowledge distillation from a ``teacher``, configured by a ``recipe``.
+
+    Args:
+        teacher: the teacher model. It is put in eval mode, frozen, moved to the student's device, and kept out of
+            the optimizer, the distributed wrapper and the checkpoints.
+        recipe: a :class:`Recipe`, a dict or a YAML path. Its ``distillation`` block configures the loss (defaults
+            of :class:`DistillationConfig` when a teacher is given without one).
+        teacher_processing_class: the teacher's tokenizer, checked against the student's when both are given.
+        All other arguments are those of :class:`transformers.Trainer`.
+    """
+
+    def __init__(self, model: PreTrainedModel | nn.Module | None = None, args=None, *,
+                 teacher: PreTrainedModel | None = None, recipe: Recipe | dict | str | None = None,
+                 teacher_processing_class=None, **kwargs):
+        self.recipe = Recipe.coerce(recipe)
+        if teacher is None and self.recipe.distillation is not None:
+            raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")
+        super().__init__(model=model, args=args, **kwargs)
+        self.teacher = teacher
+        self.distillation: DistillationLoss | None = None
+        self._loss_terms: dict[str, torch.Tensor] = {}
+        self._loss_term_steps = 0
+        if teacher is not None:
+            check_teacher_student(self.model, teacher, self.processing_class, teacher_processing_class)
+            teacher.eval()
+            teacher.requires_grad_(False)
+            teacher.to(self.args.device)
+            config = self.recipe.distillation or DistillationConfig()
+            self.distillation = DistillationLoss(config, self.model.config, teacher.config).to(self.args.device)
+            if self.distillation.needs_attentions:
+                for m in (self.model, teacher):  # attention maps come from the eager path; models that cannot
+                    if m._can_set_attn_implementation():  # switch (BERT) fall back to it by themselves
+                        m.set_attn_implementation("eager")
+            # Every term is a mean over its micro-batch; the Trainer then divides by the accumulation steps.
+            self.model_accepts_loss_kwargs = False
+
+    # ------------------------------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.distillation is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        need = {
+            "output_hidden_states": self.distillation.needs_hidden_states,
+            "output_attentions": self.distillation.needs_attentions,
+        }
+        outputs = model(**inputs, **need)
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**teacher_inputs, **need)
+        loss, terms = self.distillation(outputs, teacher_outputs, inputs.get("labels"), inputs.get("attention_mask"))
+        for name, value in terms.items():
+            self._loss_terms[name] = self._loss_terms.get(name, 0.0) + value
+        self._loss_term_steps += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each distillation term since the last log (``loss_task``, ``loss_kd``, ...)."""
+        if "loss" in logs and self._loss_term_steps:
+            for name, total in self._loss_terms.items():
+                mean = self.accelerator.gather(total.reshape(1) / self._loss_term_steps).mean()
+                logs[f"loss_{name}"] = round(mean.item(), 4)
+            self._loss_terms, self._loss_term_steps = {}, 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def create_optimizer(self):
+        """The Trainer's optimizer plus a group for the distillation projections (trained, not saved in the model)."""
+        optimizer = super().create_optimizer()
+        extra = [p for p in self._training_only_parameters() if p.requires_grad]
+        if extra and not any(p is extra[0] for group in optimizer.param_groups for p in group["params"]):
+            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+        return optimizer
+
+    def _training_only_parameters(self) -> list[nn.Parameter]:
+        return list(self.distillation.parameters()) if self.distillation is not None else []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Parameters outside the DDP-wrapped model get no gradient all-reduce: average them by hand.
+        if self.accelerator.num_processes > 1:
+            for parameter in self._training_only_parameters():
+                if parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                    parameter.grad.div_(self.accelerator.num_processes)
+        return loss
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def compression_state_dict(self) -> dict:
+        """Training-only state needed to resume exactly (the distillation projections, ...)."""
+        state = {}
+        if self.distillation is not None and len(self.distillation.state_dict()):
+            state["distillation"] = self.distillation.state_dict()
+        return state
+
+    def load_compression_state_dict(self, state: dict) -> None:
+        if "distillation" in state and self.distillation is not None:
+            self.distillation.load_state_dict(state["distillation"])
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = self.compression_state_dict()
+        if state and self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save(state, os.path.join(self._get_output_dir(trial=trial), folder, COMPRESSION_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, COMPRESSION_STATE_NAME)
+        if os.path.isfile(path):
+            self.load_compression_state_dict(torch.load(path, map_location=self.args.device, weights_only=True))
+        elif self.compression_state_dict():
+            logger.warning(f"{path} not found: the distillation projections restart from their initial values")
