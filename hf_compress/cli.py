@@ -63,7 +63,11 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     training_args = default_training_arguments(args.output_dir, recipe.training)
     if training_args.should_log:
         logger.setLevel(logging.INFO)
-    results = run_recipe(recipe, training_args, resume_from_checkpoint=args.resume_from_checkpoint)
+    try:
+        results = run_recipe(recipe, training_args, resume_from_checkpoint=args.resume_from_checkpoint)
+    except (RecipeError, FileNotFoundError) as error:  # bad input: a message, not a traceback
+        print(f"hf-compress: {error}", file=sys.stderr)
+        return 2
     if training_args.should_save:
         print("\n" + results_table(results))
         print(f"\nStudent saved in {training_args.output_dir} (results.json, results.md beside it).")

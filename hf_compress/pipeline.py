@@ -170,7 +170,9 @@ class _Run:
         layers = self.recipe.model.student.from_teacher_layers
         if layers is not None:
             self.student = student_from_teacher(self.teacher, layers)
-        distill = self.teacher is not None
+        distill = self.teacher is not None and self.recipe.distillation is not None
+        if self.teacher is not None and not distill:
+            logger.warning("no 'distillation' block: the student is fine-tuned without a teacher loss")
         name = ("student (distilled)" if distill else "student") + (f", teacher layers {layers}" if layers else "")
         trainer = self._trainer(self.student, self.args.output_dir, teacher=self.teacher if distill else None,
                                 recipe=self.recipe if distill else None)

@@ -98,6 +98,12 @@ class CompressionTrainer(Trainer):
         extra = [p for p in self._training_only_parameters() if p.requires_grad]
         if extra and not any(p is extra[0] for group in optimizer.param_groups for p in group["params"]):
             optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+
+            def clear_gradients(*_) -> None:  # the Trainer zeroes only the model's gradients
+                for parameter in extra:
+                    parameter.grad = None
+
+            optimizer.register_step_post_hook(clear_gradients)
         return optimizer
 
     def _training_only_parameters(self) -> list[nn.Parameter]:
