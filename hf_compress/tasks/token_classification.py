@@ -131,10 +131,10 @@ class TokenClassificationTask(Task):
         feature = raw["train"].features["ner_tags"]
         names = feature.feature.names if isinstance(feature, Sequence) and isinstance(feature.feature,
                                                                                        ClassLabel) else None
-        unknown = {t for split in raw.values() for tags in split["ner_tags"] for t in tags
-                   if (names[t] if names else t) not in label2id}
+        seen = {names[t] if names else t for split in raw.values() for tags in split["ner_tags"] for t in tags}
+        unknown = seen - set(label2id)
         if unknown:
-            raise ValueError(f"the data has tags the model does not know: {sorted(map(str, unknown))}; "
+            raise ValueError(f"the data has tags the model does not know: {sorted(unknown)}; "
                              f"model labels: {list(label2id)}")
 
         def tokenize(batch):

@@ -1,0 +1,135 @@
+"""End to end on tiny models: the CLI, python -m, the NER example script, and the packaged quickstart (slow)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import WORDS, tiny_bert_config
+from transformers import AutoModelForTokenClassification, BertModel
+
+from hf_compress.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = ["PER", "ORG", "LOC"]
+
+
+def write_conll(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(n):
+        for _ in range(rng.randint(3, 9)):
+            tag = rng.choice(["O", "O", "O", *(f"B-{t}" for t in TYPES)])
+            lines.append(f"{rng.choice(WORDS)} NN O {tag}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+@pytest.fixture
+def encoder_dir(tmp_path, tokenizer, tokenizer_dir) -> str:
+    """A tiny 'pretrained encoder' without a task head, saved like a hub model."""
+    torch.manual_seed(0)
+    folder = tmp_path / "encoder"
+    BertModel(tiny_bert_config(len(tokenizer), ["LABEL_0", "LABEL_1"])).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def recipe_path(tmp_path, encoder_dir) -> Path:
+    write_conll(tmp_path / "train.txt", 40, seed=0)
+    write_conll(tmp_path / "valid.txt", 12, seed=1)
+    recipe = {
+        "model": {"teacher": encoder_dir, "train_teacher": True, "student": {"from_teacher_layers": [0, 2]}},
+        "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt"},
+        "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}},
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+                     "use_cpu": True, "disable_tqdm": True},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_cli_train_end_to_end_and_resume(recipe_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["train", str(recipe_path), "--output_dir", str(out), "--training.seed", "3"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "| teacher | 4 |" in printed and "| student (distilled), teacher layers [0, 2] | 2 |" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [r["layers"] for r in results] == [4, 2]
+    assert all(0.0 <= r["metrics"]["f1"] <= 1.0 and r["train_seconds"] > 0 for r in results)
+    assert results[1]["size_mb"] < results[0]["size_mb"]
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["training"]["seed"] == 3
+    # both saved models load with plain from_pretrained and carry the data's labels
+    student = AutoModelForTokenClassification.from_pretrained(out)
+    teacher = AutoModelForTokenClassification.from_pretrained(out / "teacher")
+    assert student.config.id2label == teacher.config.id2label
+    assert set(student.config.label2id) == {"O", *(f"{p}-{t}" for t in sorted(TYPES) for p in "BI")}
+    assert (out / "tokenizer.json").is_file() and (out / "checkpoint-10").is_dir()
+    # resuming a finished run trains nothing more and gives the same student
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["train", str(recipe_path), "--output_dir", str(out), "--training.seed", "3",
+                  "--resume_from_checkpoint"])
+    assert stop.value.code == 0
+    again = AutoModelForTokenClassification.from_pretrained(out)
+    for a, b in zip(student.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_teacher_with_other_labels_needs_train_teacher(recipe_path, tmp_path, capsys):
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["model"]["train_teacher"] = False
+    teacher = AutoModelForTokenClassification.from_pretrained(
+        recipe["model"]["teacher"], num_labels=3, id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={})
+    teacher.save_pretrained(tmp_path / "other-teacher")
+    recipe["model"]["teacher"] = str(tmp_path / "other-teacher")
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match="labels .* differ from the data's labels.*train_teacher"):
+        cli_main(["train", str(recipe_path), "--output_dir", str(tmp_path / "out")])
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_python_dash_m_checks_a_recipe(recipe_path, tmp_path):
+    done = _run(["-m", "hf_compress", "train", str(recipe_path), "--output_dir", "x", "--check",
+                 "--distillation.alpha", "0.25"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["distillation"]["alpha"] == 0.25
+    bad = _run(["-m", "hf_compress", "train", str(recipe_path), "--output_dir", "x", "--distillation.alhpa", "1"],
+               tmp_path)
+    assert bad.returncode == 2 and "did you mean 'alpha'" in bad.stderr
+
+
+def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
+    done = _run([str(ROOT / "examples/ner/run_ner.py"), "--teacher_name_or_path", encoder_dir, "--train_teacher",
+                 "--student_from_teacher_layers", "0,3", "--train_file", str(tmp_path / "train.txt"),
+                 "--validation_file", str(tmp_path / "valid.txt"), "--alpha", "0.3", "--layer_map", "0:1,1:3",
+                 "--output_dir", str(tmp_path / "example"), "--num_train_epochs", "1", "--use_cpu",
+                 "--report_to", "none", "--disable_tqdm", "true"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| student (distilled), teacher layers [0, 3] | 2 |" in done.stdout
+    saved = yaml.safe_load((tmp_path / "example" / "recipe.yaml").read_text())
+    assert saved["distillation"]["alpha"] == 0.3
+    assert saved["distillation"]["hidden_states"]["layer_map"] == {0: 1, 1: 3}
+
+
+@pytest.mark.slow
+def test_quickstart_with_packaged_minilm(tmp_path):
+    """The README's main job: the packaged MiniLM on the project's NER sample (about 5 minutes)."""
+    done = _run(["-m", "hf_compress", "train", str(ROOT / "recipes/quickstart-ner.yaml"),
+                 "--output_dir", str(tmp_path / "quickstart")], ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    teacher, student = json.loads((tmp_path / "quickstart" / "results.json").read_text())
+    assert teacher["layers"] == 6 and student["layers"] == 3
+    assert student["metrics"]["f1"] > 0.5
