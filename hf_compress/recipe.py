@@ -31,6 +31,7 @@ __all__ = [
     "DistillationConfig",
     "LayerLossConfig",
     "ModelConfig",
+    "PruningConfig",
     "Recipe",
     "RecipeError",
     "StudentConfig",
@@ -203,19 +204,80 @@ class DistillationConfig:
         _check_range("alpha", self.alpha, 0.0, 1.0)
 
 
+@dataclass
+class PruningConfig:
+    """Gradual magnitude pruning (Zhu & Gupta, 2017, "To prune, or not to prune").
+
+    Sparsity follows the cubic schedule ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_end - t_0))^3`` between
+    ``start`` and ``end`` (flat before and after), counted in optimizer steps; masks are recomputed every
+    ``update_every`` optimizer steps and applied after every one.
+
+    Attributes:
+        structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of ``intermediate.dense`` with
+            the matching column of ``output.dense``) or ``heads`` (attention heads: q/k/v rows and output columns).
+        final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
+        initial_sparsity: s_i, the fraction pruned at ``start``.
+        start_epoch / end_epoch: the ramp in epochs (floats); or ``start_step`` / ``end_step`` in optimizer steps.
+        update_every: recompute masks every this many optimizer steps during the ramp.
+        scope: ``per_layer`` (every layer pruned to the same sparsity) or ``global`` (one ranking across layers).
+            Neurons are always per layer: a BERT config has a single ``intermediate_size``, so every layer must
+            keep the same number of neurons to load with plain ``from_pretrained`` after physical removal.
+        targets: ``fnmatch`` patterns of module names to prune (unstructured); default: every ``nn.Linear`` inside
+            the transformer layers (embeddings, LayerNorm, pooler and task head excluded).
+        norm: the norm that scores a structure: ``l1`` or ``l2``.
+    """
+
+    final_sparsity: float = 0.5
+    structure: Literal["unstructured", "neurons", "heads"] = "unstructured"
+    initial_sparsity: float = 0.0
+    start_epoch: float | None = None
+    end_epoch: float | None = None
+    start_step: int | None = None
+    end_step: int | None = None
+    update_every: int = 100
+    scope: Literal["per_layer", "global"] = "per_layer"
+    targets: list[str] | None = None
+    norm: Literal["l1", "l2"] = "l2"
+
+    def __post_init__(self) -> None:
+        _check_range("final_sparsity", self.final_sparsity, 0.0, 1.0, high_open=True)
+        _check_range("initial_sparsity", self.initial_sparsity, 0.0, self.final_sparsity)
+        _check_range("update_every", self.update_every, 1)
+        by_epoch = self.start_epoch is not None or self.end_epoch is not None
+        by_step = self.start_step is not None or self.end_step is not None
+        if by_epoch and by_step:
+            raise RecipeError("start_step", self.start_step, "give the ramp in epochs or in steps, not both")
+        if not by_epoch and not by_step:
+            raise RecipeError("end_epoch", None, "give start_epoch and end_epoch (or start_step and end_step)")
+        unit = "epoch" if by_epoch else "step"
+        start, end = getattr(self, f"start_{unit}"), getattr(self, f"end_{unit}")
+        if start is None or end is None:
+            missing = f"start_{unit}" if start is None else f"end_{unit}"
+            raise RecipeError(missing, None, f"give both start_{unit} and end_{unit}")
+        _check_range(f"start_{unit}", start, 0)
+        if end <= start:
+            raise RecipeError(f"end_{unit}", end, f"allowed: a value after start_{unit} ({start})")
+        if self.structure == "neurons" and self.scope == "global":
+            raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")
+        if self.targets is not None and self.structure != "unstructured":
+            raise RecipeError("targets", self.targets, "targets apply to unstructured pruning; structures are "
+                                                       "found in every transformer layer")
+
+
 # --------------------------------------------------------------------------------------------------- recipe
 @dataclass
 class Recipe:
     """A whole compression recipe. Build it with :meth:`from_yaml` or :meth:`from_dict`.
 
     Attributes:
-        model / data / distillation: the blocks above (``distillation`` is off when absent).
+        model / data / distillation / pruning: the blocks above (a technique is off when its block is absent).
         training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
     """
 
     model: ModelConfig | None = None
     data: DataConfig | None = None
     distillation: DistillationConfig | None = None
+    pruning: PruningConfig | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

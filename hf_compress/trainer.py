@@ -11,10 +11,11 @@ import os
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .callbacks import GradualPruningCallback
 from .distillation import DistillationLoss, check_teacher_student
 from .recipe import DistillationConfig, Recipe, RecipeError
 
@@ -44,7 +45,12 @@ class CompressionTrainer(Trainer):
         self.recipe = Recipe.coerce(recipe)
         if teacher is None and self.recipe.distillation is not None:
             raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")
+        technique_callbacks = self._callbacks_from_recipe()
+        kwargs["callbacks"] = [*technique_callbacks, *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, **kwargs)
+        for callback in reversed(technique_callbacks):  # first, so that reporting integrations see their logs
+            self.callback_handler.callbacks.remove(callback)
+            self.callback_handler.callbacks.insert(0, callback)
         self.teacher = teacher
         self.distillation: DistillationLoss | None = None
         self._loss_terms: dict[str, torch.Tensor] = {}
@@ -62,6 +68,13 @@ class CompressionTrainer(Trainer):
                         m.set_attn_implementation("eager")
             # Every term is a mean over its micro-batch; the Trainer then divides by the accumulation steps.
             self.model_accepts_loss_kwargs = False
+
+    def _callbacks_from_recipe(self) -> list[TrainerCallback]:
+        """One callback per technique block of the recipe."""
+        callbacks: list[TrainerCallback] = []
+        if self.recipe.pruning is not None:
+            callbacks.append(GradualPruningCallback(self.recipe.pruning))
+        return callbacks
 
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

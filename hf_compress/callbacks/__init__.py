@@ -1,0 +1,8 @@
+"""One thin ``TrainerCallback`` per technique: it maps training progress onto that technique's module.
+
+They work with the plain ``transformers.Trainer``; ``CompressionTrainer`` builds them from a recipe.
+"""
+
+from .pruning import GradualPruningCallback
+
+__all__ = ["GradualPruningCallback"]

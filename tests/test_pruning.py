@@ -1,0 +1,197 @@
+"""Gradual magnitude pruning: the schedule with exact numbers, masks, physical removal, callback, resume."""
+
+import pytest
+import torch
+from conftest import NER_LABELS, tiny_bert_config
+from safetensors.torch import load_file
+from test_trainer import args_for, flat_params, ner_dataset
+from transformers import AutoModelForTokenClassification, BertForTokenClassification, DataCollatorForTokenClassification, Trainer
+
+from hf_compress import (
+    CompressionTrainer,
+    GradualPruningCallback,
+    MagnitudePruner,
+    PruningConfig,
+    RecipeError,
+    cubic_sparsity,
+    remove_pruned_structures,
+    sparsity_report,
+)
+from hf_compress.callbacks.pruning import PRUNING_STATE_NAME
+
+
+def test_cubic_sparsity_exact_values():
+    kwargs = dict(initial=0.0, final=0.8, start=10, end=110)
+    assert cubic_sparsity(0, **kwargs) == 0.0
+    assert cubic_sparsity(10, **kwargs) == 0.0
+    assert cubic_sparsity(35, **kwargs) == pytest.approx(0.8 - 0.8 * 0.75**3)  # 0.4625
+    assert cubic_sparsity(35, **kwargs) == pytest.approx(0.4625)
+    assert cubic_sparsity(60, **kwargs) == pytest.approx(0.7)
+    assert cubic_sparsity(110, **kwargs) == 0.8
+    assert cubic_sparsity(500, **kwargs) == 0.8
+    assert cubic_sparsity(60, initial=0.2, final=0.6, start=10, end=110) == pytest.approx(0.6 - 0.4 * 0.125)
+
+
+def model(tokenizer, **overrides):
+    torch.manual_seed(0)
+    return BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, **overrides)).eval()
+
+
+def config(**kwargs):
+    return PruningConfig(**{"start_step": 0, "end_step": 10, **kwargs})
+
+
+def test_unstructured_per_layer_and_global_counts(tokenizer):
+    m = model(tokenizer)
+    pruner = MagnitudePruner(m, config(final_sparsity=0.7))
+    assert len(pruner.targets) == 4 * 6 and not any("classifier" in n for n in pruner.targets)
+    pruner.update(0.7)
+    for linear in pruner.targets.values():
+        assert int((linear.weight == 0).sum()) == round(0.7 * linear.weight.numel())
+    m = model(tokenizer)
+    pruner = MagnitudePruner(m, config(final_sparsity=0.7, scope="global"))
+    before = {n: l.weight.detach().abs().clone() for n, l in pruner.targets.items()}
+    pruner.update(0.6)
+    total = sum(w.numel() for w in before.values())
+    zeros = sum(int((l.weight == 0).sum()) for l in pruner.targets.values())
+    assert zeros == round(0.6 * total)
+    kept = torch.cat([before[n][l.weight != 0] for n, l in pruner.targets.items()])
+    pruned = torch.cat([before[n][l.weight == 0] for n, l in pruner.targets.items()])
+    assert kept.min() >= pruned.max()  # one global threshold
+    # masks only grow, and live beside the weights as non-persistent buffers
+    first = {n: l.weight_mask.clone() for n, l in pruner.targets.items()}
+    pruner.update(0.7)
+    assert all(bool((pruner.targets[n].weight_mask <= mask).all()) for n, mask in first.items())
+    assert not any(k.endswith("_mask") for k in m.state_dict())
+
+
+def test_targets_by_pattern_and_errors(tokenizer):
+    m = model(tokenizer)
+    pruner = MagnitudePruner(m, config(targets=["*.intermediate.dense"]))
+    assert sorted(pruner.targets) == [f"bert.encoder.layer.{i}.intermediate.dense" for i in range(4)]
+    with pytest.raises(RecipeError, match=r"pruning\.targets.*'\*\.ffn\.lin1'.*matches no nn\.Linear"):
+        MagnitudePruner(m, config(targets=["*.ffn.lin1"]))
+    with pytest.raises(RecipeError, match="neurons are pruned per layer"):
+        config(structure="neurons", scope="global")
+    with pytest.raises(RecipeError, match=r"end_epoch': got 1\.0; allowed: a value after start_epoch"):
+        PruningConfig(start_epoch=2.0, end_epoch=1.0)
+    with pytest.raises(RecipeError, match=r"final_sparsity': got 1\.0"):
+        config(final_sparsity=1.0)
+    with pytest.raises(RecipeError, match="in epochs or in steps, not both"):
+        PruningConfig(start_epoch=0, end_epoch=1, start_step=0, end_step=3)
+
+
+def _outputs(m, input_ids):
+    with torch.no_grad():
+        return m(input_ids, attention_mask=torch.ones_like(input_ids)).logits
+
+
+@pytest.mark.parametrize("structure, scope", [("neurons", "per_layer"), ("heads", "per_layer"), ("heads", "global")])
+def test_structured_masks_and_physical_removal(tokenizer, tmp_path, structure, scope):
+    m = model(tokenizer)
+    pruner = MagnitudePruner(m, config(structure=structure, scope=scope, final_sparsity=0.5))
+    pruner.update(0.5)
+    units = torch.stack(pruner.unit_masks)
+    input_ids = torch.randint(5, 60, (3, 9))
+    masked = _outputs(m, input_ids)
+    params_before = sum(p.numel() for p in m.parameters())
+    report = sparsity_report(m)
+    hidden, n_layers = 32, 4
+    if structure == "neurons":
+        assert units.sum(1).tolist() == [32] * n_layers  # 64 neurons, half kept in every layer
+        assert [r["ffn_neurons"] for r in report["layers"]] == [32] * n_layers
+    else:
+        assert int(units.sum()) == 8 and bool((units.sum(1) >= 1).all())  # 16 heads, 8 kept, >= 1 per layer
+        assert sum(r["heads"] for r in report["layers"]) == 8
+    removed = remove_pruned_structures(m)
+    params_after = sum(p.numel() for p in m.parameters())
+    if structure == "neurons":
+        assert removed["neurons_per_layer"] == 32 and m.config.intermediate_size == 32
+        assert params_before - params_after == n_layers * 32 * (hidden + 1 + hidden)
+    else:
+        head_size = hidden // 4
+        pruned_heads = 16 - 8
+        assert sum(len(h) for h in removed["heads"].values()) == pruned_heads
+        assert params_before - params_after == pruned_heads * (3 * (hidden * head_size + head_size)
+                                                               + hidden * head_size)
+    assert torch.allclose(_outputs(m, input_ids), masked, atol=1e-5)
+    m.save_pretrained(tmp_path)
+    reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    assert sum(p.numel() for p in reloaded.parameters()) == params_after
+    assert torch.allclose(_outputs(reloaded, input_ids), masked, atol=1e-5)
+
+
+def _trainer(tokenizer, path, callback, **kwargs):
+    m = model(tokenizer).train()
+    return Trainer(model=m, args=args_for(path, **kwargs), train_dataset=ner_dataset(tokenizer, n=64),
+                   data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[callback])
+
+
+def test_callback_with_plain_trainer(tokenizer, tmp_path):
+    callback = GradualPruningCallback(final_sparsity=0.75, start_epoch=0.25, end_epoch=1.5, update_every=2)
+    trainer = _trainer(tokenizer, tmp_path, callback, logging_steps=1)
+    trainer.train()
+    # 64 examples / batch 8 = 8 optimizer steps an epoch: ramp from step 2 to step 12 of 16
+    assert (callback.start_step, callback.end_step) == (2, 12)
+    for linear in callback.pruner.targets.values():
+        assert int((linear.weight == 0).sum()) == round(0.75 * linear.weight.numel())
+    logs = {log["step"]: log for log in trainer.state.log_history if "loss" in log}
+    assert logs[1]["sparsity_target"] == 0.0 and logs[2]["sparsity_target"] == 0.0
+    assert logs[7]["sparsity_target"] == pytest.approx(0.75 - 0.75 * 0.5**3, abs=1e-4)
+    assert logs[8]["sparsity"] == pytest.approx(cubic_sparsity(8, 0, 0.75, 2, 12), abs=1e-3)  # updated at 8
+    assert logs[9]["sparsity"] == logs[8]["sparsity"]  # not an update step: masks held
+    assert logs[16]["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert {"sparsity_layer_0", "sparsity_layer_3"} <= set(logs[16])
+    assert (tmp_path / "sparsity_report.json").is_file()
+
+
+def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tokenizer, tmp_path):
+    seen = []
+    for batch, accumulation in ((8, 1), (2, 4)):
+        callback = GradualPruningCallback(final_sparsity=0.6, start_epoch=0.0, end_epoch=1.0, update_every=1)
+        trainer = _trainer(tokenizer, tmp_path / str(batch), callback, per_device_train_batch_size=batch,
+                           gradient_accumulation_steps=accumulation, logging_steps=1, num_train_epochs=1)
+        trainer.train()
+        seen.append([(log["step"], log["sparsity_target"], log["sparsity"])
+                     for log in trainer.state.log_history if "loss" in log])
+    assert seen[0] == seen[1]
+    assert len(seen[0]) == 8 and seen[0][-1][1] == 0.6
+
+
+def test_resume_mid_ramp_gives_the_same_masks(tokenizer, tmp_path):
+    def run(**kwargs):
+        callback = GradualPruningCallback(final_sparsity=0.8, start_step=2, end_step=14, update_every=2)
+        trainer = _trainer(tokenizer, tmp_path / "run", callback, save_strategy="steps", save_steps=6, **kwargs)
+        return trainer, callback
+
+    full, full_cb = run()
+    full.train()
+    checkpoint = tmp_path / "run" / "checkpoint-6"
+    assert (checkpoint / PRUNING_STATE_NAME).is_file()
+    assert not any(k.endswith("_mask") for k in load_file(checkpoint / "model.safetensors"))
+    AutoModelForTokenClassification.from_pretrained(checkpoint)  # plain loading works mid-pruning
+    resumed, resumed_cb = run()
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    full_masks, resumed_masks = full_cb.pruner.state_dict()["masks"], resumed_cb.pruner.state_dict()["masks"]
+    assert full_masks.keys() == resumed_masks.keys()
+    for key in full_masks:
+        assert torch.equal(full_masks[key], resumed_masks[key]), key
+    assert torch.allclose(flat_params(full.model), flat_params(resumed.model), atol=1e-6)
+
+
+def test_compression_trainer_builds_pruning_from_recipe(tokenizer, tiny_ner_teacher, tmp_path):
+    student = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=2))
+    recipe = {"distillation": {"alpha": 0.5},
+              "pruning": {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 4,
+                          "update_every": 1}}
+    trainer = CompressionTrainer(model=student, teacher=tiny_ner_teacher, recipe=recipe,
+                                 args=args_for(tmp_path, logging_steps=1, max_steps=6),
+                                 train_dataset=ner_dataset(tokenizer), data_collator=DataCollatorForTokenClassification(tokenizer))
+    assert isinstance(trainer.callback_handler.callbacks[0], GradualPruningCallback)
+    trainer.train()
+    assert [r["ffn_neurons"] for r in sparsity_report(student)["layers"]] == [32, 32]
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert all("loss_kd" in log and "sparsity" in log for log in logs)
+    with pytest.raises(RecipeError, match="matches no nn.Linear"):
+        CompressionTrainer(model=student, args=args_for(tmp_path),
+                           recipe={"pruning": {"targets": ["nothing.*"], "start_step": 0, "end_step": 2}})
