@@ -5,7 +5,12 @@ import torch
 from conftest import NER_LABELS, tiny_bert_config
 from safetensors.torch import load_file
 from test_trainer import args_for, flat_params, ner_dataset
-from transformers import AutoModelForTokenClassification, BertForTokenClassification, DataCollatorForTokenClassification, Trainer
+from transformers import (
+    AutoModelForTokenClassification,
+    BertForTokenClassification,
+    DataCollatorForTokenClassification,
+    Trainer,
+)
 
 from hf_compress import (
     CompressionTrainer,
@@ -50,16 +55,16 @@ def test_unstructured_per_layer_and_global_counts(tokenizer):
         assert int((linear.weight == 0).sum()) == round(0.7 * linear.weight.numel())
     m = model(tokenizer)
     pruner = MagnitudePruner(m, config(final_sparsity=0.7, scope="global"))
-    before = {n: l.weight.detach().abs().clone() for n, l in pruner.targets.items()}
+    before = {n: lin.weight.detach().abs().clone() for n, lin in pruner.targets.items()}
     pruner.update(0.6)
     total = sum(w.numel() for w in before.values())
-    zeros = sum(int((l.weight == 0).sum()) for l in pruner.targets.values())
+    zeros = sum(int((lin.weight == 0).sum()) for lin in pruner.targets.values())
     assert zeros == round(0.6 * total)
-    kept = torch.cat([before[n][l.weight != 0] for n, l in pruner.targets.items()])
-    pruned = torch.cat([before[n][l.weight == 0] for n, l in pruner.targets.items()])
+    kept = torch.cat([before[n][lin.weight != 0] for n, lin in pruner.targets.items()])
+    pruned = torch.cat([before[n][lin.weight == 0] for n, lin in pruner.targets.items()])
     assert kept.min() >= pruned.max()  # one global threshold
     # masks only grow, and live beside the weights as non-persistent buffers
-    first = {n: l.weight_mask.clone() for n, l in pruner.targets.items()}
+    first = {n: lin.weight_mask.clone() for n, lin in pruner.targets.items()}
     pruner.update(0.7)
     assert all(bool((pruner.targets[n].weight_mask <= mask).all()) for n, mask in first.items())
     assert not any(k.endswith("_mask") for k in m.state_dict())
@@ -186,7 +191,8 @@ def test_compression_trainer_builds_pruning_from_recipe(tokenizer, tiny_ner_teac
                           "update_every": 1}}
     trainer = CompressionTrainer(model=student, teacher=tiny_ner_teacher, recipe=recipe,
                                  args=args_for(tmp_path, logging_steps=1, max_steps=6),
-                                 train_dataset=ner_dataset(tokenizer), data_collator=DataCollatorForTokenClassification(tokenizer))
+                                 train_dataset=ner_dataset(tokenizer),
+                                 data_collator=DataCollatorForTokenClassification(tokenizer))
     assert isinstance(trainer.callback_handler.callbacks[0], GradualPruningCallback)
     trainer.train()
     assert [r["ffn_neurons"] for r in sparsity_report(student)["layers"]] == [32, 32]

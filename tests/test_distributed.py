@@ -1,0 +1,40 @@
+"""Two CPU processes under ``accelerate launch`` (gloo): every process ends with the same masks and weights.
+
+On a machine without GPUs, ``accelerate launch --multi_gpu --num_processes 2`` starts two torchrun processes
+that train on the CPU with the gloo backend (``--cpu --num_processes 2`` would need an MPI launcher).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).parent / "distributed" / "prune_two_processes.py"
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate CLI not installed")
+def test_two_processes_hold_identical_masks(tmp_path):
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    masks0, masks1 = ranks[0]["masks"], ranks[1]["masks"]
+    assert masks0 and masks0.keys() == masks1.keys()
+    zeros = sum(int((~m).sum()) for m in masks0.values())
+    assert zeros == round(0.7 * sum(m.numel() for m in masks0.values()))
+    for key in masks0:
+        assert torch.equal(masks0[key], masks1[key]), key
+    for part in ("weights", "projections"):
+        assert ranks[0][part]
+        for key, value in ranks[0][part].items():
+            assert torch.equal(value, ranks[1][part][key]), key
