@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArg
 from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
+from .pruning import remove_pruned_structures
 from .recipe import DataConfig, Recipe, RecipeError
 from .tasks import Task, check_data_files, get_task
 from .trainer import CompressionTrainer
@@ -174,10 +175,16 @@ class _Run:
         if self.teacher is not None and not distill:
             logger.warning("no 'distillation' block: the student is fine-tuned without a teacher loss")
         name = ("student (distilled)" if distill else "student") + (f", teacher layers {layers}" if layers else "")
+        if self.recipe.pruning is not None:
+            name += f", {self.recipe.pruning.structure} sparsity {self.recipe.pruning.final_sparsity:g}"
         trainer = self._trainer(self.student, self.args.output_dir, teacher=self.teacher if distill else None,
-                                recipe=self.recipe if distill else None)
+                                recipe=self.recipe)
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
+        pruning = self.recipe.pruning
+        if pruning is not None and pruning.structure != "unstructured":
+            removed = remove_pruned_structures(trainer.model)  # the saved student is genuinely smaller
+            logger.info(f"removed pruned structures: {removed}")
         return self._finish(trainer, name, self.args.output_dir, seconds)
 
 

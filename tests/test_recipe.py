@@ -75,7 +75,8 @@ def test_student_shorthand_string():
         ("training.learning_rat", 1e-4, r"training\.learning_rat.*did you mean 'learning_rate'"),
         ("training.num_train_epochs", "three", r"training\.num_train_epochs.*allowed: a number"),
         ("training.output_dir", "x", r"training\.output_dir.*command line"),
-        ("pruning", {"final_sparsity": 0.5}, r"'pruning'.*unknown key"),
+        ("pruning", {"final_sparsity": 0.5}, r"pruning\.end_epoch.*give start_epoch and end_epoch"),
+            ("pruning", {"final_sparsity": 1.0, "start_step": 0, "end_step": 10}, r"pruning\.final_sparsity.*1\.0"),
     ],
 )
 def test_bad_recipe_values_are_named(dotted, value, message):
