@@ -23,7 +23,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_quickstart_command_uses_the_shipped_recipe_and_sample():
-    quickstart = next(block for block in _bash_blocks((ROOT / "README.md").read_text()) if "hf-compress train" in block)
+    blocks = _bash_blocks((ROOT / "README.md").read_text())
+    quickstart = next(block for block in blocks if "hf-compress train" in block)
     recipe_path = re.search(r"hf-compress train (\S+)", quickstart).group(1)
     recipe = Recipe.from_yaml(ROOT / recipe_path)
     train, valid = read_conll(recipe.data.train_file), read_conll(recipe.data.validation_file)
