@@ -39,8 +39,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train_file", help="CoNLL train file (default: the hub dataset)")
     parser.add_argument("--validation_file", help="CoNLL validation file")
     parser.add_argument("--dataset", default="conll2003", help="hub dataset when no files are given")
-    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2",
-                        help="pretrained encoder to fine-tune as teacher (when --teacher is not given)")
+    parser.add_argument(
+        "--encoder",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="pretrained encoder to fine-tune as teacher (when --teacher is not given)",
+    )
     parser.add_argument("--teacher", help="an already fine-tuned teacher: evaluated, not trained")
     parser.add_argument("--student_layers", default="0,2,4")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {list(RUNS)}")
@@ -50,43 +53,60 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max_train_samples", type=int)
     parser.add_argument("--max_eval_samples", type=int)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--output_dir", default="benchmarks/results",
-                        help="where distill_conll.{json,md} go")
-    parser.add_argument("--work_dir", default="benchmarks/results/distill_conll-runs",
-                        help="where the trained models go")
+    parser.add_argument("--output_dir", default="benchmarks/results", help="where distill_conll.{json,md} go")
+    parser.add_argument(
+        "--work_dir", default="benchmarks/results/distill_conll-runs", help="where the trained models go"
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    data = ({"train_file": os.path.abspath(args.train_file), "validation_file": os.path.abspath(args.validation_file)}
-            if args.train_file else {"dataset": args.dataset})
+    data = (
+        {"train_file": os.path.abspath(args.train_file), "validation_file": os.path.abspath(args.validation_file)}
+        if args.train_file
+        else {"dataset": args.dataset}
+    )
     for key in ("max_train_samples", "max_eval_samples"):
         if getattr(args, key):
             data[key] = getattr(args, key)
     training = {
-        "num_train_epochs": args.epochs, "learning_rate": args.learning_rate, "warmup_ratio": 0.06,
-        "weight_decay": 0.01, "per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": 64,
-        "seed": args.seed, "save_strategy": "no", "eval_strategy": "no", "logging_steps": 100,
+        "num_train_epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": 0.06,
+        "weight_decay": 0.01,
+        "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": 64,
+        "seed": args.seed,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 100,
     }
     layers = [int(x) for x in args.student_layers.split(",")]
     teacher = args.teacher
     rows, started = {}, time.time()
     if teacher is None:  # fine-tune the encoder as teacher first
-        recipe = Recipe.from_dict({"model": {"teacher": args.encoder, "train_teacher": True,
-                                             "student": {"from_teacher_layers": layers}},
-                                   "data": {"task": "ner", **data}, "training": training})
+        recipe = Recipe.from_dict(
+            {
+                "model": {"teacher": args.encoder, "train_teacher": True, "student": {"from_teacher_layers": layers}},
+                "data": {"task": "ner", **data},
+                "training": training,
+            }
+        )
         out = os.path.join(args.work_dir, "teacher-run")
         results = run_recipe(recipe, default_training_arguments(out, training))
         teacher = results[0].path
     for run_name in args.runs.split(","):
         block = RUNS[run_name]
-        recipe = Recipe.from_dict({
-            "model": {"teacher": teacher, "student": {"from_teacher_layers": layers}},
-            "data": {"task": "ner", **data}, "training": training,
-            **({"distillation": block} if block else {}),
-        })
+        recipe = Recipe.from_dict(
+            {
+                "model": {"teacher": teacher, "student": {"from_teacher_layers": layers}},
+                "data": {"task": "ner", **data},
+                "training": training,
+                **({"distillation": block} if block else {}),
+            }
+        )
         out = os.path.join(args.work_dir, run_name)
         teacher_result, student_result = run_recipe(recipe, default_training_arguments(out, training))
         rows.setdefault("teacher", teacher_result)
@@ -95,31 +115,47 @@ def main() -> None:
 
     base = rows.get("no-kd")
     report = {
-        "command": "python benchmarks/distill_conll.py " + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items() if v is not None),
-        "machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "command": "python benchmarks/distill_conll.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "total_seconds": round(time.time() - started),
         "runs": {},
     }
     for name, r in rows.items():
         per_epoch = r.train_seconds / args.epochs if r.train_seconds else None
-        overhead = (r.train_seconds / base.train_seconds - 1) if base and r.train_seconds and name not in (
-            "teacher", "no-kd") else None
-        report["runs"][name] = {"dev_f1": r.metrics["f1"], "layers": r.layers, "parameters": r.parameters,
-                                "size_mb": r.size_mb, "train_seconds": r.train_seconds,
-                                "train_seconds_per_epoch": per_epoch, "teacher_forward_overhead": overhead,
-                                "recipe": RUNS.get(name)}
+        overhead = (
+            (r.train_seconds / base.train_seconds - 1)
+            if base and r.train_seconds and name not in ("teacher", "no-kd")
+            else None
+        )
+        report["runs"][name] = {
+            "dev_f1": r.metrics["f1"],
+            "layers": r.layers,
+            "parameters": r.parameters,
+            "size_mb": r.size_mb,
+            "train_seconds": r.train_seconds,
+            "train_seconds_per_epoch": per_epoch,
+            "teacher_forward_overhead": overhead,
+            "recipe": RUNS.get(name),
+        }
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "distill_conll.json"), "w") as handle:
         json.dump(report, handle, indent=2)
-    lines = ["| run | layers | params (M) | size (MB) | dev F1 | train s/epoch | teacher-forward overhead |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | layers | params (M) | size (MB) | dev F1 | train s/epoch | teacher-forward overhead |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, run in report["runs"].items():
         per_epoch = f"{run['train_seconds_per_epoch']:.0f}" if run["train_seconds_per_epoch"] else "- (given)"
         overhead = f"+{100 * run['teacher_forward_overhead']:.0f}%" if run["teacher_forward_overhead"] else "-"
-        lines.append(f"| {name} | {run['layers']} | {run['parameters'] / 1e6:.1f} | {run['size_mb']:.1f} | "
-                     f"{100 * run['dev_f1']:.2f} | {per_epoch} | {overhead} |")
+        lines.append(
+            f"| {name} | {run['layers']} | {run['parameters'] / 1e6:.1f} | {run['size_mb']:.1f} | "
+            f"{100 * run['dev_f1']:.2f} | {per_epoch} | {overhead} |"
+        )
     table = "\n".join(lines)
     with open(os.path.join(args.output_dir, "distill_conll.md"), "w") as handle:
         handle.write(f"{table}\n\nCommand: `{report['command']}`\n")

@@ -37,17 +37,34 @@ def _feeds(session, encoded: dict) -> dict:
     return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items() if k in names}
 
 
-def onnx_latency(models: dict[str, str], tokenizer, sentences: list[list[str]], threads: int = 2,
-                 batch_size: int = 32, warmup: int = 20) -> dict[str, dict[str, float]]:
+def onnx_latency(
+    models: dict[str, str],
+    tokenizer,
+    sentences: list[list[str]],
+    threads: int = 2,
+    batch_size: int = 32,
+    warmup: int = 20,
+) -> dict[str, dict[str, float]]:
     """Batch-1 median / p90 latency (ms) and batch-``batch_size`` throughput (sentences/s) of each ONNX model.
 
     Models are timed interleaved, sentence by sentence, so that machine noise falls on all of them alike.
     """
     sessions = {name: _session(folder, threads) for name, folder in models.items()}
-    singles = [tokenizer(words, is_split_into_words=True, truncation=True, max_length=128, return_tensors="np")
-               for words in sentences]
-    batches = [tokenizer(sentences[i:i + batch_size], is_split_into_words=True, truncation=True, max_length=128,
-                         padding=True, return_tensors="np") for i in range(0, len(sentences), batch_size)]
+    singles = [
+        tokenizer(words, is_split_into_words=True, truncation=True, max_length=128, return_tensors="np")
+        for words in sentences
+    ]
+    batches = [
+        tokenizer(
+            sentences[i : i + batch_size],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=128,
+            padding=True,
+            return_tensors="np",
+        )
+        for i in range(0, len(sentences), batch_size)
+    ]
     for session in sessions.values():
         for encoded in singles[:warmup]:
             session.run(None, _feeds(session, encoded))

@@ -63,8 +63,11 @@ def callback_overhead(args, training: dict) -> dict:
     from hf_compress.recipe import DataConfig
 
     task = get_task("ner")
-    data = DataConfig(train_file=args.train_file, validation_file=args.validation_file,
-                      max_train_samples=args.batch_size * args.overhead_steps)
+    data = DataConfig(
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        max_train_samples=args.batch_size * args.overhead_steps,
+    )
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     model_labels = AutoModelForTokenClassification.from_pretrained(args.teacher).config.label2id
     dataset = task.preprocess(task.load_raw(data), tokenizer, model_labels, data)["train"]
@@ -74,14 +77,24 @@ def callback_overhead(args, training: dict) -> dict:
         timer = StepTimer()
         callbacks = [timer]
         if name == "pruning":  # pruned at step 0, no further update inside the run
-            callbacks.append(GradualPruningCallback(PruningConfig(final_sparsity=0.8, initial_sparsity=0.8,
-                                                                  start_step=0, end_step=10**6,
-                                                                  update_every=10**6)))
-        run_args = default_training_arguments(os.path.join(args.work_dir, f"overhead-{name}"),
-                                              {**training, "max_steps": args.overhead_steps,
-                                               "eval_strategy": "no"})
-        Trainer(model=model, args=run_args, train_dataset=dataset, data_collator=task.data_collator(tokenizer),
-                callbacks=callbacks).train()
+            callbacks.append(
+                GradualPruningCallback(
+                    PruningConfig(
+                        final_sparsity=0.8, initial_sparsity=0.8, start_step=0, end_step=10**6, update_every=10**6
+                    )
+                )
+            )
+        run_args = default_training_arguments(
+            os.path.join(args.work_dir, f"overhead-{name}"),
+            {**training, "max_steps": args.overhead_steps, "eval_strategy": "no"},
+        )
+        Trainer(
+            model=model,
+            args=run_args,
+            train_dataset=dataset,
+            data_collator=task.data_collator(tokenizer),
+            callbacks=callbacks,
+        ).train()
         medians[name] = float(np.median(timer.times[5:]))  # skip warm-up steps
     return {"median_step_seconds": medians, "overhead": medians["pruning"] / medians["plain"] - 1}
 
@@ -95,42 +108,74 @@ def evaluate_dense(args, training: dict, out: str) -> float:
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     model = AutoModelForTokenClassification.from_pretrained(args.teacher)
     dataset = task.preprocess(task.load_raw(data), tokenizer, model.config.label2id, data)["validation"]
-    trainer = Trainer(model=model, args=default_training_arguments(out, training), eval_dataset=dataset,
-                      data_collator=task.data_collator(tokenizer),
-                      compute_metrics=task.compute_metrics(model.config.id2label))
+    trainer = Trainer(
+        model=model,
+        args=default_training_arguments(out, training),
+        eval_dataset=dataset,
+        data_collator=task.data_collator(tokenizer),
+        compute_metrics=task.compute_metrics(model.config.id2label),
+    )
     return trainer.evaluate()["eval_f1"]
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(2)
-    data = {"task": "ner", "train_file": os.path.abspath(args.train_file),
-            "validation_file": os.path.abspath(args.validation_file)}
-    training = {"num_train_epochs": args.epochs, "learning_rate": args.learning_rate, "warmup_ratio": 0.0,
-                "weight_decay": 0.01, "per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": 64,
-                "seed": 42, "save_strategy": "no", "eval_strategy": "no", "logging_steps": 100}
+    data = {
+        "task": "ner",
+        "train_file": os.path.abspath(args.train_file),
+        "validation_file": os.path.abspath(args.validation_file),
+    }
+    training = {
+        "num_train_epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.01,
+        "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": 64,
+        "seed": 42,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 100,
+    }
     sentences = sentences_from_conll(args.validation_file, args.latency_sentences)
     runs = [("dense", None)]
-    runs += [(f"unstructured {float(s):.0%}", {"structure": "unstructured", "final_sparsity": float(s)})
-             for s in args.unstructured.split(",") if s]
-    runs += [(f"neurons {float(s):.0%}", {"structure": "neurons", "final_sparsity": float(s)})
-             for s in args.neurons.split(",") if s]
-    report = {"command": "python benchmarks/prune_conll.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None), "runs": {}}
+    runs += [
+        (f"unstructured {float(s):.0%}", {"structure": "unstructured", "final_sparsity": float(s)})
+        for s in args.unstructured.split(",")
+        if s
+    ]
+    runs += [
+        (f"neurons {float(s):.0%}", {"structure": "neurons", "final_sparsity": float(s)})
+        for s in args.neurons.split(",")
+        if s
+    ]
+    report = {
+        "command": "python benchmarks/prune_conll.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "runs": {},
+    }
     onnx_models = {}
     for name, pruning in runs:
         out = os.path.join(args.work_dir, name.replace(" ", "-").replace("%", ""))
         if pruning is None:  # the dense model as given: evaluated, not trained
-            row = {"dev_f1": evaluate_dense(args, training, out), "train_seconds": None,
-                   "parameters": AutoModelForTokenClassification.from_pretrained(args.teacher).num_parameters()}
+            row = {
+                "dev_f1": evaluate_dense(args, training, out),
+                "train_seconds": None,
+                "parameters": AutoModelForTokenClassification.from_pretrained(args.teacher).num_parameters(),
+            }
             model_dir = args.teacher
         else:
             pruning.update({"start_epoch": 0.0, "end_epoch": args.ramp * args.epochs, "update_every": 50})
-            recipe = Recipe.from_dict({"model": {"student": args.teacher}, "data": data, "pruning": pruning,
-                                       "training": training})
+            recipe = Recipe.from_dict(
+                {"model": {"student": args.teacher}, "data": data, "pruning": pruning, "training": training}
+            )
             result = run_recipe(recipe, default_training_arguments(out, training))[0]
-            row = {"dev_f1": result.metrics["f1"], "parameters": result.parameters,
-                   "train_seconds": result.train_seconds}
+            row = {
+                "dev_f1": result.metrics["f1"],
+                "parameters": result.parameters,
+                "train_seconds": result.train_seconds,
+            }
             model_dir = result.path
         sparsity_file = os.path.join(out, "sparsity_report.json")
         if os.path.isfile(sparsity_file):
@@ -153,19 +198,26 @@ def main() -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "prune_conll.json"), "w") as handle:
         json.dump(report, handle, indent=2)
-    lines = ["| model | encoder sparsity | dev F1 | params (M) | ONNX MB | batch-1 median ms | p90 ms | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | encoder sparsity | dev F1 | params (M) | ONNX MB | batch-1 median ms | p90 ms | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in report["runs"].items():
-        lat = (f"{r['batch1_median_ms']:.2f} | {r['batch1_p90_ms']:.2f} | {r['speedup_vs_dense']:.2f}x"
-               if "batch1_median_ms" in r else "- | - | -")
+        lat = (
+            f"{r['batch1_median_ms']:.2f} | {r['batch1_p90_ms']:.2f} | {r['speedup_vs_dense']:.2f}x"
+            if "batch1_median_ms" in r
+            else "- | - | -"
+        )
         onnx = f"{r['onnx_size_mb']:.1f}" if "onnx_size_mb" in r else "-"
         sparsity = f"{100 * r.get('encoder_linear_sparsity', 0):.0f}%"
-        lines.append(f"| {name} | {sparsity} | {100 * r['dev_f1']:.2f} | {r['parameters'] / 1e6:.1f} | {onnx} | "
-                     f"{lat} |")
+        lines.append(
+            f"| {name} | {sparsity} | {100 * r['dev_f1']:.2f} | {r['parameters'] / 1e6:.1f} | {onnx} | {lat} |"
+        )
     overhead = report["callback_overhead"]
     table = "\n".join(lines) + (
         f"\n\nCallback overhead outside mask updates: median step {overhead['median_step_seconds']['pruning']:.3f} s"
-        f" vs {overhead['median_step_seconds']['plain']:.3f} s plain ({100 * overhead['overhead']:+.1f}%).")
+        f" vs {overhead['median_step_seconds']['plain']:.3f} s plain ({100 * overhead['overhead']:+.1f}%)."
+    )
     with open(os.path.join(args.output_dir, "prune_conll.md"), "w") as handle:
         handle.write(f"{table}\n\nCommand: `{report['command']}`\n")
     print(table)

@@ -27,8 +27,9 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
     while items:
         flag = items.pop(0)
         if not flag.startswith("--") or "." not in flag:
-            raise SystemExit(f"hf-compress: unrecognized argument {flag!r} (recipe overrides look like "
-                             "--block.key VALUE)")
+            raise SystemExit(
+                f"hf-compress: unrecognized argument {flag!r} (recipe overrides look like --block.key VALUE)"
+            )
         key, has_value, value = flag[2:].partition("=")
         if not has_value:
             if not items or items[0].startswith("--"):
@@ -41,12 +42,21 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-compress", description="Compress transformers while fine-tuning.")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="run a recipe: (teacher), student, results table",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = commands.add_parser(
+        "train",
+        help="run a recipe: (teacher), student, results table",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     train.add_argument("recipe", help="a YAML recipe (see recipes/)")
     train.add_argument("--output_dir", required=True, help="where checkpoints, models and results go")
-    train.add_argument("--resume_from_checkpoint", nargs="?", const=True, default=None,
-                       help="resume from the latest checkpoint in output_dir, or from the given checkpoint")
+    train.add_argument(
+        "--resume_from_checkpoint",
+        nargs="?",
+        const=True,
+        default=None,
+        help="resume from the latest checkpoint in output_dir, or from the given checkpoint",
+    )
     train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
     return parser
 

@@ -54,8 +54,10 @@ def soft_target_loss(
         mask: boolean ``(...)``: the positions that count (e.g. ``labels != -100``); None counts every position.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
@@ -134,22 +136,25 @@ class DistillationLoss(nn.Module):
     student's checkpoint (the trainer saves them beside it to resume).
     """
 
-    def __init__(self, config: DistillationConfig, student_config: PretrainedConfig,
-                 teacher_config: PretrainedConfig):
+    def __init__(self, config: DistillationConfig, student_config: PretrainedConfig, teacher_config: PretrainedConfig):
         super().__init__()
         self.config = config
         s_layers, t_layers = _num_layers(student_config), _num_layers(teacher_config)
         self.hidden_layer_map = self._layer_map(config.hidden_states, "hidden_states", s_layers, t_layers)
         self.attention_layer_map = self._layer_map(config.attentions, "attentions", s_layers, t_layers)
         if self.attention_layer_map and student_config.num_attention_heads != teacher_config.num_attention_heads:
-            raise RecipeError("distillation.attentions", "enabled",
-                              f"attention maps need the same number of heads (student "
-                              f"{student_config.num_attention_heads}, teacher {teacher_config.num_attention_heads})")
+            raise RecipeError(
+                "distillation.attentions",
+                "enabled",
+                f"attention maps need the same number of heads (student "
+                f"{student_config.num_attention_heads}, teacher {teacher_config.num_attention_heads})",
+            )
         self.projections = nn.ModuleDict()
         if self.hidden_layer_map and student_config.hidden_size != teacher_config.hidden_size:
             for student_layer in self.hidden_layer_map:
-                self.projections[str(student_layer)] = nn.Linear(student_config.hidden_size,
-                                                                 teacher_config.hidden_size)
+                self.projections[str(student_layer)] = nn.Linear(
+                    student_config.hidden_size, teacher_config.hidden_size
+                )
 
     @staticmethod
     def _layer_map(block: LayerLossConfig | None, name: str, s_layers: int, t_layers: int) -> dict[int, int]:
@@ -158,11 +163,17 @@ class DistillationLoss(nn.Module):
         layer_map = block.layer_map or default_layer_map(s_layers, t_layers)
         for s, t in layer_map.items():
             if s >= s_layers:
-                raise RecipeError(f"distillation.{name}.layer_map.{s}", s,
-                                  f"the student has {s_layers} layers: allowed student layers 0..{s_layers - 1}")
+                raise RecipeError(
+                    f"distillation.{name}.layer_map.{s}",
+                    s,
+                    f"the student has {s_layers} layers: allowed student layers 0..{s_layers - 1}",
+                )
             if t >= t_layers:
-                raise RecipeError(f"distillation.{name}.layer_map.{s}", t,
-                                  f"the teacher has {t_layers} layers: allowed teacher layers 0..{t_layers - 1}")
+                raise RecipeError(
+                    f"distillation.{name}.layer_map.{s}",
+                    t,
+                    f"the teacher has {t_layers} layers: allowed teacher layers 0..{t_layers - 1}",
+                )
         return dict(layer_map)
 
     @property
@@ -173,8 +184,9 @@ class DistillationLoss(nn.Module):
     def needs_attentions(self) -> bool:
         return bool(self.attention_layer_map)
 
-    def forward(self, student_outputs, teacher_outputs, labels: torch.Tensor | None,
-                attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, student_outputs, teacher_outputs, labels: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the total loss and its detached terms (``task``, ``kd``, ``hidden``, ``attention``).
 
         Soft targets count only real positions: ``labels != -100`` for token classification (every example for
@@ -192,13 +204,19 @@ class DistillationLoss(nn.Module):
         if task is not None:
             terms["task"] = task.detach()
         if self.hidden_layer_map:
-            hidden = hidden_state_loss(student_outputs.hidden_states, teacher_outputs.hidden_states,
-                                       self.hidden_layer_map, self.projections, attention_mask)
+            hidden = hidden_state_loss(
+                student_outputs.hidden_states,
+                teacher_outputs.hidden_states,
+                self.hidden_layer_map,
+                self.projections,
+                attention_mask,
+            )
             total = total + cfg.hidden_states.weight * hidden
             terms["hidden"] = hidden.detach()
         if self.attention_layer_map:
-            attn = attention_loss(student_outputs.attentions, teacher_outputs.attentions,
-                                  self.attention_layer_map, attention_mask)
+            attn = attention_loss(
+                student_outputs.attentions, teacher_outputs.attentions, self.attention_layer_map, attention_mask
+            )
             total = total + cfg.attentions.weight * attn
             terms["attention"] = attn.detach()
         return total, terms
@@ -209,8 +227,10 @@ def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[st
     """The ``nn.ModuleList`` of transformer layers (``bert.encoder.layer``, ``distilbert.transformer.layer`` ...)."""
     num_layers = num_layers if num_layers is not None else _num_layers(model.config)
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == num_layers and name.rsplit(".", 1)[-1] in (
-            "layer", "layers", "h", "block"
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) == num_layers
+            and name.rsplit(".", 1)[-1] in ("layer", "layers", "h", "block")
         ):
             return name, module
     raise ValueError(f"could not find the list of {num_layers} transformer layers in {type(model).__name__}")
@@ -228,8 +248,11 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
         raise ValueError("student_from_teacher needs at least one layer")
     for index in layers:
         if not 0 <= index < t_layers:
-            raise RecipeError("model.student.from_teacher_layers", index,
-                              f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}")
+            raise RecipeError(
+                "model.student.from_teacher_layers",
+                index,
+                f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}",
+            )
     name, teacher_layers = find_layer_list(teacher)
     kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
     original = teacher.get_submodule(name)
@@ -256,21 +279,28 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
     return student
 
 
-def check_teacher_student(student: PreTrainedModel, teacher: PreTrainedModel,
-                          student_tokenizer=None, teacher_tokenizer=None) -> None:
+def check_teacher_student(
+    student: PreTrainedModel, teacher: PreTrainedModel, student_tokenizer=None, teacher_tokenizer=None
+) -> None:
     """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies."""
     s_cfg, t_cfg = student.config, teacher.config
     s_labels = [s_cfg.id2label[i] for i in sorted(s_cfg.id2label)]
     t_labels = [t_cfg.id2label[i] for i in sorted(t_cfg.id2label)]
     if s_labels != t_labels:
         if sorted(s_labels) == sorted(t_labels):
-            raise ValueError(f"teacher and student have the same labels in a different order (student {s_labels}, "
-                             f"teacher {t_labels}): build the student with the teacher's label2id")
+            raise ValueError(
+                f"teacher and student have the same labels in a different order (student {s_labels}, "
+                f"teacher {t_labels}): build the student with the teacher's label2id"
+            )
         raise ValueError(f"teacher and student label sets differ: student {s_labels}, teacher {t_labels}")
     if getattr(s_cfg, "vocab_size", None) != getattr(t_cfg, "vocab_size", None):
-        raise ValueError(f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
-                         f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer")
+        raise ValueError(
+            f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
+            f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer"
+        )
     if student_tokenizer is not None and teacher_tokenizer is not None:
         if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
-            raise ValueError("teacher and student tokenizers differ (their vocabularies are not the same): "
-                             "distillation needs both models to read the same token ids")
+            raise ValueError(
+                "teacher and student tokenizers differ (their vocabularies are not the same): "
+                "distillation needs both models to read the same token ids"
+            )

@@ -34,11 +34,13 @@ def resolve_model_path(name_or_path: str) -> str:
     """A local folder, a hub id, or ``package:MODULE/sub/dir`` (a model folder shipped in an installed package)."""
     if not name_or_path.startswith(PACKAGE_PREFIX):
         return name_or_path
-    module, _, subdir = name_or_path[len(PACKAGE_PREFIX):].partition("/")
+    module, _, subdir = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{name_or_path}: Python package {module!r} is not installed "
-                                f"(e.g. `pip install {module.replace('_', '-')}`)")
+        raise FileNotFoundError(
+            f"{name_or_path}: Python package {module!r} is not installed "
+            f"(e.g. `pip install {module.replace('_', '-')}`)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / subdir
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{name_or_path}: no model folder (config.json) at {path}")
@@ -101,12 +103,17 @@ class _Run:
             if sorted(model_labels) == sorted(self.labels):
                 return self.task.auto_model_class.from_pretrained(path)
             if not allow_new_head:
-                raise ValueError(f"{path}: the model's labels {model_labels} differ from the data's labels "
-                                 f"{self.labels}; set model.train_teacher: true to fine-tune a new head")
+                raise ValueError(
+                    f"{path}: the model's labels {model_labels} differ from the data's labels "
+                    f"{self.labels}; set model.train_teacher: true to fine-tune a new head"
+                )
         order = label_order or self.labels
         return self.task.auto_model_class.from_pretrained(
-            path, num_labels=len(order), id2label=dict(enumerate(order)),
-            label2id={name: i for i, name in enumerate(order)}, ignore_mismatched_sizes=True,
+            path,
+            num_labels=len(order),
+            id2label=dict(enumerate(order)),
+            label2id={name: i for i, name in enumerate(order)},
+            ignore_mismatched_sizes=True,
         )
 
     def load_models(self) -> None:
@@ -120,8 +127,11 @@ class _Run:
         self.student_path = None
         if model_cfg.student.name_or_path is not None:
             self.student_path = resolve_model_path(model_cfg.student.name_or_path)
-            order = [self.teacher.config.id2label[i] for i in sorted(self.teacher.config.id2label)] \
-                if self.teacher is not None else None
+            order = (
+                [self.teacher.config.id2label[i] for i in sorted(self.teacher.config.id2label)]
+                if self.teacher is not None
+                else None
+            )
             self.student = self._load_model(self.student_path, order, allow_new_head=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.student_path)
             if self.teacher is not None:
@@ -132,28 +142,43 @@ class _Run:
             self.tokenized = self.task.preprocess(self.raw, self.tokenizer, model.config.label2id, self.data)
         args = dataclasses.replace(self.args, output_dir=output_dir)
         return CompressionTrainer(
-            model=model, args=args, teacher=teacher, recipe=recipe,
-            train_dataset=self.tokenized["train"], eval_dataset=self.tokenized["validation"],
-            data_collator=self.task.data_collator(self.tokenizer), processing_class=self.tokenizer,
+            model=model,
+            args=args,
+            teacher=teacher,
+            recipe=recipe,
+            train_dataset=self.tokenized["train"],
+            eval_dataset=self.tokenized["validation"],
+            data_collator=self.task.data_collator(self.tokenizer),
+            processing_class=self.tokenizer,
             teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
             compute_metrics=self.task.compute_metrics(model.config.id2label),
         )
 
-    def _finish(self, trainer: CompressionTrainer, name: str, output_dir: str,
-                train_seconds: float | None) -> ModelResult:
+    def _finish(
+        self, trainer: CompressionTrainer, name: str, output_dir: str, train_seconds: float | None
+    ) -> ModelResult:
         metrics = trainer.evaluate()
         trainer.save_model(output_dir)
         trainer.save_metrics("eval", metrics)
         model = trainer.model
         weights = Path(output_dir) / "model.safetensors"
-        size = weights.stat().st_size if weights.is_file() else sum(p.numel() * p.element_size()
-                                                                    for p in model.parameters())
+        size = (
+            weights.stat().st_size
+            if weights.is_file()
+            else sum(p.numel() * p.element_size() for p in model.parameters())
+        )
         return ModelResult(
-            name=name, layers=int(model.config.num_hidden_layers),
-            parameters=sum(p.numel() for p in model.parameters()), size_mb=size / 1e6,
-            metrics={k.removeprefix("eval_"): v for k, v in metrics.items()
-                     if k.removeprefix("eval_") in ("f1", "accuracy", "precision", "recall", "loss")},
-            train_seconds=train_seconds, path=output_dir,
+            name=name,
+            layers=int(model.config.num_hidden_layers),
+            parameters=sum(p.numel() for p in model.parameters()),
+            size_mb=size / 1e6,
+            metrics={
+                k.removeprefix("eval_"): v
+                for k, v in metrics.items()
+                if k.removeprefix("eval_") in ("f1", "accuracy", "precision", "recall", "loss")
+            },
+            train_seconds=train_seconds,
+            path=output_dir,
         )
 
     def teacher_stage(self, resume_from_checkpoint) -> ModelResult | None:
@@ -177,8 +202,9 @@ class _Run:
         name = ("student (distilled)" if distill else "student") + (f", teacher layers {layers}" if layers else "")
         if self.recipe.pruning is not None:
             name += f", {self.recipe.pruning.structure} sparsity {self.recipe.pruning.final_sparsity:g}"
-        trainer = self._trainer(self.student, self.args.output_dir, teacher=self.teacher if distill else None,
-                                recipe=self.recipe)
+        trainer = self._trainer(
+            self.student, self.args.output_dir, teacher=self.teacher if distill else None, recipe=self.recipe
+        )
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
         pruning = self.recipe.pruning
@@ -197,8 +223,9 @@ def _checkpoint_for(resume_from_checkpoint: str | bool | None, output_dir: str) 
     return resume_from_checkpoint
 
 
-def run_recipe(recipe: Recipe, args: TrainingArguments,
-               resume_from_checkpoint: str | bool | None = None) -> list[ModelResult]:
+def run_recipe(
+    recipe: Recipe, args: TrainingArguments, resume_from_checkpoint: str | bool | None = None
+) -> list[ModelResult]:
     """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was

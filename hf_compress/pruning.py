@@ -59,11 +59,20 @@ class _Structures:
     def of(cls, layer: nn.Module, index: int) -> _Structures:
         try:
             attention = layer.attention
-            return cls(attention.self.query, attention.self.key, attention.self.value, attention.output.dense,
-                       layer.intermediate.dense, layer.output.dense, attention.self.num_attention_heads)
+            return cls(
+                attention.self.query,
+                attention.self.key,
+                attention.self.value,
+                attention.output.dense,
+                layer.intermediate.dense,
+                layer.output.dense,
+                attention.self.num_attention_heads,
+            )
         except AttributeError as error:
-            raise ValueError(f"structured pruning needs BERT-style layers (attention.self.query, intermediate.dense,"
-                             f" ...); layer {index} is a {type(layer).__name__}") from error
+            raise ValueError(
+                f"structured pruning needs BERT-style layers (attention.self.query, intermediate.dense,"
+                f" ...); layer {index} is a {type(layer).__name__}"
+            ) from error
 
     @property
     def head_size(self) -> int:
@@ -116,8 +125,11 @@ class MagnitudePruner:
             matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
             if not matched:
                 examples = ", ".join(list(linears)[:4])
-                raise RecipeError("pruning.targets", pattern,
-                                  f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)")
+                raise RecipeError(
+                    "pruning.targets",
+                    pattern,
+                    f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)",
+                )
             targets.update(matched)
         return targets
 
@@ -174,7 +186,7 @@ class MagnitudePruner:
         for i, s in enumerate(scores):  # protect each layer's best unit
             flat[offsets[i] + int(s.argmax())] = math.inf
         keep = _keep_largest(flat, min(round(sparsity * flat.numel()), flat.numel() - len(scores)))
-        return [keep[offsets[i]:offsets[i + 1]] for i in range(len(scores))]
+        return [keep[offsets[i] : offsets[i + 1]] for i in range(len(scores))]
 
     def _expand_unit_masks(self) -> None:
         for s, units in zip(self.layers, self.unit_masks, strict=True):
@@ -188,14 +200,16 @@ class MagnitudePruner:
                 for linear in (s.query, s.key, s.value):
                     _set_mask(linear, "weight_mask", rows[:, None].expand_as(linear.weight).clone())
                     _set_mask(linear, "bias_mask", rows.clone())
-                _set_mask(s.attention_output, "weight_mask",
-                          rows[None, :].expand_as(s.attention_output.weight).clone())
+                _set_mask(
+                    s.attention_output, "weight_mask", rows[None, :].expand_as(s.attention_output.weight).clone()
+                )
 
     def masked_modules(self) -> list[nn.Linear]:
         if self.targets:
             return list(self.targets.values())
-        return [m for s in self.layers
-                for m in (s.query, s.key, s.value, s.attention_output, s.intermediate, s.output)]
+        return [
+            m for s in self.layers for m in (s.query, s.key, s.value, s.attention_output, s.intermediate, s.output)
+        ]
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -265,7 +279,7 @@ class MagnitudePruner:
         names = {id(m): n for n, m in self.model.named_modules()}
         for module in self.masked_modules():
             name = names[id(module)]
-            layer = name[len(layer_list_name) + 1:].split(".", 1)[0]
+            layer = name[len(layer_list_name) + 1 :].split(".", 1)[0]
             zeros, total = per_layer.setdefault(layer, [0, 0])
             per_layer[layer] = [zeros + int((module.weight == 0).sum()), total + module.weight.numel()]
         return {layer: zeros / total for layer, (zeros, total) in per_layer.items()}
@@ -274,6 +288,7 @@ class MagnitudePruner:
 # --------------------------------------------------------------------------------------------- removal
 def _zero_units(s: _Structures) -> tuple[list[int], list[int]]:
     """Indices of the exactly-zero FFN neurons and attention heads of a layer."""
+
     def dead(*tensors: torch.Tensor) -> torch.Tensor:
         return torch.stack([t.abs().sum(1) for t in tensors]).sum(0) == 0
 
@@ -294,8 +309,9 @@ def _zero_units(s: _Structures) -> tuple[list[int], list[int]]:
 
 def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     weight = linear.weight.detach().index_select(dim, keep)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
+    new = nn.Linear(
+        weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype
+    )
     new.weight.data.copy_(weight)
     if linear.bias is not None:
         new.bias.data.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach().index_select(0, keep))
@@ -320,8 +336,9 @@ def remove_pruned_structures(model: nn.Module) -> dict[str, object]:
     if n_remove:
         for layer, s, (neurons, _) in zip(layer_list, layers, zero, strict=True):
             drop = set(neurons[:n_remove])
-            keep = torch.tensor([j for j in range(s.intermediate.out_features) if j not in drop],
-                                device=s.intermediate.weight.device)
+            keep = torch.tensor(
+                [j for j in range(s.intermediate.out_features) if j not in drop], device=s.intermediate.weight.device
+            )
             layer.intermediate.dense = _slice_linear(s.intermediate, keep, 0)
             layer.output.dense = _slice_linear(s.output, keep, 1)
         model.config.intermediate_size = layers[0].intermediate.out_features - n_remove
@@ -340,8 +357,12 @@ def sparsity_report(model: nn.Module) -> dict:
         linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
         params = sum(m.weight.numel() for m in linears)
         zeros = sum(int((m.weight == 0).sum()) for m in linears)
-        row = {"layer": f"{layer_list_name}.{index}", "parameters": params, "zeros": zeros,
-               "sparsity": zeros / max(params, 1)}
+        row = {
+            "layer": f"{layer_list_name}.{index}",
+            "parameters": params,
+            "zeros": zeros,
+            "sparsity": zeros / max(params, 1),
+        }
         try:
             s = _Structures.of(layer, index)
         except ValueError:  # not a BERT-style layer: no structure counts
@@ -354,18 +375,29 @@ def sparsity_report(model: nn.Module) -> dict:
     total_params = sum(p.numel() for p in model.parameters())
     linear_params = sum(r["parameters"] for r in rows)
     linear_zeros = sum(r["zeros"] for r in rows)
-    return {"layers": rows, "total": {"parameters": total_params, "encoder_linear_parameters": linear_params,
-                                      "zeros": linear_zeros, "sparsity": linear_zeros / max(linear_params, 1),
-                                      "model_sparsity": linear_zeros / max(total_params, 1)}}
+    return {
+        "layers": rows,
+        "total": {
+            "parameters": total_params,
+            "encoder_linear_parameters": linear_params,
+            "zeros": linear_zeros,
+            "sparsity": linear_zeros / max(linear_params, 1),
+            "model_sparsity": linear_zeros / max(total_params, 1),
+        },
+    }
 
 
 def sparsity_table(report: dict) -> str:
     """The report as a Markdown table."""
     lines = ["| layer | linear params | zeros | sparsity | heads | FFN neurons |", "|---|---|---|---|---|---|"]
     for r in report["layers"]:
-        lines.append(f"| {r['layer']} | {r['parameters']:,} | {r['zeros']:,} | {100 * r['sparsity']:.1f}% | "
-                     f"{r.get('heads', '-')} | {r.get('ffn_neurons', '-')} |")
+        lines.append(
+            f"| {r['layer']} | {r['parameters']:,} | {r['zeros']:,} | {100 * r['sparsity']:.1f}% | "
+            f"{r.get('heads', '-')} | {r.get('ffn_neurons', '-')} |"
+        )
     t = report["total"]
-    lines.append(f"| total (encoder linears) | {t['encoder_linear_parameters']:,} | {t['zeros']:,} | "
-                 f"{100 * t['sparsity']:.1f}% | | |")
+    lines.append(
+        f"| total (encoder linears) | {t['encoder_linear_parameters']:,} | {t['zeros']:,} | "
+        f"{100 * t['sparsity']:.1f}% | | |"
+    )
     return "\n".join(lines)

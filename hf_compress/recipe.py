@@ -51,8 +51,15 @@ class RecipeError(ValueError):
         return RecipeError(key, self.value, self.allowed)
 
 
-def _check_range(key: str, value: float, low: float | None = None, high: float | None = None, *,
-                 low_open: bool = False, high_open: bool = False) -> None:
+def _check_range(
+    key: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
@@ -78,8 +85,11 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         if self.name_or_path is not None and self.from_teacher_layers is not None:
-            raise RecipeError("from_teacher_layers", self.from_teacher_layers,
-                              "give either 'name_or_path' or 'from_teacher_layers', not both")
+            raise RecipeError(
+                "from_teacher_layers",
+                self.from_teacher_layers,
+                "give either 'name_or_path' or 'from_teacher_layers', not both",
+            )
         if self.from_teacher_layers is not None:
             if not self.from_teacher_layers:
                 raise RecipeError("from_teacher_layers", self.from_teacher_layers, "allowed: a non-empty list")
@@ -106,8 +116,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.student.from_teacher_layers is not None and self.teacher is None:
-            raise RecipeError("student.from_teacher_layers", self.student.from_teacher_layers,
-                              "a student built from teacher layers needs 'model.teacher'")
+            raise RecipeError(
+                "student.from_teacher_layers",
+                self.student.from_teacher_layers,
+                "a student built from teacher layers needs 'model.teacher'",
+            )
         if self.teacher is None and self.student.name_or_path is None:
             raise RecipeError("student", None, "give 'model.teacher' or 'model.student.name_or_path' (or both)")
         if self.train_teacher and self.teacher is None:
@@ -260,8 +273,11 @@ class PruningConfig:
         if self.structure == "neurons" and self.scope == "global":
             raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")
         if self.targets is not None and self.structure != "unstructured":
-            raise RecipeError("targets", self.targets, "targets apply to unstructured pruning; structures are "
-                                                       "found in every transformer layer")
+            raise RecipeError(
+                "targets",
+                self.targets,
+                "targets apply to unstructured pruning; structures are found in every transformer layer",
+            )
 
 
 # --------------------------------------------------------------------------------------------------- recipe
@@ -446,6 +462,10 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
         simple = {int, float, bool, str, int | None, float | None, bool | None, str | None}
         if hint_type in simple:
             _coerce(hint_type, value, dotted)
-            if hint_type in (float, float | None) and isinstance(value, (int, float)) and value < 0 \
-                    and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio"}:
+            if (
+                hint_type in (float, float | None)
+                and isinstance(value, (int, float))
+                and value < 0
+                and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio"}
+            ):
                 raise RecipeError(dotted, value, "allowed: a number >= 0")

@@ -39,9 +39,16 @@ class CompressionTrainer(Trainer):
         All other arguments are those of :class:`transformers.Trainer`.
     """
 
-    def __init__(self, model: PreTrainedModel | nn.Module | None = None, args=None, *,
-                 teacher: PreTrainedModel | None = None, recipe: Recipe | dict | str | None = None,
-                 teacher_processing_class=None, **kwargs):
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | None = None,
+        args=None,
+        *,
+        teacher: PreTrainedModel | None = None,
+        recipe: Recipe | dict | str | None = None,
+        teacher_processing_class=None,
+        **kwargs,
+    ):
         self.recipe = Recipe.coerce(recipe)
         if teacher is None and self.recipe.distillation is not None:
             raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")

@@ -12,9 +12,11 @@ from transformers import (
 )
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-WORDS = ("the a of in to and said on for was is at by with from he it that his as has will be "
-         "john smith paris london germany france bank england world cup german united nations "
-         "peter blackburn brussels european commission thursday good bad great awful movie film").split()
+WORDS = (
+    "the a of in to and said on for was is at by with from he it that his as has will be "
+    "john smith paris london germany france bank england world cup german united nations "
+    "peter blackburn brussels european commission thursday good bad great awful movie film"
+).split()
 
 
 def pytest_addoption(parser):
@@ -47,9 +49,17 @@ def tokenizer(tokenizer_dir) -> BertTokenizerFast:
 
 
 def tiny_bert_config(vocab_size: int, labels: list[str], **overrides) -> BertConfig:
-    kwargs = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                  intermediate_size=64, max_position_embeddings=128, num_labels=len(labels),
-                  id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
     kwargs.update(overrides)
     return BertConfig(**kwargs)
 

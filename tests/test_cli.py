@@ -48,8 +48,13 @@ def recipe_path(tmp_path, encoder_dir) -> Path:
         "model": {"teacher": encoder_dir, "train_teacher": True, "student": {"from_teacher_layers": [0, 2]}},
         "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt"},
         "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}},
-        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
-                     "use_cpu": True, "disable_tqdm": True},
+        "training": {
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "use_cpu": True,
+            "disable_tqdm": True,
+        },
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -76,8 +81,9 @@ def test_cli_train_end_to_end_and_resume(recipe_path, tmp_path, capsys):
     assert (out / "tokenizer.json").is_file() and (out / "checkpoint-10").is_dir()
     # resuming a finished run trains nothing more and gives the same student
     with pytest.raises(SystemExit) as stop:
-        cli_main(["train", str(recipe_path), "--output_dir", str(out), "--training.seed", "3",
-                  "--resume_from_checkpoint"])
+        cli_main(
+            ["train", str(recipe_path), "--output_dir", str(out), "--training.seed", "3", "--resume_from_checkpoint"]
+        )
     assert stop.value.code == 0
     again = AutoModelForTokenClassification.from_pretrained(out)
     for a, b in zip(student.parameters(), again.parameters(), strict=True):
@@ -88,7 +94,8 @@ def test_teacher_with_other_labels_needs_train_teacher(recipe_path, tmp_path, ca
     recipe = yaml.safe_load(recipe_path.read_text())
     recipe["model"]["train_teacher"] = False
     teacher = AutoModelForTokenClassification.from_pretrained(
-        recipe["model"]["teacher"], num_labels=3, id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={})
+        recipe["model"]["teacher"], num_labels=3, id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={}
+    )
     teacher.save_pretrained(tmp_path / "other-teacher")
     recipe["model"]["teacher"] = str(tmp_path / "other-teacher")
     recipe_path.write_text(yaml.safe_dump(recipe))
@@ -102,21 +109,57 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_python_dash_m_checks_a_recipe(recipe_path, tmp_path):
-    done = _run(["-m", "hf_compress", "train", str(recipe_path), "--output_dir", "x", "--check",
-                 "--distillation.alpha", "0.25"], tmp_path)
+    done = _run(
+        [
+            "-m",
+            "hf_compress",
+            "train",
+            str(recipe_path),
+            "--output_dir",
+            "x",
+            "--check",
+            "--distillation.alpha",
+            "0.25",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["distillation"]["alpha"] == 0.25
-    bad = _run(["-m", "hf_compress", "train", str(recipe_path), "--output_dir", "x", "--distillation.alhpa", "1"],
-               tmp_path)
+    bad = _run(
+        ["-m", "hf_compress", "train", str(recipe_path), "--output_dir", "x", "--distillation.alhpa", "1"], tmp_path
+    )
     assert bad.returncode == 2 and "did you mean 'alpha'" in bad.stderr
 
 
 def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
-    done = _run([str(ROOT / "examples/ner/run_ner.py"), "--teacher_name_or_path", encoder_dir, "--train_teacher",
-                 "--student_from_teacher_layers", "0,3", "--train_file", str(tmp_path / "train.txt"),
-                 "--validation_file", str(tmp_path / "valid.txt"), "--alpha", "0.3", "--layer_map", "0:1,1:3",
-                 "--output_dir", str(tmp_path / "example"), "--num_train_epochs", "1", "--use_cpu",
-                 "--report_to", "none", "--disable_tqdm", "true"], tmp_path)
+    done = _run(
+        [
+            str(ROOT / "examples/ner/run_ner.py"),
+            "--teacher_name_or_path",
+            encoder_dir,
+            "--train_teacher",
+            "--student_from_teacher_layers",
+            "0,3",
+            "--train_file",
+            str(tmp_path / "train.txt"),
+            "--validation_file",
+            str(tmp_path / "valid.txt"),
+            "--alpha",
+            "0.3",
+            "--layer_map",
+            "0:1,1:3",
+            "--output_dir",
+            str(tmp_path / "example"),
+            "--num_train_epochs",
+            "1",
+            "--use_cpu",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| student (distilled), teacher layers [0, 3] | 2 |" in done.stdout
     saved = yaml.safe_load((tmp_path / "example" / "recipe.yaml").read_text())
@@ -127,8 +170,17 @@ def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
 @pytest.mark.slow
 def test_quickstart_with_packaged_minilm(tmp_path):
     """The README's main job: the packaged MiniLM on the project's NER sample (about 5 minutes)."""
-    done = _run(["-m", "hf_compress", "train", str(ROOT / "recipes/quickstart-ner.yaml"),
-                 "--output_dir", str(tmp_path / "quickstart")], ROOT)
+    done = _run(
+        [
+            "-m",
+            "hf_compress",
+            "train",
+            str(ROOT / "recipes/quickstart-ner.yaml"),
+            "--output_dir",
+            str(tmp_path / "quickstart"),
+        ],
+        ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     teacher, student = json.loads((tmp_path / "quickstart" / "results.json").read_text())
     assert teacher["layers"] == 6 and student["layers"] == 3

@@ -125,8 +125,11 @@ def test_distillation_loss_module_projections_and_layer_map_checks(tokenizer):
     with pytest.raises(RecipeError, match=r"teacher has 4 layers"):
         DistillationLoss(DistillationConfig(hidden_states=LayerLossConfig(layer_map={0: 4})), student_cfg, teacher_cfg)
     with pytest.raises(RecipeError, match="same number of heads"):
-        DistillationLoss(DistillationConfig(attentions=LayerLossConfig()),
-                         tiny_bert_config(len(tokenizer), NER_LABELS, num_attention_heads=2), teacher_cfg)
+        DistillationLoss(
+            DistillationConfig(attentions=LayerLossConfig()),
+            tiny_bert_config(len(tokenizer), NER_LABELS, num_attention_heads=2),
+            teacher_cfg,
+        )
 
 
 # ------------------------------------------------------------------------------------------- student building
@@ -157,8 +160,10 @@ def test_student_from_teacher_reproduces_chosen_layers(tiny_ner_teacher, tmp_pat
         # same head: the student's logits are the teacher's classifier on the student's last hidden state
         assert torch.equal(s_out.logits, teacher.classifier(s_out.hidden_states[-1]))
     # parameters are copies, not shared
-    assert student.bert.encoder.layer[0].attention.self.query.weight.data_ptr() != \
-        teacher.bert.encoder.layer[0].attention.self.query.weight.data_ptr()
+    assert (
+        student.bert.encoder.layer[0].attention.self.query.weight.data_ptr()
+        != teacher.bert.encoder.layer[0].attention.self.query.weight.data_ptr()
+    )
     # plain save / load
     student.save_pretrained(tmp_path)
     reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()

@@ -117,8 +117,9 @@ def test_structured_masks_and_physical_removal(tokenizer, tmp_path, structure, s
         head_size = hidden // 4
         pruned_heads = 16 - 8
         assert sum(len(h) for h in removed["heads"].values()) == pruned_heads
-        assert params_before - params_after == pruned_heads * (3 * (hidden * head_size + head_size)
-                                                               + hidden * head_size)
+        assert params_before - params_after == pruned_heads * (
+            3 * (hidden * head_size + head_size) + hidden * head_size
+        )
     assert torch.allclose(_outputs(m, input_ids), masked, atol=1e-5)
     m.save_pretrained(tmp_path)
     reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
@@ -128,8 +129,13 @@ def test_structured_masks_and_physical_removal(tokenizer, tmp_path, structure, s
 
 def _trainer(tokenizer, path, callback, **kwargs):
     m = model(tokenizer).train()
-    return Trainer(model=m, args=args_for(path, **kwargs), train_dataset=ner_dataset(tokenizer, n=64),
-                   data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[callback])
+    return Trainer(
+        model=m,
+        args=args_for(path, **kwargs),
+        train_dataset=ner_dataset(tokenizer, n=64),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        callbacks=[callback],
+    )
 
 
 def test_callback_with_plain_trainer(tokenizer, tmp_path):
@@ -154,11 +160,23 @@ def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tokenizer, 
     seen = []
     for batch, accumulation in ((8, 1), (2, 4)):
         callback = GradualPruningCallback(final_sparsity=0.6, start_epoch=0.0, end_epoch=1.0, update_every=1)
-        trainer = _trainer(tokenizer, tmp_path / str(batch), callback, per_device_train_batch_size=batch,
-                           gradient_accumulation_steps=accumulation, logging_steps=1, num_train_epochs=1)
+        trainer = _trainer(
+            tokenizer,
+            tmp_path / str(batch),
+            callback,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            logging_steps=1,
+            num_train_epochs=1,
+        )
         trainer.train()
-        seen.append([(log["step"], log["sparsity_target"], log["sparsity"])
-                     for log in trainer.state.log_history if "loss" in log])
+        seen.append(
+            [
+                (log["step"], log["sparsity_target"], log["sparsity"])
+                for log in trainer.state.log_history
+                if "loss" in log
+            ]
+        )
     assert seen[0] == seen[1]
     assert len(seen[0]) == 8 and seen[0][-1][1] == 0.6
 
@@ -186,18 +204,26 @@ def test_resume_mid_ramp_gives_the_same_masks(tokenizer, tmp_path):
 
 def test_compression_trainer_builds_pruning_from_recipe(tokenizer, tiny_ner_teacher, tmp_path):
     student = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=2))
-    recipe = {"distillation": {"alpha": 0.5},
-              "pruning": {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 4,
-                          "update_every": 1}}
-    trainer = CompressionTrainer(model=student, teacher=tiny_ner_teacher, recipe=recipe,
-                                 args=args_for(tmp_path, logging_steps=1, max_steps=6),
-                                 train_dataset=ner_dataset(tokenizer),
-                                 data_collator=DataCollatorForTokenClassification(tokenizer))
+    recipe = {
+        "distillation": {"alpha": 0.5},
+        "pruning": {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 4, "update_every": 1},
+    }
+    trainer = CompressionTrainer(
+        model=student,
+        teacher=tiny_ner_teacher,
+        recipe=recipe,
+        args=args_for(tmp_path, logging_steps=1, max_steps=6),
+        train_dataset=ner_dataset(tokenizer),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
     assert isinstance(trainer.callback_handler.callbacks[0], GradualPruningCallback)
     trainer.train()
     assert [r["ffn_neurons"] for r in sparsity_report(student)["layers"]] == [32, 32]
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert all("loss_kd" in log and "sparsity" in log for log in logs)
     with pytest.raises(RecipeError, match="matches no nn.Linear"):
-        CompressionTrainer(model=student, args=args_for(tmp_path),
-                           recipe={"pruning": {"targets": ["nothing.*"], "start_step": 0, "end_step": 2}})
+        CompressionTrainer(
+            model=student,
+            args=args_for(tmp_path),
+            recipe={"pruning": {"targets": ["nothing.*"], "start_step": 0, "end_step": 2}},
+        )

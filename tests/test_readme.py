@@ -34,7 +34,10 @@ def test_quickstart_command_uses_the_shipped_recipe_and_sample():
 
 
 def test_sample_data_is_what_its_generator_writes(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "examples/data/make_conll_sample.py"), "--output_dir", str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/data/make_conll_sample.py"), "--output_dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     for name in ("train.txt", "valid.txt"):
         assert (tmp_path / name).read_text() == (ROOT / "examples/data/conll-sample" / name).read_text()

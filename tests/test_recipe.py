@@ -42,9 +42,15 @@ def test_good_recipe_round_trips(tmp_path):
 def test_overrides_parse_values_and_create_blocks(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(GOOD))
-    recipe = Recipe.from_yaml(path, overrides={"distillation.alpha": "0.9", "training.num_train_epochs": "1",
-                                               "distillation.attentions.weight": "0.5",
-                                               "distillation.hidden_states.layer_map.1": "3"})
+    recipe = Recipe.from_yaml(
+        path,
+        overrides={
+            "distillation.alpha": "0.9",
+            "training.num_train_epochs": "1",
+            "distillation.attentions.weight": "0.5",
+            "distillation.hidden_states.layer_map.1": "3",
+        },
+    )
     assert recipe.distillation.alpha == 0.9
     assert recipe.training["num_train_epochs"] == 1
     assert recipe.distillation.attentions.weight == 0.5
@@ -76,7 +82,7 @@ def test_student_shorthand_string():
         ("training.num_train_epochs", "three", r"training\.num_train_epochs.*allowed: a number"),
         ("training.output_dir", "x", r"training\.output_dir.*command line"),
         ("pruning", {"final_sparsity": 0.5}, r"pruning\.end_epoch.*give start_epoch and end_epoch"),
-            ("pruning", {"final_sparsity": 1.0, "start_step": 0, "end_step": 10}, r"pruning\.final_sparsity.*1\.0"),
+        ("pruning", {"final_sparsity": 1.0, "start_step": 0, "end_step": 10}, r"pruning\.final_sparsity.*1\.0"),
     ],
 )
 def test_bad_recipe_values_are_named(dotted, value, message):
@@ -146,7 +152,7 @@ def test_vocabularies_differ(tokenizer, tiny_ner_teacher, tmp_path, tokenizer_di
     with pytest.raises(ValueError, match="vocabularies differ: vocab_size"):
         _trainer(student, tiny_ner_teacher, tmp_path)
     # same size, different tokens
-    vocab = (tmp_path / "vocab.txt")
+    vocab = tmp_path / "vocab.txt"
     words = open(f"{tokenizer_dir}/vocab.txt").read().split("\n")
     words[10] = "zzzz"
     vocab.write_text("\n".join(words))

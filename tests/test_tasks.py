@@ -28,8 +28,17 @@ def test_read_conll(tmp_path):
     ds = read_conll(path)
     assert ds["tokens"] == [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["BRUSSELS"]]
     assert ds["ner_tags"][0] == ["B-ORG", "O", "B-MISC", "O"]
-    assert label_list_from_tags(ds["ner_tags"]) == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG",
-                                                    "B-PER", "I-PER"]
+    assert label_list_from_tags(ds["ner_tags"]) == [
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "B-MISC",
+        "I-MISC",
+        "B-ORG",
+        "I-ORG",
+        "B-PER",
+        "I-PER",
+    ]
 
 
 def test_two_column_conll(tmp_path):
@@ -61,8 +70,9 @@ def test_ner_preprocess_aligns_labels(tmp_path, tokenizer):
 
 def test_ner_preprocess_with_class_label_features_and_unknown_tags(tokenizer):
     names = ["O", "B-PER", "I-PER"]
-    features = Features({"tokens": Sequence(feature=Value("string")),
-                         "ner_tags": Sequence(feature=ClassLabel(names=names))})
+    features = Features(
+        {"tokens": Sequence(feature=Value("string")), "ner_tags": Sequence(feature=ClassLabel(names=names))}
+    )
     ds = Dataset.from_dict({"tokens": [["john", "smith"]], "ner_tags": [[1, 2]]}, features=features)
     raw = DatasetDict({"train": ds, "validation": ds})
     task, data = get_task("ner"), DataConfig(dataset="x")
@@ -97,8 +107,12 @@ def test_text_classification_csv(tmp_path, tokenizer):
     (tmp_path / "train.csv").write_text("sentence,label\ngood film,pos\nbad movie,neg\n")
     (tmp_path / "valid.csv").write_text("sentence,label\ngreat film,pos\n")
     task = get_task("text-classification")
-    data = DataConfig(task="text-classification", train_file=str(tmp_path / "train.csv"),
-                      validation_file=str(tmp_path / "valid.csv"), text_column="sentence")
+    data = DataConfig(
+        task="text-classification",
+        train_file=str(tmp_path / "train.csv"),
+        validation_file=str(tmp_path / "valid.csv"),
+        text_column="sentence",
+    )
     raw = task.load_raw(data)
     labels = task.label_list(raw, data)
     assert labels == ["neg", "pos"]

@@ -31,8 +31,9 @@ def ner_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
         length = rng.randint(3, 12)
         ids = [tokenizer.convert_tokens_to_ids(rng.choice(WORDS)) for _ in range(length)]
         labels = [rng.randrange(len(NER_LABELS)) for _ in ids]
-        rows.append({"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id],
-                     "labels": [-100, *labels, -100]})
+        rows.append(
+            {"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id], "labels": [-100, *labels, -100]}
+        )
     return Dataset.from_list(rows)
 
 
@@ -47,8 +48,17 @@ def cls_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
 
 
 def args_for(path, **kwargs) -> TrainingArguments:
-    defaults = dict(per_device_train_batch_size=8, num_train_epochs=2, learning_rate=1e-3, logging_steps=2,
-                    report_to="none", save_strategy="no", seed=7, use_cpu=True, disable_tqdm=True)
+    defaults = dict(
+        per_device_train_batch_size=8,
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        logging_steps=2,
+        report_to="none",
+        save_strategy="no",
+        seed=7,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     return TrainingArguments(str(path), **{**defaults, **kwargs})
 
 
@@ -62,8 +72,7 @@ def test_without_teacher_and_recipe_it_is_the_plain_trainer(tokenizer, tmp_path)
     for cls in (Trainer, CompressionTrainer):
         torch.manual_seed(0)
         model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS))
-        trainer = cls(model=model, args=args_for(tmp_path / cls.__name__), train_dataset=data,
-                      data_collator=collator)
+        trainer = cls(model=model, args=args_for(tmp_path / cls.__name__), train_dataset=data, data_collator=collator)
         trainer.train()
         finals.append((flat_params(model), [log.get("loss") for log in trainer.state.log_history]))
     assert torch.equal(finals[0][0], finals[1][0])
@@ -73,9 +82,14 @@ def test_without_teacher_and_recipe_it_is_the_plain_trainer(tokenizer, tmp_path)
 def make_ner_trainer(tokenizer, teacher, path, recipe, **kwargs):
     student = student_from_teacher(teacher, [0, 3])
     return CompressionTrainer(
-        model=student, teacher=teacher, recipe=recipe, args=args_for(path, **kwargs),
-        train_dataset=ner_dataset(tokenizer), eval_dataset=ner_dataset(tokenizer, 16, seed=1),
-        data_collator=DataCollatorForTokenClassification(tokenizer), processing_class=tokenizer,
+        model=student,
+        teacher=teacher,
+        recipe=recipe,
+        args=args_for(path, **kwargs),
+        train_dataset=ner_dataset(tokenizer),
+        eval_dataset=ner_dataset(tokenizer, 16, seed=1),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        processing_class=tokenizer,
         compute_metrics=ner_metrics(teacher.config.id2label),
     )
 
@@ -83,8 +97,14 @@ def make_ner_trainer(tokenizer, teacher, path, recipe, **kwargs):
 def test_distillation_token_classification(tokenizer, tiny_ner_teacher, tmp_path):
     teacher = tiny_ner_teacher
     before = flat_params(teacher).clone()
-    recipe = {"distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0},
-                               "attentions": {"weight": 1.0}}}
+    recipe = {
+        "distillation": {
+            "temperature": 2.0,
+            "alpha": 0.5,
+            "hidden_states": {"weight": 1.0},
+            "attentions": {"weight": 1.0},
+        }
+    }
     trainer = make_ner_trainer(tokenizer, teacher, tmp_path, recipe, save_strategy="epoch")
     trainer.train()
     # the teacher is never trained, never in the optimizer, stays in eval mode
@@ -109,8 +129,9 @@ def test_distillation_token_classification(tokenizer, tiny_ner_teacher, tmp_path
 
 def test_projections_are_trained_kept_out_of_the_student_and_resumed(tokenizer, tiny_ner_teacher, tmp_path):
     torch.manual_seed(3)
-    narrow = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=2,
-                                                         hidden_size=16, intermediate_size=32))
+    narrow = BertForTokenClassification(
+        tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=2, hidden_size=16, intermediate_size=32)
+    )
     recipe = {"distillation": {"alpha": 0.3, "hidden_states": {"weight": 2.0}}}
 
     def run(path, **kwargs):
@@ -118,9 +139,13 @@ def test_projections_are_trained_kept_out_of_the_student_and_resumed(tokenizer, 
         student = BertForTokenClassification(narrow.config)
         student.load_state_dict(narrow.state_dict())
         trainer = CompressionTrainer(
-            model=student, teacher=tiny_ner_teacher, recipe=recipe, args=args_for(path, save_strategy="steps",
-                                                                                 save_steps=6, **kwargs),
-            train_dataset=ner_dataset(tokenizer), data_collator=DataCollatorForTokenClassification(tokenizer))
+            model=student,
+            teacher=tiny_ner_teacher,
+            recipe=recipe,
+            args=args_for(path, save_strategy="steps", save_steps=6, **kwargs),
+            train_dataset=ner_dataset(tokenizer),
+            data_collator=DataCollatorForTokenClassification(tokenizer),
+        )
         return trainer
 
     full = run(tmp_path / "full")
@@ -143,9 +168,13 @@ def test_distillation_sequence_classification(tokenizer, tiny_cls_teacher, tmp_p
     before = flat_params(teacher).clone()
     student = student_from_teacher(teacher, [1, 3])
     trainer = CompressionTrainer(
-        model=student, teacher=teacher, recipe={"distillation": {"temperature": 3.0, "alpha": 0.2}},
-        args=args_for(tmp_path, num_train_epochs=3), train_dataset=cls_dataset(tokenizer),
-        eval_dataset=cls_dataset(tokenizer, 16, seed=1), data_collator=DataCollatorWithPadding(tokenizer),
+        model=student,
+        teacher=teacher,
+        recipe={"distillation": {"temperature": 3.0, "alpha": 0.2}},
+        args=args_for(tmp_path, num_train_epochs=3),
+        train_dataset=cls_dataset(tokenizer),
+        eval_dataset=cls_dataset(tokenizer, 16, seed=1),
+        data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_metrics(teacher.config.id2label),
     )
     trainer.train()
@@ -164,8 +193,9 @@ def test_distillation_sequence_classification(tokenizer, tiny_cls_teacher, tmp_p
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_alpha_extremes(tokenizer, tiny_ner_teacher, tmp_path, alpha):
     """alpha=1 is the task loss alone; alpha=0 the soft-target term alone."""
-    trainer = make_ner_trainer(tokenizer, tiny_ner_teacher, tmp_path, {"distillation": {"alpha": alpha}},
-                               max_steps=2, logging_steps=1)
+    trainer = make_ner_trainer(
+        tokenizer, tiny_ner_teacher, tmp_path, {"distillation": {"alpha": alpha}}, max_steps=2, logging_steps=1
+    )
     trainer.train()
     for log in (log for log in trainer.state.log_history if "loss" in log):
         expected = log["loss_task"] if alpha == 1.0 else log["loss_kd"]

@@ -23,35 +23,207 @@ import argparse
 import random
 from pathlib import Path
 
-FIRST = ["Anna", "Marek", "Sofia", "Daniel", "Yuki", "Omar", "Lena", "Pedro", "Ingrid", "Kwame", "Elena", "Tomas",
-         "Priya", "Hugo", "Mei", "Felix", "Amara", "Jonas", "Carla", "Ivan", "Nadia", "Rui", "Greta", "Samir",
-         "Lucia", "Anders", "Fatima", "Milo", "Chen", "Olga", "Rafael", "Hana", "Emil", "Zara", "Pablo", "Irene"]
-LAST = ["Kowalski", "Brandt", "Moreau", "Okafor", "Tanaka", "Haddad", "Lindqvist", "Santos", "Novak", "Mensah",
-        "Petrov", "Silva", "Ferreira", "Nakamura", "Jensen", "Rossi", "Dubois", "Keller", "Varga", "Costa",
-        "Horvat", "Larsen", "Mendes", "Schulz", "Adeyemi", "Popescu", "Marin", "Berg", "Quinn", "Albers",
-        "Duarte", "Falk", "Ibsen", "Kaur", "Lund", "Ortega"]
-ORG = ["Norbank", "Valtec Industries", "Orion Motors", "Helix Pharma", "the Baltic Shipping Company", "Kestrel Air",
-       "Union Steel", "Meridian Group", "Polar Energy", "Atlas Insurance", "Greenfield Foods", "Cobalt Mining",
-       "the Central Bank", "Redwood Capital", "Vega Telecom", "Summit Rail", "Northwind Media", "Ardent Chemicals",
-       "FC Riverton", "Lakeside United", "Port Vale Rovers", "Castlebury City", "the Finance Ministry",
-       "the National Olympic Committee", "Sterling Brewers", "Quantum Software", "Ironbridge Holdings",
-       "Blue Harbour Airlines", "the Trade Council", "Solano Textiles"]
-LOC = ["Veldoria", "Port Amsel", "Karsten", "Lake Imra", "New Halden", "the Oren Valley", "Brisca", "Talmont",
-       "Estavia", "North Caledon", "Rivermouth", "Mount Sarel", "Dunmore", "Castrela", "West Ardel", "Ostrava",
-       "Marseille", "Nairobi", "Osaka", "Lisbon", "Toronto", "Krakow", "Valencia", "Helsinki", "Porto", "Accra",
-       "Geneva", "Seville", "Bergen", "Tunis"]
-MISC = ["Veldorian", "Estavian", "Brazilian", "Japanese", "Norwegian", "Kenyan", "Portuguese", "Polish",
-        "Canadian", "Finnish", "Olympic", "Euro", "Caledonian", "Talmontese", "World Cup", "Open Championship",
-        "Spanish", "Ghanaian", "Swiss", "Tunisian"]
+FIRST = [
+    "Anna",
+    "Marek",
+    "Sofia",
+    "Daniel",
+    "Yuki",
+    "Omar",
+    "Lena",
+    "Pedro",
+    "Ingrid",
+    "Kwame",
+    "Elena",
+    "Tomas",
+    "Priya",
+    "Hugo",
+    "Mei",
+    "Felix",
+    "Amara",
+    "Jonas",
+    "Carla",
+    "Ivan",
+    "Nadia",
+    "Rui",
+    "Greta",
+    "Samir",
+    "Lucia",
+    "Anders",
+    "Fatima",
+    "Milo",
+    "Chen",
+    "Olga",
+    "Rafael",
+    "Hana",
+    "Emil",
+    "Zara",
+    "Pablo",
+    "Irene",
+]
+LAST = [
+    "Kowalski",
+    "Brandt",
+    "Moreau",
+    "Okafor",
+    "Tanaka",
+    "Haddad",
+    "Lindqvist",
+    "Santos",
+    "Novak",
+    "Mensah",
+    "Petrov",
+    "Silva",
+    "Ferreira",
+    "Nakamura",
+    "Jensen",
+    "Rossi",
+    "Dubois",
+    "Keller",
+    "Varga",
+    "Costa",
+    "Horvat",
+    "Larsen",
+    "Mendes",
+    "Schulz",
+    "Adeyemi",
+    "Popescu",
+    "Marin",
+    "Berg",
+    "Quinn",
+    "Albers",
+    "Duarte",
+    "Falk",
+    "Ibsen",
+    "Kaur",
+    "Lund",
+    "Ortega",
+]
+ORG = [
+    "Norbank",
+    "Valtec Industries",
+    "Orion Motors",
+    "Helix Pharma",
+    "the Baltic Shipping Company",
+    "Kestrel Air",
+    "Union Steel",
+    "Meridian Group",
+    "Polar Energy",
+    "Atlas Insurance",
+    "Greenfield Foods",
+    "Cobalt Mining",
+    "the Central Bank",
+    "Redwood Capital",
+    "Vega Telecom",
+    "Summit Rail",
+    "Northwind Media",
+    "Ardent Chemicals",
+    "FC Riverton",
+    "Lakeside United",
+    "Port Vale Rovers",
+    "Castlebury City",
+    "the Finance Ministry",
+    "the National Olympic Committee",
+    "Sterling Brewers",
+    "Quantum Software",
+    "Ironbridge Holdings",
+    "Blue Harbour Airlines",
+    "the Trade Council",
+    "Solano Textiles",
+]
+LOC = [
+    "Veldoria",
+    "Port Amsel",
+    "Karsten",
+    "Lake Imra",
+    "New Halden",
+    "the Oren Valley",
+    "Brisca",
+    "Talmont",
+    "Estavia",
+    "North Caledon",
+    "Rivermouth",
+    "Mount Sarel",
+    "Dunmore",
+    "Castrela",
+    "West Ardel",
+    "Ostrava",
+    "Marseille",
+    "Nairobi",
+    "Osaka",
+    "Lisbon",
+    "Toronto",
+    "Krakow",
+    "Valencia",
+    "Helsinki",
+    "Porto",
+    "Accra",
+    "Geneva",
+    "Seville",
+    "Bergen",
+    "Tunis",
+]
+MISC = [
+    "Veldorian",
+    "Estavian",
+    "Brazilian",
+    "Japanese",
+    "Norwegian",
+    "Kenyan",
+    "Portuguese",
+    "Polish",
+    "Canadian",
+    "Finnish",
+    "Olympic",
+    "Euro",
+    "Caledonian",
+    "Talmontese",
+    "World Cup",
+    "Open Championship",
+    "Spanish",
+    "Ghanaian",
+    "Swiss",
+    "Tunisian",
+]
 # (surface form, type, contexts it appears in): the same words tagged by context.
-AMBIGUOUS = {"PER": ["Jordan", "Ford", "Washington", "Paris Hilton", "Chelsea Park"],
-             "LOC": ["Jordan", "Washington", "Paris", "Chelsea"],
-             "ORG": ["Ford", "Chelsea", "Paris Saint Germain"]}
+AMBIGUOUS = {
+    "PER": ["Jordan", "Ford", "Washington", "Paris Hilton", "Chelsea Park"],
+    "LOC": ["Jordan", "Washington", "Paris", "Chelsea"],
+    "ORG": ["Ford", "Chelsea", "Paris Saint Germain"],
+}
 
-POS = {"said": "VBD", "on": "IN", "in": "IN", "the": "DT", "a": "DT", "of": "IN", "to": "TO", "and": "CC",
-       "with": "IN", "after": "IN", "for": "IN", "at": "IN", "by": "IN", "from": "IN", ".": ".", ",": ",",
-       "'s": "POS", "its": "PRP$", "his": "PRP$", "her": "PRP$", "would": "MD", "will": "MD", "has": "VBZ",
-       "had": "VBD", "was": "VBD", "is": "VBZ", "that": "IN", "than": "IN", "more": "JJR", "percent": "NN"}
+POS = {
+    "said": "VBD",
+    "on": "IN",
+    "in": "IN",
+    "the": "DT",
+    "a": "DT",
+    "of": "IN",
+    "to": "TO",
+    "and": "CC",
+    "with": "IN",
+    "after": "IN",
+    "for": "IN",
+    "at": "IN",
+    "by": "IN",
+    "from": "IN",
+    ".": ".",
+    ",": ",",
+    "'s": "POS",
+    "its": "PRP$",
+    "his": "PRP$",
+    "her": "PRP$",
+    "would": "MD",
+    "will": "MD",
+    "has": "VBZ",
+    "had": "VBD",
+    "was": "VBD",
+    "is": "VBZ",
+    "that": "IN",
+    "than": "IN",
+    "more": "JJR",
+    "percent": "NN",
+}
 
 # Templates: {PER} {ORG} {LOC} {MISC} slots; other tokens are plain words.
 TEMPLATES = [
@@ -112,8 +284,13 @@ def _plain(word: str) -> tuple[str, str, str, str]:
     elif word[0].isdigit():
         pos = "CD"
     elif word[0].isupper():
-        pos = "NNP" if word not in {"The", "A", "Police", "Talks", "Floods", "Prices", "Analysts", "Troops",
-                                    "Coach"} else "DT" if word in {"The", "A"} else "NNS"
+        pos = (
+            "NNP"
+            if word not in {"The", "A", "Police", "Talks", "Floods", "Prices", "Analysts", "Troops", "Coach"}
+            else "DT"
+            if word in {"The", "A"}
+            else "NNS"
+        )
     elif word.endswith("ed"):
         pos = "VBD"
     elif word.endswith("s"):
@@ -148,8 +325,9 @@ class _Pools:
     def entity(self, rng: random.Random, label: str, unseen: bool) -> list[str]:
         if label == "PER":
             return _person(rng, self.first_new if unseen else self.first, self.last_new if unseen else self.last)
-        pool = {"ORG": (self.org, self.org_new), "LOC": (self.loc, self.loc_new),
-                "MISC": (self.misc, self.misc_new)}[label][1 if unseen else 0]
+        pool = {"ORG": (self.org, self.org_new), "LOC": (self.loc, self.loc_new), "MISC": (self.misc, self.misc_new)}[
+            label
+        ][1 if unseen else 0]
         return rng.choice(pool).split()
 
 
@@ -184,8 +362,12 @@ def main() -> None:
     parser.add_argument("--output_dir", type=Path, default=Path(__file__).parent / "conll-sample")
     parser.add_argument("--train_sentences", type=int, default=1200)
     parser.add_argument("--validation_sentences", type=int, default=300)
-    parser.add_argument("--unseen_rate", type=float, default=0.3,
-                        help="fraction of validation entities drawn from names absent from training")
+    parser.add_argument(
+        "--unseen_rate",
+        type=float,
+        default=0.3,
+        help="fraction of validation entities drawn from names absent from training",
+    )
     parser.add_argument("--seed", type=int, default=2003)
     args = parser.parse_args()
     rng = random.Random(args.seed)

@@ -35,12 +35,15 @@ logger = logging.get_logger(__name__)
 @dataclass
 class ModelArguments:
     teacher_name_or_path: str | None = field(
-        default=None, metadata={"help": "Teacher: a local folder, a hub id, or package:MODULE/dir."})
+        default=None, metadata={"help": "Teacher: a local folder, a hub id, or package:MODULE/dir."}
+    )
     train_teacher: bool = field(
-        default=False, metadata={"help": "Fine-tune the teacher on the task first (for a pretrained encoder)."})
+        default=False, metadata={"help": "Fine-tune the teacher on the task first (for a pretrained encoder)."}
+    )
     student_name_or_path: str | None = field(default=None, metadata={"help": "Student: a folder or hub id."})
     student_from_teacher_layers: str | None = field(
-        default=None, metadata={"help": "Build the student from these teacher layers, e.g. '0,2,4'."})
+        default=None, metadata={"help": "Build the student from these teacher layers, e.g. '0,2,4'."}
+    )
 
 
 @dataclass
@@ -62,11 +65,13 @@ class CompressionArguments:
     alpha: float | None = field(default=None, metadata={"help": "Weight of the task loss in [0, 1]."})
     hidden_state_weight: float | None = field(default=None, metadata={"help": "Weight of the hidden-state MSE."})
     layer_map: str | None = field(
-        default=None, metadata={"help": "Student->teacher layers for the hidden-state term, e.g. '0:1,1:3,2:5'."})
+        default=None, metadata={"help": "Student->teacher layers for the hidden-state term, e.g. '0:1,1:3,2:5'."}
+    )
 
 
-def build_recipe(model_args: ModelArguments, data_args: DataTrainingArguments,
-                 compression_args: CompressionArguments) -> Recipe:
+def build_recipe(
+    model_args: ModelArguments, data_args: DataTrainingArguments, compression_args: CompressionArguments
+) -> Recipe:
     """The recipe these flags describe, on top of ``--recipe`` when given."""
     base = Recipe.coerce(compression_args.recipe).to_dict()
     model = base.setdefault("model", {})
@@ -78,10 +83,16 @@ def build_recipe(model_args: ModelArguments, data_args: DataTrainingArguments,
     elif model_args.student_from_teacher_layers:
         model["student"] = {"from_teacher_layers": [int(x) for x in model_args.student_from_teacher_layers.split(",")]}
     data = base.setdefault("data", {"task": "ner"})
-    flags = {"dataset": data_args.dataset_name, "dataset_config": data_args.dataset_config_name,
-             "train_file": data_args.train_file, "validation_file": data_args.validation_file,
-             "max_length": data_args.max_seq_length, "max_train_samples": data_args.max_train_samples,
-             "max_eval_samples": data_args.max_eval_samples, "label_all_tokens": data_args.label_all_tokens or None}
+    flags = {
+        "dataset": data_args.dataset_name,
+        "dataset_config": data_args.dataset_config_name,
+        "train_file": data_args.train_file,
+        "validation_file": data_args.validation_file,
+        "max_length": data_args.max_seq_length,
+        "max_train_samples": data_args.max_train_samples,
+        "max_eval_samples": data_args.max_eval_samples,
+        "label_all_tokens": data_args.label_all_tokens or None,
+    }
     data.update({k: v for k, v in flags.items() if v is not None})
     distillation = dict(base.get("distillation") or {})
     for key in ("temperature", "alpha"):

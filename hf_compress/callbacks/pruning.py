@@ -68,8 +68,15 @@ class GradualPruningCallback(TrainerCallback):
         if model is not None and self.pruner is None:
             self.pruner = MagnitudePruner(model, self.config)  # bad targets fail here, before training
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model=None, train_dataloader=None, **kwargs):
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model=None,
+        train_dataloader=None,
+        **kwargs,
+    ):
         if self.pruner is None or self.pruner.model is not model:
             self.pruner = MagnitudePruner(model, self.config)
         self._ramp_in_steps(args, state, train_dataloader)

@@ -30,8 +30,9 @@ class Task(abc.ABC):
         """Label names in id order."""
 
     @abc.abstractmethod
-    def preprocess(self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int],
-                   data: DataConfig) -> DatasetDict:
+    def preprocess(
+        self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], data: DataConfig
+    ) -> DatasetDict:
         """Tokenized splits with ``labels``."""
 
     @abc.abstractmethod
@@ -59,10 +60,12 @@ def load_hub_dataset(data: DataConfig) -> DatasetDict:
 def select_first(raw: DatasetDict, data: DataConfig) -> DatasetDict:
     """Keep the first ``max_train_samples`` / ``max_eval_samples`` examples."""
     limits = {"train": data.max_train_samples, "validation": data.max_eval_samples}
-    return DatasetDict({
-        split: ds.select(range(min(len(ds), limits[split]))) if limits.get(split) else ds
-        for split, ds in raw.items()
-    })
+    return DatasetDict(
+        {
+            split: ds.select(range(min(len(ds), limits[split]))) if limits.get(split) else ds
+            for split, ds in raw.items()
+        }
+    )
 
 
 def check_data_files(data: DataConfig) -> None:

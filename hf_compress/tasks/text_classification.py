@@ -66,8 +66,10 @@ class TextClassificationTask(Task):
             missing = [c for c in columns if c not in ds.column_names]
             if missing:
                 source = files[split] if data.train_file is not None else data.dataset
-                raise ValueError(f"{source}: missing column(s) {missing}; columns: {ds.column_names} "
-                                 "(set data.text_column / data.label_column)")
+                raise ValueError(
+                    f"{source}: missing column(s) {missing}; columns: {ds.column_names} "
+                    "(set data.text_column / data.label_column)"
+                )
         return select_first(raw, data)
 
     def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
@@ -77,8 +79,9 @@ class TextClassificationTask(Task):
         values = {v for split in raw.values() for v in split[data.label_column]}
         return [str(v) for v in sorted(values)]
 
-    def preprocess(self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int],
-                   data: DataConfig) -> DatasetDict:
+    def preprocess(
+        self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], data: DataConfig
+    ) -> DatasetDict:
         feature = raw["train"].features[data.label_column]
         names = feature.names if isinstance(feature, ClassLabel) else None
 

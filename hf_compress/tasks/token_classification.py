@@ -42,11 +42,14 @@ def read_conll(path: str | os.PathLike) -> Dataset:
                     tokens, tags = [], []
                 continue
             if len(columns) < 2:
-                raise ValueError(f"{path}, line {line_number}: expected 'TOKEN ... TAG' (at least 2 columns), "
-                                 f"got {line.rstrip()!r}")
+                raise ValueError(
+                    f"{path}, line {line_number}: expected 'TOKEN ... TAG' (at least 2 columns), got {line.rstrip()!r}"
+                )
             if not _TAG.match(columns[-1]):
-                raise ValueError(f"{path}, line {line_number}: {columns[-1]!r} is not an IOB tag "
-                                 f"(O, B-TYPE or I-TYPE) in {line.rstrip()!r}")
+                raise ValueError(
+                    f"{path}, line {line_number}: {columns[-1]!r} is not an IOB tag "
+                    f"(O, B-TYPE or I-TYPE) in {line.rstrip()!r}"
+                )
             tokens.append(columns[0])
             tags.append(columns[-1])
     if tokens:
@@ -62,8 +65,9 @@ def label_list_from_tags(tag_lists: list[list[str]]) -> list[str]:
     return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
 
 
-def align_labels_with_tokens(word_ids: list[int | None], word_labels: list[int],
-                             label_all_tokens: bool = False) -> list[int]:
+def align_labels_with_tokens(
+    word_ids: list[int | None], word_labels: list[int], label_all_tokens: bool = False
+) -> list[int]:
     """Label the first sub-token of each word; -100 for special tokens and (unless asked) later sub-tokens."""
     aligned, previous = [], None
     for word_id in word_ids:
@@ -115,8 +119,9 @@ class TokenClassificationTask(Task):
             raw = load_hub_dataset(data)
             for column in ("tokens", "ner_tags"):
                 if column not in raw["train"].column_names:
-                    raise ValueError(f"dataset {data.dataset!r} has no {column!r} column "
-                                     f"(columns: {raw['train'].column_names})")
+                    raise ValueError(
+                        f"dataset {data.dataset!r} has no {column!r} column (columns: {raw['train'].column_names})"
+                    )
         return select_first(raw, data)
 
     def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
@@ -126,20 +131,24 @@ class TokenClassificationTask(Task):
         tag_lists = [tags for split in raw.values() for tags in split["ner_tags"]]
         return label_list_from_tags(tag_lists)
 
-    def preprocess(self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int],
-                   data: DataConfig) -> DatasetDict:
+    def preprocess(
+        self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], data: DataConfig
+    ) -> DatasetDict:
         feature = raw["train"].features["ner_tags"]
-        names = feature.feature.names if isinstance(feature, Sequence) and isinstance(feature.feature,
-                                                                                       ClassLabel) else None
+        names = (
+            feature.feature.names
+            if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel)
+            else None
+        )
         seen = {names[t] if names else t for split in raw.values() for tags in split["ner_tags"] for t in tags}
         unknown = seen - set(label2id)
         if unknown:
-            raise ValueError(f"the data has tags the model does not know: {sorted(unknown)}; "
-                             f"model labels: {list(label2id)}")
+            raise ValueError(
+                f"the data has tags the model does not know: {sorted(unknown)}; model labels: {list(label2id)}"
+            )
 
         def tokenize(batch):
-            encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True,
-                                max_length=data.max_length)
+            encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=data.max_length)
             encoded["labels"] = [
                 align_labels_with_tokens(
                     encoded.word_ids(i), [label2id[names[t] if names else t] for t in tags], data.label_all_tokens
@@ -148,8 +157,9 @@ class TokenClassificationTask(Task):
             ]
             return encoded
 
-        return raw.map(tokenize, batched=True, remove_columns=raw["train"].column_names,
-                       desc="Tokenizing and aligning labels")
+        return raw.map(
+            tokenize, batched=True, remove_columns=raw["train"].column_names, desc="Tokenizing and aligning labels"
+        )
 
     def data_collator(self, tokenizer: PreTrainedTokenizerBase):
         return DataCollatorForTokenClassification(tokenizer)

@@ -11,25 +11,59 @@ from hf_compress import CompressionTrainer
 
 out = sys.argv[1]
 torch.manual_seed(0)
-config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                    num_labels=3)
+config = BertConfig(
+    vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3
+)
 model = BertForTokenClassification(config)
-teacher = BertForTokenClassification(BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=4,
-                                                num_attention_heads=4, intermediate_size=96, num_labels=3))
+teacher = BertForTokenClassification(
+    BertConfig(
+        vocab_size=100, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=96, num_labels=3
+    )
+)
 generator = torch.Generator().manual_seed(0)
-rows = [{"input_ids": torch.randint(5, 100, (10,), generator=generator).tolist(),
-         "labels": torch.randint(0, 3, (10,), generator=generator).tolist()} for _ in range(64)]
-recipe = {"distillation": {"alpha": 0.5, "hidden_states": {"weight": 1.0}},
-          "pruning": {"structure": "unstructured", "scope": "global", "final_sparsity": 0.7, "start_step": 0,
-                      "end_step": 6, "update_every": 1}}
-args = TrainingArguments(out, per_device_train_batch_size=4, max_steps=8, learning_rate=1e-2, report_to="none",
-                         save_strategy="no", logging_steps=2, use_cpu=True, disable_tqdm=True, seed=1)
-trainer = CompressionTrainer(model=model, teacher=teacher, args=args, recipe=recipe,
-                             train_dataset=Dataset.from_list(rows))
+rows = [
+    {
+        "input_ids": torch.randint(5, 100, (10,), generator=generator).tolist(),
+        "labels": torch.randint(0, 3, (10,), generator=generator).tolist(),
+    }
+    for _ in range(64)
+]
+recipe = {
+    "distillation": {"alpha": 0.5, "hidden_states": {"weight": 1.0}},
+    "pruning": {
+        "structure": "unstructured",
+        "scope": "global",
+        "final_sparsity": 0.7,
+        "start_step": 0,
+        "end_step": 6,
+        "update_every": 1,
+    },
+}
+args = TrainingArguments(
+    out,
+    per_device_train_batch_size=4,
+    max_steps=8,
+    learning_rate=1e-2,
+    report_to="none",
+    save_strategy="no",
+    logging_steps=2,
+    use_cpu=True,
+    disable_tqdm=True,
+    seed=1,
+)
+trainer = CompressionTrainer(
+    model=model, teacher=teacher, args=args, recipe=recipe, train_dataset=Dataset.from_list(rows)
+)
 trainer.train()
 pruner = trainer.callback_handler.callbacks[0].pruner
 rank = trainer.args.process_index
 assert torch.distributed.get_backend() == "gloo"
-torch.save({"world_size": trainer.args.world_size, "masks": pruner.state_dict()["masks"],
-            "weights": {k: v.clone() for k, v in model.state_dict().items()},
-            "projections": trainer.distillation.state_dict()}, f"{out}/rank{rank}.pt")
+torch.save(
+    {
+        "world_size": trainer.args.world_size,
+        "masks": pruner.state_dict()["masks"],
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "projections": trainer.distillation.state_dict(),
+    },
+    f"{out}/rank{rank}.pt",
+)
