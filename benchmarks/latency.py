@@ -1,13 +1,17 @@
-"""Shared by the benchmarks: ONNX export through Optimum and side-by-side ONNX Runtime latency on real sentences."""
+"""Shared by the benchmarks: ONNX export through Optimum and side-by-side latency on real sentences."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from hf_compress.tasks import read_conll
+
+Runner = Callable[[dict], object]
 
 
 def sentences_from_conll(path: str, n: int) -> list[list[str]]:
@@ -23,33 +27,41 @@ def export_onnx(model_dir: str, out_dir: str) -> str:
     return out_dir
 
 
-def _session(folder: str, threads: int):
+def onnx_runner(folder: str, threads: int) -> Runner:
+    """Runs ``folder/model.onnx`` with ONNX Runtime on ``threads`` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
-
-
-def _feeds(session, encoded: dict) -> dict:
+    session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
-    return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items() if k in names}
+
+    def run(encoded: dict) -> object:
+        return session.run(None, {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items() if k in names})
+
+    return run
 
 
-def onnx_latency(
-    models: dict[str, str],
-    tokenizer,
-    sentences: list[list[str]],
-    threads: int = 2,
-    batch_size: int = 32,
-    warmup: int = 20,
+def torch_runner(model: torch.nn.Module) -> Runner:
+    """Runs a PyTorch model (eval mode, no grad) on numpy inputs."""
+    model.eval()
+
+    def run(encoded: dict) -> object:
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in encoded.items()})
+
+    return run
+
+
+def measure_latency(
+    runners: dict[str, Runner], tokenizer, sentences: list[list[str]], batch_size: int = 32, warmup: int = 20
 ) -> dict[str, dict[str, float]]:
-    """Batch-1 median / p90 latency (ms) and batch-``batch_size`` throughput (sentences/s) of each ONNX model.
+    """Batch-1 median / p90 latency (ms) and batch-``batch_size`` throughput (sentences/s) of each runner.
 
-    Models are timed interleaved, sentence by sentence, so that machine noise falls on all of them alike.
+    Runners are timed interleaved, sentence by sentence and batch by batch, so that machine noise falls on all of
+    them alike.
     """
-    sessions = {name: _session(folder, threads) for name, folder in models.items()}
     singles = [
         tokenizer(words, is_split_into_words=True, truncation=True, max_length=128, return_tensors="np")
         for words in sentences
@@ -65,22 +77,22 @@ def onnx_latency(
         )
         for i in range(0, len(sentences), batch_size)
     ]
-    for session in sessions.values():
+    singles = [dict(e) for e in singles]
+    batches = [dict(e) for e in batches]
+    for run in runners.values():
         for encoded in singles[:warmup]:
-            session.run(None, _feeds(session, encoded))
-    times: dict[str, list[float]] = {name: [] for name in sessions}
+            run(encoded)
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for encoded in singles:
-        for name, session in sessions.items():
-            feeds = _feeds(session, encoded)
+        for name, run in runners.items():
             start = time.perf_counter()
-            session.run(None, feeds)
+            run(encoded)
             times[name].append(time.perf_counter() - start)
-    batch_seconds = {name: 0.0 for name in sessions}
+    batch_seconds = dict.fromkeys(runners, 0.0)
     for encoded in batches:
-        for name, session in sessions.items():
-            feeds = _feeds(session, encoded)
+        for name, run in runners.items():
             start = time.perf_counter()
-            session.run(None, feeds)
+            run(encoded)
             batch_seconds[name] += time.perf_counter() - start
     return {
         name: {
@@ -88,5 +100,18 @@ def onnx_latency(
             "batch1_p90_ms": 1000 * float(np.percentile(times[name], 90)),
             f"batch{batch_size}_sentences_per_s": len(sentences) / batch_seconds[name],
         }
-        for name in sessions
+        for name in runners
     }
+
+
+def onnx_latency(
+    models: dict[str, str],
+    tokenizer,
+    sentences: list[list[str]],
+    threads: int = 2,
+    batch_size: int = 32,
+    warmup: int = 20,
+) -> dict[str, dict[str, float]]:
+    """:func:`measure_latency` of ONNX folders."""
+    runners = {name: onnx_runner(folder, threads) for name, folder in models.items()}
+    return measure_latency(runners, tokenizer, sentences, batch_size, warmup)

@@ -1,6 +1,6 @@
 """hf-compress: distillation, pruning, quantization-aware training and Optimum export for the HF Trainer."""
 
-from .callbacks import GradualPruningCallback
+from .callbacks import GradualPruningCallback, QATCallback
 from .distillation import (
     DistillationLoss,
     attention_loss,
@@ -9,14 +9,19 @@ from .distillation import (
     soft_target_loss,
     student_from_teacher,
 )
+from .export import export_model
 from .pipeline import run_recipe
 from .pruning import MagnitudePruner, cubic_sparsity, remove_pruned_structures, sparsity_report
+from .quantization import convert_to_qat, remove_qat
 from .recipe import (
+    CalibrationConfig,
     DataConfig,
     DistillationConfig,
+    ExportConfig,
     LayerLossConfig,
     ModelConfig,
     PruningConfig,
+    QuantizationConfig,
     Recipe,
     RecipeError,
     StudentConfig,
@@ -26,23 +31,30 @@ from .trainer import CompressionTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationConfig",
     "CompressionTrainer",
     "DataConfig",
     "DistillationConfig",
     "DistillationLoss",
+    "ExportConfig",
     "GradualPruningCallback",
     "LayerLossConfig",
     "MagnitudePruner",
     "ModelConfig",
     "PruningConfig",
+    "QATCallback",
+    "QuantizationConfig",
     "Recipe",
     "RecipeError",
     "StudentConfig",
     "attention_loss",
+    "convert_to_qat",
     "cubic_sparsity",
+    "export_model",
     "distillation_loss",
     "hidden_state_loss",
     "remove_pruned_structures",
+    "remove_qat",
     "run_recipe",
     "soft_target_loss",
     "sparsity_report",

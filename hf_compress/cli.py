@@ -1,4 +1,4 @@
-"""The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``.
+"""The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``, ``export``, ``push``.
 
 Also runs as ``python -m hf_compress`` and under ``accelerate launch -m hf_compress train ...``.
 """
@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import transformers
 
@@ -58,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from the latest checkpoint in output_dir, or from the given checkpoint",
     )
     train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
+
+    export = commands.add_parser("export", help="export a trained model to ONNX fp32 or int8, evaluated")
+    export.add_argument(
+        "model_dir", help="a model folder (the output of 'hf-compress train', or any fine-tuned model)"
+    )
+    export.add_argument("--output_dir", help="where the ONNX folder goes (default: MODEL_DIR/onnx[-int8-ROUTE])")
+    export.add_argument("--int8", choices=["none", "qat", "dynamic", "static"], default="none")
+    export.add_argument(
+        "--recipe", help="data to evaluate/calibrate on and QAT targets (default: MODEL_DIR/recipe.yaml)"
+    )
+
+    push = commands.add_parser("push", help="upload an export folder to the Hugging Face Hub")
+    push.add_argument("folder", help="an export folder (model.onnx, config, tokenizer, model card)")
+    push.add_argument("--repo_id", required=True, help="e.g. my-user/bert-ner-int8")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", help="a Hub token (default: the one saved by 'hf auth login')")
+    push.add_argument("--commit_message")
     return parser
 
 
@@ -84,6 +102,38 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from .export import report_markdown
+    from .pipeline import export_trained_model
+
+    output_dir = args.output_dir or str(
+        Path(args.model_dir) / ("onnx" if args.int8 == "none" else f"onnx-int8-{args.int8}")
+    )
+    try:
+        recipe = Recipe.from_yaml(args.recipe) if args.recipe else None
+        report = export_trained_model(args.model_dir, output_dir, args.int8, recipe)
+    except (RecipeError, FileNotFoundError, ValueError) as error:
+        print(f"hf-compress: {error}", file=sys.stderr)
+        return 2
+    print("\n" + report_markdown(report))
+    print(f"Exported to {output_dir} (export_report.json, README.md beside it).")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    try:
+        url = push_to_hub(
+            args.folder, args.repo_id, token=args.token, private=args.private, commit_message=args.commit_message
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"hf-compress: {error}", file=sys.stderr)
+        return 2
+    print(f"Uploaded {args.folder} to {url}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     transformers.logging.set_verbosity_warning()
@@ -91,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
         raise SystemExit(train_command(args, extra))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "export":
+        raise SystemExit(export_command(args))
+    if args.command == "push":
+        raise SystemExit(push_command(args))
     parser.error(f"unknown command {args.command!r}")
 
 

@@ -19,7 +19,7 @@ from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
 from .pruning import remove_pruned_structures
-from .recipe import DataConfig, Recipe, RecipeError
+from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
 from .tasks import Task, check_data_files, get_task
 from .trainer import CompressionTrainer
 
@@ -88,6 +88,8 @@ class _Run:
         self.data: DataConfig = recipe.data
         self.task: Task = get_task(self.data.task)
         self.tokenized = None
+        self.export_report: dict | None = None
+        self.trainer_export_dir: str | None = None
 
     def load_data(self) -> None:
         check_data_files(self.data)
@@ -207,6 +209,9 @@ class _Run:
         )
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
+        if self.recipe.export is not None and self.recipe.export.onnx:  # before slicing: it keeps QAT layers intact
+            self.export_report = trainer.export(base_model=self.student_path)
+            self.trainer_export_dir = trainer.export_dir
         pruning = self.recipe.pruning
         if pruning is not None and pruning.structure != "unstructured":
             removed = remove_pruned_structures(trainer.model)  # the saved student is genuinely smaller
@@ -235,6 +240,18 @@ def run_recipe(
     run.load_data()
     run.load_models()
     results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]
+    if run.export_report:  # the exported model, evaluated through ONNX Runtime
+        report, student = run.export_report, results[-1]
+        results.append(
+            ModelResult(
+                name=f"exported: ONNX {'int8 (' + report['int8'] + ')' if report['int8'] else 'fp32'}",
+                layers=student.layers,
+                parameters=report["parameters"],
+                size_mb=report["size_mb"],
+                metrics=report.get("metrics", {}),
+                path=run.trainer_export_dir,
+            )
+        )
     if args.should_save:
         write_results(results, args.output_dir, recipe)
     return results
@@ -261,3 +278,62 @@ def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -
         handle.write(results_table(results) + "\n")
     with open(os.path.join(output_dir, "recipe.yaml"), "w") as handle:
         handle.write(recipe.to_yaml())
+
+
+def export_trained_model(
+    model_dir: str, output_dir: str, int8: str = "none", recipe: Recipe | None = None
+) -> dict[str, Any]:
+    """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
+
+    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on and
+    the QAT targets; ``int8="qat"`` restores the observers from ``model_dir/quantization_state.pt``.
+    """
+    import torch
+
+    from .callbacks.quantization import QAT_STATE_NAME
+    from .export import export_model
+    from .quantization import convert_to_qat, load_qat_state_dict, set_qat_phase
+
+    saved_recipe = Path(model_dir) / "recipe.yaml"
+    if recipe is None:
+        recipe = Recipe.from_yaml(saved_recipe) if saved_recipe.is_file() else Recipe()
+    config = AutoConfig.from_pretrained(model_dir)
+    if recipe.data is not None:
+        task = get_task(recipe.data.task)
+    else:
+        architecture = (config.architectures or [""])[0]
+        task = get_task("text-classification" if architecture.endswith("SequenceClassification") else "ner")
+    model = task.auto_model_class.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if int8 == "qat":
+        state_path = Path(model_dir) / QAT_STATE_NAME
+        if not state_path.is_file():
+            raise FileNotFoundError(
+                f"{state_path}: int8 'qat' needs the observers saved by quantization-aware training "
+                "(a 'quantization' recipe block); use --int8 dynamic or static for a model trained without it"
+            )
+        targets = recipe.quantization.targets if recipe.quantization is not None else None
+        convert_to_qat(model, targets)
+        load_qat_state_dict(model, torch.load(state_path, map_location="cpu", weights_only=True))
+        set_qat_phase(model, "frozen")
+    eval_dataset = calibration = collator = metrics = None
+    if recipe.data is not None:
+        check_data_files(recipe.data)
+        tokenized = task.preprocess(task.load_raw(recipe.data), tokenizer, model.config.label2id, recipe.data)
+        eval_dataset, calibration = tokenized.get("validation"), tokenized.get("train")
+        collator, metrics = task.data_collator(tokenizer), task.compute_metrics(model.config.id2label)
+    export = recipe.export or ExportConfig()
+    return export_model(
+        model,
+        tokenizer,
+        output_dir,
+        int8=int8,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        compute_metrics=metrics,
+        calibration_dataset=calibration,
+        calibration=export.calibration,
+        opset=export.opset,
+        recipe=recipe.to_dict() if recipe != Recipe() else None,
+        base_model=model_dir,
+    )

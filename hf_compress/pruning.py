@@ -43,6 +43,30 @@ def cubic_sparsity(step: float, initial: float, final: float, start: float, end:
     return final + (initial - final) * (1.0 - (step - start) / (end - start)) ** 3
 
 
+def select_linears(model: nn.Module, patterns: list[str] | None, recipe_key: str) -> dict[str, nn.Linear]:
+    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the layers.
+
+    Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
+    alone. A pattern that matches nothing raises :class:`RecipeError` naming ``recipe_key``.
+    """
+    layer_list_name, _ = find_layer_list(model)
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if patterns is None:
+        return {name: m for name, m in linears.items() if name.startswith(layer_list_name + ".")}
+    targets = {}
+    for pattern in patterns:
+        matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
+        if not matched:
+            examples = ", ".join(list(linears)[:4])
+            raise RecipeError(
+                recipe_key,
+                pattern,
+                f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)",
+            )
+        targets.update(matched)
+    return targets
+
+
 @dataclass
 class _Structures:
     """The prunable linears of one BERT-style transformer layer."""
@@ -116,22 +140,7 @@ class MagnitudePruner:
 
     @staticmethod
     def _unstructured_targets(model: nn.Module, patterns: list[str] | None) -> dict[str, nn.Linear]:
-        layer_list_name, _ = find_layer_list(model)
-        linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-        if patterns is None:
-            return {name: m for name, m in linears.items() if name.startswith(layer_list_name + ".")}
-        targets = {}
-        for pattern in patterns:
-            matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
-            if not matched:
-                examples = ", ".join(list(linears)[:4])
-                raise RecipeError(
-                    "pruning.targets",
-                    pattern,
-                    f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)",
-                )
-            targets.update(matched)
-        return targets
+        return select_linears(model, patterns, "pruning.targets")
 
     # ----------------------------------------------------------------------------------------- masks
     @torch.no_grad()

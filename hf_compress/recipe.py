@@ -27,11 +27,14 @@ from typing import Any, Literal, Union
 import yaml
 
 __all__ = [
+    "CalibrationConfig",
     "DataConfig",
     "DistillationConfig",
+    "ExportConfig",
     "LayerLossConfig",
     "ModelConfig",
     "PruningConfig",
+    "QuantizationConfig",
     "Recipe",
     "RecipeError",
     "StudentConfig",
@@ -280,13 +283,98 @@ class PruningConfig:
             )
 
 
+@dataclass
+class QuantizationConfig:
+    """Quantization-aware training: fake-quant linears whose learned ranges become the exported int8 model's.
+
+    Weights are quantized symmetric int8 per output channel, layer inputs affine uint8 per tensor with
+    moving-average min/max observers (Jacob et al., 2018). The wrappers are inserted before the optimizer is
+    built and stay inert until ``start``; the observers stop at ``freeze_observers`` and the scales are fixed from
+    then on (fake quantization continues).
+
+    Attributes:
+        start_epoch / start_step: when fake quantization and the observers switch on (epochs or optimizer steps).
+        freeze_observers_epoch / freeze_observers_step: when the observers freeze (same unit; after start).
+        targets: ``fnmatch`` patterns of the linears to quantize; default: every ``nn.Linear`` inside the
+            transformer layers (embeddings, pooler and task head stay fp32, as in the int8 export).
+        averaging_constant: c of the observers' moving average ``m <- m + c (batch - m)``.
+    """
+
+    start_epoch: float | None = None
+    freeze_observers_epoch: float | None = None
+    start_step: int | None = None
+    freeze_observers_step: int | None = None
+    targets: list[str] | None = None
+    averaging_constant: float = 0.01
+
+    def __post_init__(self) -> None:
+        by_epoch = self.start_epoch is not None or self.freeze_observers_epoch is not None
+        by_step = self.start_step is not None or self.freeze_observers_step is not None
+        if by_epoch and by_step:
+            raise RecipeError("start_step", self.start_step, "give the schedule in epochs or in steps, not both")
+        if not by_epoch and not by_step:
+            self.start_step = 0
+        unit = "epoch" if by_epoch else "step"
+        start, freeze = getattr(self, f"start_{unit}"), getattr(self, f"freeze_observers_{unit}")
+        if start is None:
+            raise RecipeError(f"start_{unit}", None, f"give start_{unit} with freeze_observers_{unit}")
+        _check_range(f"start_{unit}", start, 0)
+        if freeze is not None and freeze <= start:
+            raise RecipeError(f"freeze_observers_{unit}", freeze, f"allowed: a value after start_{unit} ({start})")
+        _check_range("averaging_constant", self.averaging_constant, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class CalibrationConfig:
+    """Calibration of static post-training quantization (ONNX Runtime calibrators through Optimum).
+
+    Attributes:
+        method: ``minmax``, ``percentile`` or ``entropy``.
+        num_samples: how many training examples to calibrate on (the first N).
+        percentile: for ``percentile``: the percentile of the absolute values kept in range.
+    """
+
+    method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    num_samples: int = 128
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        _check_range("num_samples", self.num_samples, 1)
+        _check_range("percentile", self.percentile, 50.0, 100.0)
+
+
+@dataclass
+class ExportConfig:
+    """What ``hf-compress train`` exports at the end (also the defaults of ``trainer.export``).
+
+    Attributes:
+        onnx: export the student to ONNX (fp32) through Optimum.
+        int8: also write an int8 model: ``qat`` (the ranges learned in quantization-aware training), ``dynamic``
+            or ``static`` (post-training, with ``calibration``); ``none`` for fp32 only.
+        calibration: the calibration of ``static``.
+        opset: ONNX opset (default: Optimum's choice for the architecture).
+    """
+
+    onnx: bool = True
+    int8: Literal["none", "qat", "dynamic", "static"] = "none"
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    opset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8 != "none" and not self.onnx:
+            raise RecipeError("int8", self.int8, "int8 models are made from the ONNX export: set onnx: true")
+        if self.opset is not None:
+            _check_range("opset", self.opset, 13)
+
+
 # --------------------------------------------------------------------------------------------------- recipe
 @dataclass
 class Recipe:
     """A whole compression recipe. Build it with :meth:`from_yaml` or :meth:`from_dict`.
 
     Attributes:
-        model / data / distillation / pruning: the blocks above (a technique is off when its block is absent).
+        model / data / distillation / pruning / quantization / export: the blocks above (a technique is off
+            when its block is absent).
         training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
     """
 
@@ -294,10 +382,14 @@ class Recipe:
     data: DataConfig | None = None
     distillation: DistillationConfig | None = None
     pruning: PruningConfig | None = None
+    quantization: QuantizationConfig | None = None
+    export: ExportConfig | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_training_arguments(self.training)
+        if self.export is not None and self.export.int8 == "qat" and self.quantization is None:
+            raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
 
     # construction ---------------------------------------------------------------------------------------
     @classmethod

@@ -8,6 +8,7 @@ teacher (eval mode, no grad, on the student's device) and the loss becomes the d
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,9 +16,9 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .callbacks import GradualPruningCallback
+from .callbacks import GradualPruningCallback, QATCallback
 from .distillation import DistillationLoss, check_teacher_student
-from .recipe import DistillationConfig, Recipe, RecipeError
+from .recipe import DistillationConfig, ExportConfig, Recipe, RecipeError
 
 logger = logging.get_logger(__name__)
 
@@ -81,6 +82,8 @@ class CompressionTrainer(Trainer):
         callbacks: list[TrainerCallback] = []
         if self.recipe.pruning is not None:
             callbacks.append(GradualPruningCallback(self.recipe.pruning))
+        if self.recipe.quantization is not None:
+            callbacks.append(QATCallback(self.recipe.quantization))
         return callbacks
 
     # ------------------------------------------------------------------------------------------ loss
@@ -165,3 +168,78 @@ class CompressionTrainer(Trainer):
             self.load_compression_state_dict(torch.load(path, map_location=self.args.device, weights_only=True))
         elif self.compression_state_dict():
             logger.warning(f"{path} not found: the distillation projections restart from their initial values")
+
+    # ------------------------------------------------------------------------------------------ export
+    def export(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        int8: str | None = None,
+        *,
+        eval_dataset=None,
+        calibration_dataset=None,
+        base_model: str | None = None,
+    ) -> dict:
+        """Export the trained model through Optimum (see :func:`hf_compress.export.export_model`); return the report.
+
+        Defaults come from the recipe's ``export`` block: ``int8`` (``none``, ``qat``, ``dynamic``, ``static``),
+        calibration and opset. The exported model is evaluated on ``eval_dataset`` (default: the Trainer's) with the
+        Trainer's collator and ``compute_metrics``; ``static`` calibrates on ``calibration_dataset`` (default: the
+        training set). The folder (default ``output_dir/onnx`` or ``output_dir/onnx-int8-<route>``) is what
+        :meth:`push_to_hub` uploads afterwards.
+        """
+        from .export import export_model
+
+        config = self.recipe.export or ExportConfig()
+        int8 = int8 or config.int8
+        if output_dir is None:
+            output_dir = os.path.join(self.args.output_dir, "onnx" if int8 == "none" else f"onnx-int8-{int8}")
+        if not self.is_world_process_zero():
+            self.accelerator.wait_for_everyone()
+            return {}
+        report = export_model(
+            self.accelerator.unwrap_model(self.model),
+            self.processing_class,
+            output_dir,
+            int8=int8,
+            eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
+            data_collator=self.data_collator,
+            compute_metrics=self.compute_metrics,
+            calibration_dataset=calibration_dataset if calibration_dataset is not None else self.train_dataset,
+            calibration=config.calibration,
+            opset=config.opset,
+            recipe=self.recipe.to_dict() if self.recipe != Recipe() else None,
+            base_model=base_model,
+            batch_size=self.args.per_device_eval_batch_size,
+        )
+        self.export_dir = str(output_dir)
+        self.accelerator.wait_for_everyone()
+        return report
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token=None,
+        revision: str | None = None,
+        **kwargs,
+    ):
+        """After :meth:`export`, upload the export folder (ONNX, tokenizer, config, report, model card) to
+        ``args.hub_model_id``; before any export, the usual ``Trainer.push_to_hub``."""
+        export_dir = getattr(self, "export_dir", None)
+        if export_dir is None:
+            return super().push_to_hub(
+                commit_message=commit_message, blocking=blocking, token=token, revision=revision, **kwargs
+            )
+        from .hub import push_to_hub
+
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        return push_to_hub(
+            export_dir,
+            repo_id,
+            token=token or self.args.hub_token,
+            private=bool(self.args.hub_private_repo),
+            commit_message=commit_message,
+            revision=revision,
+        )

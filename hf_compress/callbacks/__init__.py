@@ -4,5 +4,6 @@ They work with the plain ``transformers.Trainer``; ``CompressionTrainer`` builds
 """
 
 from .pruning import GradualPruningCallback
+from .quantization import QATCallback
 
-__all__ = ["GradualPruningCallback"]
+__all__ = ["GradualPruningCallback", "QATCallback"]

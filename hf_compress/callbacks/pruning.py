@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from ..pruning import MagnitudePruner, cubic_sparsity, sparsity_report, sparsity_table
 from ..recipe import PruningConfig
+from ._steps import checkpoint_file, optimizer_steps_per_epoch
 
 logger = logging.get_logger(__name__)
 
@@ -51,10 +50,7 @@ class GradualPruningCallback(TrainerCallback):
         if c.start_step is not None:
             self.start_step, self.end_step = c.start_step, c.end_step
             return
-        if train_dataloader is not None and hasattr(train_dataloader, "__len__"):
-            per_epoch = max(math.ceil(len(train_dataloader) / args.gradient_accumulation_steps), 1)
-        else:  # an iterable dataset: only max_steps and the epoch count are known
-            per_epoch = state.max_steps / max(state.num_train_epochs, 1)
+        per_epoch = optimizer_steps_per_epoch(args, state, train_dataloader)
         self.start_step = round(c.start_epoch * per_epoch)
         self.end_step = round(c.end_epoch * per_epoch)
 
@@ -81,7 +77,7 @@ class GradualPruningCallback(TrainerCallback):
             self.pruner = MagnitudePruner(model, self.config)
         self._ramp_in_steps(args, state, train_dataloader)
         if state.global_step > 0:  # resuming
-            path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", PRUNING_STATE_NAME)
+            path = checkpoint_file(args, state.global_step, PRUNING_STATE_NAME)
             if os.path.isfile(path):
                 self.pruner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             elif state.global_step >= self.start_step:
@@ -117,9 +113,9 @@ class GradualPruningCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.pruner is not None and state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                torch.save(self.pruner.state_dict(), os.path.join(folder, PRUNING_STATE_NAME))
+            path = checkpoint_file(args, state.global_step, PRUNING_STATE_NAME)
+            if os.path.isdir(os.path.dirname(path)):
+                torch.save(self.pruner.state_dict(), path)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.pruner is None or not state.is_world_process_zero:

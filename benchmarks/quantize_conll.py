@@ -1,0 +1,191 @@
+"""Benchmark: int8 by QAT vs post-training quantization, on CoNLL-2003 dev, every number from the exported model.
+
+Side by side in one run, from one fine-tuned fp32 model (``--teacher``, or trained here from ``--encoder``):
+
+* PyTorch fp32 (the model as given);
+* ONNX fp32 (Optimum export);
+* Optimum dynamic int8 and static int8 (calibrated on ``--calibration_samples`` training sentences);
+* QAT int8: the fp32 model fine-tuned further with fake quantization (and distillation from itself) for
+  ``--qat_epochs``, exported with the ranges it learned.
+
+Dev F1 of each ONNX model is computed from ONNX Runtime's own outputs; latency is measured interleaved (batch 1
+median and p90 over real dev sentences, batch-32 throughput) with 2 threads. Writes ``quantize_conll.{json,md}``.
+
+    python benchmarks/quantize_conll.py --train_file ../shared/data/conll2003/train.txt \\
+        --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from latency import measure_latency, onnx_runner, sentences_from_conll, torch_runner
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from hf_compress import Recipe, run_recipe
+from hf_compress.pipeline import default_training_arguments, export_trained_model
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train_file", help="CoNLL train file (default: the hub dataset)")
+    parser.add_argument("--validation_file", help="CoNLL validation file (default: the hub dataset)")
+    parser.add_argument("--dataset", default="conll2003", help="hub dataset used when no files are given")
+    parser.add_argument("--teacher", help="a fine-tuned fp32 NER model; without it one is trained from --encoder")
+    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--qat_epochs", type=float, default=0.5)
+    parser.add_argument("--qat_learning_rate", type=float, default=1e-5)
+    parser.add_argument("--freeze_fraction", type=float, default=0.8, help="observers freeze at this part of QAT")
+    parser.add_argument("--calibration_samples", type=int, default=128)
+    parser.add_argument("--calibration_method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    parser.add_argument("--latency_sentences", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output_dir", default="benchmarks/results")
+    parser.add_argument("--work_dir", default="benchmarks/results/quantize_conll-runs")
+    return parser.parse_args()
+
+
+def data_block(args) -> dict:
+    if args.train_file:
+        return {
+            "task": "ner",
+            "train_file": os.path.abspath(args.train_file),
+            "validation_file": os.path.abspath(args.validation_file),
+        }
+    return {"task": "ner", "dataset": args.dataset}
+
+
+def fp32_model(args) -> str:
+    """The fp32 model: ``--teacher``, or the encoder fine-tuned here (3 epochs, lr 1e-4, as the teacher was)."""
+    if args.teacher:
+        return args.teacher
+    out = os.path.join(args.work_dir, "fp32")
+    recipe = Recipe.from_dict(
+        {
+            "model": {"student": args.encoder},
+            "data": data_block(args),
+            "training": {
+                "num_train_epochs": 3,
+                "learning_rate": 1e-4,
+                "warmup_ratio": 0.06,
+                "weight_decay": 0.01,
+                "per_device_train_batch_size": 32,
+                "seed": 42,
+            },
+        }
+    )
+    run_recipe(recipe, default_training_arguments(out, {**recipe.training, "save_strategy": "no"}))
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    fp32 = fp32_model(args)
+    data_only = Recipe.from_dict(
+        {
+            "data": data_block(args),
+            "export": {"calibration": {"method": args.calibration_method, "num_samples": args.calibration_samples}},
+        }
+    )
+    folders, reports = {}, {}
+    for route in ("none", "dynamic", "static"):
+        name = {"none": "ONNX fp32", "dynamic": "ONNX int8 dynamic", "static": "ONNX int8 static"}[route]
+        folders[name] = os.path.join(args.work_dir, f"onnx-{route}")
+        reports[name] = export_trained_model(fp32, folders[name], route, data_only)
+        print(f"{name}: dev F1 {100 * reports[name]['metrics']['f1']:.2f}")
+    # QAT: fine-tune the fp32 model with fake quantization, distilling from itself, then export with its ranges
+    qat_dir = os.path.join(args.work_dir, "qat")
+    training = {
+        "num_train_epochs": args.qat_epochs,
+        "learning_rate": args.qat_learning_rate,
+        "warmup_ratio": 0.0,
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "seed": 42,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 50,
+    }
+    recipe = Recipe.from_dict(
+        {
+            "model": {"teacher": fp32, "student": fp32},
+            "data": data_block(args),
+            "distillation": {"temperature": 2.0, "alpha": 0.5},
+            "quantization": {"start_epoch": 0.0, "freeze_observers_epoch": args.freeze_fraction * args.qat_epochs},
+            "export": {"int8": "qat"},
+            "training": training,
+        }
+    )
+    qat_started = time.time()
+    results = run_recipe(recipe, default_training_arguments(qat_dir, training))
+    qat_seconds = time.time() - qat_started
+    folders["ONNX int8 QAT"] = os.path.join(qat_dir, "onnx-int8-qat")
+    with open(os.path.join(folders["ONNX int8 QAT"], "export_report.json")) as handle:
+        reports["ONNX int8 QAT"] = json.load(handle)
+    print(f"ONNX int8 QAT: dev F1 {100 * reports['ONNX int8 QAT']['metrics']['f1']:.2f}")
+
+    tokenizer = AutoTokenizer.from_pretrained(fp32)
+    model = AutoModelForTokenClassification.from_pretrained(fp32)
+    runners = {"PyTorch fp32": torch_runner(model)}
+    runners.update({name: onnx_runner(folder, args.threads) for name, folder in folders.items()})
+    sentences = sentences_from_conll(args.validation_file, args.latency_sentences) if args.validation_file else None
+    if sentences is None:
+        from datasets import load_dataset
+
+        sentences = load_dataset(args.dataset, split="validation")["tokens"][: args.latency_sentences]
+    latency = measure_latency(runners, tokenizer, sentences)
+
+    weights = os.path.join(fp32, "model.safetensors")
+    rows = {
+        "PyTorch fp32": {
+            "size_mb": os.path.getsize(weights) / 1e6,
+            "dev_f1": reports["ONNX fp32"]["pytorch_metrics"]["f1"],
+        }
+    }
+    for name, report in reports.items():
+        rows[name] = {"size_mb": report["size_mb"], "dev_f1": report["metrics"]["f1"], "parity": report["parity"]}
+    rows["ONNX int8 QAT"]["qat_pytorch_fake_quant_f1"] = reports["ONNX int8 QAT"]["pytorch_metrics"]["f1"]
+    for name, stats in latency.items():
+        rows[name].update(stats)
+    onnx_fp32 = rows["ONNX fp32"]["batch1_median_ms"]
+    for row in rows.values():
+        row["batch1_speedup_vs_onnx_fp32"] = onnx_fp32 / row["batch1_median_ms"]
+    command = "python benchmarks/quantize_conll.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if v is not None
+    )
+    report = {
+        "command": command,
+        "threads": args.threads,
+        "qat_train_seconds": qat_seconds,
+        "qat_student_dev_f1_pytorch": results[-2].metrics.get("f1") if len(results) > 1 else None,
+        "total_seconds": time.time() - started,
+        "runs": rows,
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "quantize_conll.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    lines = [
+        "| model | size MB | dev F1 | batch-1 median ms | batch-1 p90 ms | batch-32 sentences/s | "
+        "batch-1 speed-up vs ONNX fp32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['size_mb']:.1f} | {100 * r['dev_f1']:.2f} | {r['batch1_median_ms']:.2f} | "
+            f"{r['batch1_p90_ms']:.2f} | {r['batch32_sentences_per_s']:.0f} | "
+            f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x |"
+        )
+    table = "\n".join(lines)
+    with open(os.path.join(args.output_dir, "quantize_conll.md"), "w") as handle:
+        handle.write(f"{table}\n\nCommand: `{command}`\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

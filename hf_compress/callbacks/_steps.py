@@ -1,0 +1,21 @@
+"""What the technique callbacks share: epochs -> optimizer steps, and the checkpoint folder of a step."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from transformers import TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+
+def optimizer_steps_per_epoch(args: TrainingArguments, state: TrainerState, train_dataloader=None) -> float:
+    """Optimizer steps in one epoch: micro-batches / gradient accumulation (``max_steps / epochs`` if unsized)."""
+    if train_dataloader is not None and hasattr(train_dataloader, "__len__"):
+        return max(math.ceil(len(train_dataloader) / args.gradient_accumulation_steps), 1)
+    return state.max_steps / max(state.num_train_epochs, 1)
+
+
+def checkpoint_file(args: TrainingArguments, step: int, name: str) -> str:
+    """``output_dir/checkpoint-<step>/<name>``: where a callback keeps its state beside the Trainer's."""
+    return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}", name)

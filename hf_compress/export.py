@@ -1,0 +1,344 @@
+"""Export through Optimum: ONNX fp32, and int8 by QAT (learned ranges), dynamic or static post-training quantization.
+
+:func:`export_model` prepares a copy of the trained model (fake-quant layers folded back into plain linears,
+pruned neurons and heads sliced out, LoRA adapters merged), exports it with Optimum's ONNX exporter and, for
+int8, quantizes it with Optimum's ``ORTQuantizer``:
+
+* ``qat``: a QDQ graph whose activation ranges are those the fake-quant observers learned in training and whose
+  weight scales are computed as in training (symmetric int8 per output channel), so ONNX Runtime runs the
+  model training saw;
+* ``dynamic``: weights int8 per channel, activation ranges computed at run time;
+* ``static``: ranges calibrated on a dataset (``minmax``, ``percentile`` or ``entropy``), QDQ graph.
+
+Only the linears inside the transformer layers are quantized (the same ``MatMul`` nodes for every route), so
+the routes differ only in how the ranges are found. The folder then holds ``model.onnx``, ``config.json``, the
+tokenizer, ``export_report.{json,md}`` (parity with PyTorch and the task metric computed from ONNX Runtime's own
+outputs, see :mod:`hf_compress.evaluation`) and a model card; it loads with ``ORTModelFor...from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers.utils import logging
+
+from .distillation import find_layer_list
+from .evaluation import compare_with_pytorch
+from .pruning import remove_pruned_structures, select_linears, sparsity_report
+from .quantization import qat_modules, remove_qat
+from .recipe import CalibrationConfig
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ONNX_FILE", "INT8_ROUTES", "export_model", "prepare_for_export", "matmul_nodes"]
+
+ONNX_FILE = "model.onnx"
+INT8_ROUTES = ("qat", "dynamic", "static")
+_TASKS = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "text-classification"}
+
+
+def _task_of(model: nn.Module) -> str:
+    name = type(model).__name__
+    for suffix, task in _TASKS.items():
+        if name.endswith(suffix):
+            return task
+    raise ValueError(
+        f"cannot export {name}: hf-compress exports token classification and sequence classification heads "
+        f"(a model class ending in {' or '.join(_TASKS)})"
+    )
+
+
+def prepare_for_export(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, float]], dict[str, Any]]:
+    """A CPU copy of ``model`` ready for ONNX: LoRA merged, fake-quant removed, pruned structures sliced out.
+
+    Returns the copy, the QAT input ranges by module name (empty if the model never ran QAT) and what was removed.
+    The original model is untouched.
+    """
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: fold the adapters into the base weights
+        model = copy.deepcopy(model).cpu().merge_and_unload()
+    else:
+        model = copy.deepcopy(model).cpu()
+    model.eval()
+    ranges = remove_qat(model)
+    try:
+        find_layer_list(model)
+    except ValueError:
+        return model, ranges, {}
+    removed = remove_pruned_structures(model)
+    return model, ranges, removed
+
+
+def matmul_nodes(onnx_path: str | os.PathLike, module_names: list[str]) -> dict[str, tuple[str, str]]:
+    """Map module names to ``(MatMul node name, input tensor name)`` in a graph exported by torch.onnx.
+
+    The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
+    ``/bert/encoder/layer.0/output/dense/MatMul``.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    by_name = {node.name: node for node in graph.node if node.op_type == "MatMul"}
+    found, missing = {}, []
+    for name in module_names:
+        slashed = "/" + name.replace(".", "/")
+        candidates = (slashed + "/MatMul", re.sub(r"/(\d+)(?=/|$)", r".\1", slashed) + "/MatMul")
+        node = next((by_name[c] for c in candidates if c in by_name), None)
+        if node is None:
+            missing.append(name)
+        else:
+            found[name] = (node.name, node.input[0])
+    if missing:
+        raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
+    return found
+
+
+def _quantization_config(is_static: bool, nodes: list[str]):
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    return AutoQuantizationConfig.avx512_vnni(
+        is_static=is_static,
+        use_symmetric_activations=False,
+        use_symmetric_weights=True,
+        per_channel=True,
+        nodes_to_quantize=nodes,
+        operators_to_quantize=["MatMul"],
+    )
+
+
+def _calibration_ranges(quantizer, dataset, calibration: CalibrationConfig) -> dict[str, tuple[float, float]]:
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+
+    inputs = {"input_ids", "attention_mask", "token_type_ids"}
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in inputs])
+    dataset = dataset.select(range(min(calibration.num_samples, len(dataset))))
+    if calibration.method == "minmax":
+        config = AutoCalibrationConfig.minmax(dataset)
+    elif calibration.method == "percentile":
+        config = AutoCalibrationConfig.percentiles(dataset, percentile=calibration.percentile)
+    else:
+        config = AutoCalibrationConfig.entropy(dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        return quantizer.fit(
+            dataset,
+            config,
+            onnx_augmented_model_name=os.path.join(tmp, "augmented.onnx"),
+            operators_to_quantize=["MatMul"],
+        )
+
+
+def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+    """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
+
+    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken.
+    """
+    import numpy as np
+    from onnxruntime.quantization.calibrate import TensorData
+
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, (_, tensor) in nodes.items():
+        low, high = qat_ranges[name]
+        old = bounds.get(tensor, (low, high))
+        bounds[tensor] = (min(old[0], low), max(old[1], high))
+    return {
+        tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
+    }
+
+
+def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict) -> Path:
+    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
+    exported ``W^T``), MatMul outputs left in float as in training (``OpTypesToExcludeOutputQuantization``).
+
+    Optimum's ``ORTQuantizer.quantize`` does not expose that last option, so ONNX Runtime's ``QDQQuantizer`` is
+    called with the arguments Optimum would give it plus that one.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    quantizer = QDQQuantizer(
+        onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
+        per_channel=True,
+        reduce_range=False,
+        weight_qType=QuantType.QInt8,
+        activation_qType=QuantType.QUInt8,
+        tensors_range=ranges,
+        nodes_to_quantize=node_names,
+        nodes_to_exclude=[],
+        op_types_to_quantize=["MatMul"],
+        extra_options={
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
+    quantizer.quantize_model()
+    path = Path(out_dir) / ONNX_FILE
+    quantizer.model.save_model_to_file(str(path))
+    return path
+
+
+def _quantize(
+    fp32_dir: str,
+    out_dir: str,
+    route: str,
+    linear_names: list[str],
+    qat_ranges: dict[str, tuple[float, float]],
+    calibration_dataset,
+    calibration: CalibrationConfig,
+) -> dict[str, Any]:
+    from optimum.onnxruntime import ORTQuantizer
+
+    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names)
+    node_names = [node for node, _ in nodes.values()]
+    quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
+    details: dict[str, Any] = {"quantized_matmuls": len(node_names)}
+    if route == "dynamic":
+        path = quantizer.quantize(_quantization_config(False, node_names), out_dir)
+    elif route == "static":
+        ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
+        details["calibration"] = {"method": calibration.method, "num_samples": calibration.num_samples}
+        path = quantizer.quantize(_quantization_config(True, node_names), out_dir, calibration_tensors_range=ranges)
+    else:
+        path = _quantize_qat(fp32_dir, out_dir, node_names, _qat_tensor_ranges(nodes, qat_ranges))
+    quantized = Path(out_dir) / "model_quantized.onnx"
+    if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
+        quantized.replace(Path(out_dir) / ONNX_FILE)
+    logger.info(f"int8 ({route}) model written from {path}")
+    return details
+
+
+def export_model(
+    model: nn.Module,
+    tokenizer,
+    output_dir: str | os.PathLike,
+    *,
+    int8: str = "none",
+    eval_dataset=None,
+    data_collator: Callable | None = None,
+    compute_metrics: Callable | None = None,
+    calibration_dataset=None,
+    calibration: CalibrationConfig | None = None,
+    opset: int | None = None,
+    recipe: dict | None = None,
+    base_model: str | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Export ``model`` to ``output_dir`` (ONNX fp32, or int8 by ``qat``/``dynamic``/``static``); return the report.
+
+    With ``eval_dataset`` (tokenized, with labels) and ``data_collator``, the exported model is run through ONNX
+    Runtime on it: max |logit diff| and argmax agreement against ``model`` as given (with its fake quantization,
+    if any), and ``compute_metrics`` on ONNX Runtime's own logits. ``static`` needs ``calibration_dataset``.
+    """
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    from .hub import write_model_card
+
+    if int8 not in ("none", *INT8_ROUTES):
+        raise ValueError(f"int8={int8!r}; allowed: none, {', '.join(INT8_ROUTES)}")
+    if int8 == "static" and calibration_dataset is None:
+        raise ValueError("int8='static' needs calibration data (calibration_dataset=...; the training set will do)")
+    task = _task_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    quantized_names = list(qat_modules(model))
+    if int8 == "qat" and not quantized_names:
+        raise ValueError(
+            "int8='qat' needs a model trained with quantization-aware training (QATCallback or a "
+            "'quantization' recipe block); this one has no fake-quant layers: use dynamic or static"
+        )
+    prepared, qat_ranges, removed = prepare_for_export(model)
+    if int8 == "qat" and set(qat_ranges) != set(quantized_names):
+        raise ValueError(
+            "int8='qat': some fake-quant layers never observed data (QAT never started); "
+            "train past quantization.start first, or use dynamic or static"
+        )
+    if int8 in ("dynamic", "static") or not quantized_names:
+        quantized_names = list(select_linears(prepared, None, "quantization.targets")) if int8 != "none" else []
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="hf-compress-export-")
+    try:
+        fp32_dir = output_dir if int8 == "none" else Path(work)
+        try:
+            onnx_export_from_model(prepared, fp32_dir, task=task, opset=opset, do_validation=False)
+        except (ValueError, KeyError, NotImplementedError) as error:
+            raise ValueError(f"Optimum cannot export {type(prepared).__name__} for {task}: {error}") from error
+        details: dict[str, Any] = {}
+        if int8 != "none":
+            details = _quantize(
+                str(fp32_dir),
+                str(output_dir),
+                int8,
+                quantized_names,
+                qat_ranges,
+                calibration_dataset,
+                calibration or CalibrationConfig(),
+            )
+            shutil.copy(fp32_dir / "config.json", output_dir / "config.json")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    report: dict[str, Any] = {
+        "task": task,
+        "model_type": prepared.config.model_type,
+        "base_model": base_model,
+        "int8": None if int8 == "none" else int8,
+        "onnx_file": ONNX_FILE,
+        "size_mb": os.path.getsize(output_dir / ONNX_FILE) / 1e6,
+        "parameters": prepared.num_parameters(),
+        "removed_structures": removed or None,
+        **details,
+    }
+    try:
+        report["sparsity"] = sparsity_report(prepared)
+    except ValueError:
+        report["sparsity"] = None
+    if eval_dataset is not None and data_collator is not None:
+        report.update(
+            compare_with_pytorch(
+                model if int8 != "none" else prepared,  # int8: the trained model as is (QAT: with fake quant)
+                output_dir / ONNX_FILE,
+                eval_dataset,
+                data_collator,
+                compute_metrics,
+                task,
+                batch_size=batch_size,
+            )
+        )
+    report["recipe"] = recipe
+    with open(output_dir / "export_report.json", "w") as handle:
+        json.dump(report, handle, indent=2)
+    (output_dir / "export_report.md").write_text(report_markdown(report))
+    write_model_card(output_dir, report)
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The export report as a short Markdown table."""
+    route = report["int8"] or "fp32"
+    rows = [
+        ("format", f"ONNX {route}" if route == "fp32" else f"ONNX int8 ({route})"),
+        ("file", f"{report['onnx_file']} ({report['size_mb']:.1f} MB)"),
+    ]
+    parity = report.get("parity")
+    if parity:
+        rows += [
+            ("reference", parity["reference"]),
+            ("max abs logit diff", f"{parity['max_abs_logit_diff']:.3g}"),
+            ("argmax agreement", f"{100 * parity['argmax_agreement']:.2f}% of {parity['num_positions']}"),
+        ]
+    for key, value in (report.get("metrics") or {}).items():
+        torch_value = (report.get("pytorch_metrics") or {}).get(key)
+        both = f"{value:.4f}" + (f" (PyTorch {torch_value:.4f})" if torch_value is not None else "")
+        rows.append((f"{key} (ONNX Runtime)", both))
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,178 @@
+"""The model card of an export folder, and its upload to the Hugging Face Hub.
+
+The card (``README.md``) carries Hub metadata (``library_name: optimum``, the pipeline tag, ``onnx``/``int8``/
+``pruned`` tags, the base model when it is a hub id) and the export report: size, parity with PyTorch, the task
+metric computed through ONNX Runtime, the sparsity table and the recipe. :func:`push_to_hub` uploads the folder
+so that ``ORTModelFor...from_pretrained(repo_id)`` works for whoever downloads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["model_card", "push_to_hub", "write_model_card"]
+
+_ORT_CLASSES = {
+    "token-classification": "ORTModelForTokenClassification",
+    "text-classification": "ORTModelForSequenceClassification",
+}
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """``user/model`` or ``model``, not a path that exists here or looks like one."""
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")) or name.startswith("package:"):
+        return False
+    return name.count("/") <= 1 and " " not in name
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: str = "apache-2.0") -> str:
+    """The text of a Hub model card (``README.md``) for an export folder described by ``report``."""
+    from huggingface_hub import ModelCardData
+
+    task = report["task"]
+    route = report.get("int8")
+    tags = ["onnx", "optimum", "hf-compress", task]
+    if route:
+        tags += ["int8", f"quantization-{route}"]
+    if report.get("sparsity") and report["sparsity"]["total"].get("sparsity", 0) > 0:
+        tags.append("pruned")
+    base_model = report.get("base_model")
+    data = ModelCardData(
+        library_name="optimum",
+        license=license,
+        pipeline_tag=task,
+        tags=tags,
+        base_model=base_model if _is_hub_id(base_model) else None,
+    )
+    where = repo_id or "path/to/this/folder"
+    ort_class = _ORT_CLASSES.get(task, "ORTModel")
+    kind = {
+        None: "fp32",
+        "qat": "int8 with the ranges learned in quantization-aware training",
+        "dynamic": "int8 by dynamic post-training quantization",
+        "static": "int8 by static post-training quantization",
+    }[route]
+    lines = [
+        f"# {report.get('model_type', 'transformer')} for {task}, ONNX {kind}",
+        "",
+        f"An ONNX model ({kind}) exported through Optimum by hf-compress, with its tokenizer and config. "
+        "The figures below were measured on the exported model itself, through ONNX Runtime.",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        f"from optimum.onnxruntime import {ort_class}",
+        "from transformers import AutoTokenizer, pipeline",
+        "",
+        f'model = {ort_class}.from_pretrained("{where}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+        f'classifier = pipeline("{task}", model=model, tokenizer=tokenizer)',
+        'print(classifier("George Washington went to Washington."))',
+        "```",
+        "",
+        "## Export report",
+        "",
+        "| file | size (MB) | parameters | max abs logit diff vs PyTorch | argmax agreement |",
+        "|---|---|---|---|---|",
+    ]
+    parity = report.get("parity") or {}
+    agreement = parity.get("argmax_agreement")
+    diff = parity.get("max_abs_logit_diff")
+    lines.append(
+        f"| {report.get('onnx_file', 'model.onnx')} | {report['size_mb']:.1f} | "
+        f"{report.get('parameters', 0) / 1e6:.1f}M | {'-' if diff is None else f'{diff:.3g}'} | "
+        f"{'-' if agreement is None else f'{100 * agreement:.2f}%'} |"
+    )
+    metrics, torch_metrics = report.get("metrics") or {}, report.get("pytorch_metrics") or {}
+    if metrics:
+        lines += [
+            "",
+            f"On {report.get('eval_examples', '?')} evaluation examples "
+            f"(reference: {parity.get('reference', 'PyTorch')}):",
+            "",
+            "| metric | ONNX Runtime | PyTorch |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {_percent(v)} | {_percent(torch_metrics.get(k))} |" for k, v in metrics.items()]
+    sparsity = report.get("sparsity")
+    if sparsity and sparsity["total"].get("sparsity", 0) > 0:
+        lines += ["", "## Sparsity", "", "| layer | sparsity | heads | FFN neurons |", "|---|---|---|---|"]
+        for row in sparsity["layers"]:
+            lines.append(
+                f"| {row['layer']} | {_percent(row['sparsity'])}% | {row.get('heads', '-')} | "
+                f"{row.get('ffn_neurons', '-')} |"
+            )
+        lines.append(f"| total (encoder linears) | {_percent(sparsity['total']['sparsity'])}% | | |")
+    if report.get("recipe"):
+        lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(report["recipe"], sort_keys=False).rstrip(), "```"]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+
+
+def write_model_card(folder: str | os.PathLike, report: dict[str, Any] | None = None, **kwargs: Any) -> Path:
+    """Write ``README.md`` in an export folder from ``report`` (default: its ``export_report.json``)."""
+    folder = Path(folder)
+    if report is None:
+        path = folder / "export_report.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no export report to write a model card from (run an export first)")
+        report = json.loads(path.read_text())
+    card = folder / "README.md"
+    card.write_text(model_card(report, **kwargs))
+    return card
+
+
+def push_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+    revision: str | None = None,
+) -> str:
+    """Upload an export folder to the Hub model repository ``repo_id`` (created if needed); return the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such export folder")
+    names = {p.name for p in folder.iterdir()}
+    if "README.md" not in names and "export_report.json" in names:
+        write_model_card(folder, repo_id=repo_id)
+        names.add("README.md")
+    missing = []
+    if not any(name.endswith(".onnx") for name in names):
+        missing.append("an .onnx model")
+    if "config.json" not in names:
+        missing.append("config.json")
+    if not names.intersection(_TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json or vocab.txt)")
+    if "README.md" not in names:
+        missing.append("README.md (the model card; export_report.json would let it be written)")
+    if missing:
+        raise ValueError(f"{folder} is not a complete export folder: missing {', '.join(missing)}")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    logger.warning(f"uploading {folder} ({', '.join(sorted(names))}) to {repo_id}")
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="model",
+        commit_message=commit_message or "Upload compressed ONNX model (hf-compress)",
+        revision=revision,
+        ignore_patterns=["checkpoint-*", "*.tmp", ".*"],
+    )
+    return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"
