@@ -185,3 +185,37 @@ def test_quickstart_with_packaged_minilm(tmp_path):
     teacher, student = json.loads((tmp_path / "quickstart" / "results.json").read_text())
     assert teacher["layers"] == 6 and student["layers"] == 3
     assert student["metrics"]["f1"] > 0.5
+
+
+def test_cli_prune_quantize_export_and_push(recipe_path, tmp_path, capsys, monkeypatch):
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["pruning"] = {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 6}
+    recipe["quantization"] = {"start_step": 4, "freeze_observers_step": 8}
+    recipe["export"] = {"int8": "qat"}
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["train", str(recipe_path), "--output_dir", str(out)])
+    assert stop.value.code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results[-1]["name"] == "exported: ONNX int8 (qat)" and "f1" in results[-1]["metrics"]
+    report = json.loads((out / "onnx-int8-qat" / "export_report.json").read_text())
+    assert report["removed_structures"]["neurons_per_layer"] == 32 and report["parity"]["num_positions"] > 0
+    student = AutoModelForTokenClassification.from_pretrained(out)  # saved after physical removal
+    assert student.config.intermediate_size == 32
+    # export the saved folder again, by each route, from the command line
+    for route in ("qat", "dynamic"):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["export", str(out), "--int8", route, "--output_dir", str(tmp_path / route)])
+        assert stop.value.code == 0
+        assert json.loads((tmp_path / route / "export_report.json").read_text())["int8"] == route
+    assert "argmax agreement" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:  # the teacher never ran QAT
+        cli_main(["export", str(out / "teacher"), "--int8", "qat"])
+    assert stop.value.code == 2 and "quantization_state.pt" in capsys.readouterr().err
+    uploads = []
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", lambda self, **kw: uploads.append(kw))
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["push", str(tmp_path / "qat"), "--repo_id", "me/tiny-ner-int8"])
+    assert stop.value.code == 0 and uploads[0]["repo_id"] == "me/tiny-ner-int8"
