@@ -1,6 +1,6 @@
 """hf-compress: distillation, pruning, quantization-aware training and Optimum export for the HF Trainer."""
 
-from .callbacks import GradualPruningCallback, QATCallback
+from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
 from .distillation import (
     DistillationLoss,
     attention_loss,
@@ -10,6 +10,7 @@ from .distillation import (
     student_from_teacher,
 )
 from .export import export_model
+from .lowrank import factorize_linear, load_lowrank, merge_lowrank
 from .pipeline import run_recipe
 from .pruning import MagnitudePruner, cubic_sparsity, remove_pruned_structures, sparsity_report
 from .quantization import convert_to_qat, remove_qat
@@ -19,6 +20,7 @@ from .recipe import (
     DistillationConfig,
     ExportConfig,
     LayerLossConfig,
+    LowRankConfig,
     ModelConfig,
     PruningConfig,
     QuantizationConfig,
@@ -39,6 +41,8 @@ __all__ = [
     "ExportConfig",
     "GradualPruningCallback",
     "LayerLossConfig",
+    "LowRankCallback",
+    "LowRankConfig",
     "MagnitudePruner",
     "ModelConfig",
     "PruningConfig",
@@ -51,6 +55,9 @@ __all__ = [
     "convert_to_qat",
     "cubic_sparsity",
     "export_model",
+    "factorize_linear",
+    "load_lowrank",
+    "merge_lowrank",
     "distillation_loss",
     "hidden_state_loss",
     "remove_pruned_structures",

@@ -68,6 +68,8 @@ def compare_with_pytorch(
     try:
         for batch in tqdm(loader, desc="ONNX Runtime vs PyTorch", leave=False):
             feeds = {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in input_names}
+            if "token_type_ids" in input_names and "token_type_ids" not in feeds:  # the model's default: segment 0
+                feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
             ort_out = session.run(["logits"], feeds)[0]
             with torch.no_grad():
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}

@@ -31,7 +31,6 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
-from .distillation import find_layer_list
 from .evaluation import compare_with_pytorch
 from .pruning import remove_pruned_structures, select_linears, sparsity_report
 from .quantization import qat_modules, remove_qat
@@ -70,10 +69,9 @@ def prepare_for_export(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[flo
     model.eval()
     ranges = remove_qat(model)
     try:
-        find_layer_list(model)
-    except ValueError:
+        removed = remove_pruned_structures(model)
+    except ValueError:  # no BERT-style layers (or factorized ones): nothing to slice
         return model, ranges, {}
-    removed = remove_pruned_structures(model)
     return model, ranges, removed
 
 

@@ -292,6 +292,7 @@ def export_trained_model(
 
     from .callbacks.quantization import QAT_STATE_NAME
     from .export import export_model
+    from .lowrank import load_lowrank
     from .quantization import convert_to_qat, load_qat_state_dict, set_qat_phase
 
     saved_recipe = Path(model_dir) / "recipe.yaml"
@@ -303,7 +304,7 @@ def export_trained_model(
     else:
         architecture = (config.architectures or [""])[0]
         task = get_task("text-classification" if architecture.endswith("SequenceClassification") else "ner")
-    model = task.auto_model_class.from_pretrained(model_dir)
+    model = load_lowrank(model_dir, task.auto_model_class)  # plain from_pretrained unless it has factorized layers
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if int8 == "qat":
         state_path = Path(model_dir) / QAT_STATE_NAME

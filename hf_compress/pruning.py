@@ -47,12 +47,17 @@ def select_linears(model: nn.Module, patterns: list[str] | None, recipe_key: str
     """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the layers.
 
     Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
-    alone. A pattern that matches nothing raises :class:`RecipeError` naming ``recipe_key``.
+    alone, and so it does PEFT adapter weights (``lora_A``, ``lora_B``): a pattern must name them. A pattern that
+    matches nothing raises :class:`RecipeError` naming ``recipe_key``.
     """
     layer_list_name, _ = find_layer_list(model)
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if patterns is None:
-        return {name: m for name, m in linears.items() if name.startswith(layer_list_name + ".")}
+    if patterns is None:  # PEFT adapters (lora_A, lora_B, ...) only when a pattern names them
+        return {
+            name: m
+            for name, m in linears.items()
+            if name.startswith(layer_list_name + ".") and not any(part.startswith("lora_") for part in name.split("."))
+        }
     targets = {}
     for pattern in patterns:
         matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
@@ -83,6 +88,16 @@ class _Structures:
     def of(cls, layer: nn.Module, index: int) -> _Structures:
         try:
             attention = layer.attention
+            parts = (
+                attention.self.query,
+                attention.self.key,
+                attention.self.value,
+                attention.output.dense,
+                layer.intermediate.dense,
+                layer.output.dense,
+            )
+            if not all(isinstance(p, nn.Linear) for p in parts):
+                raise AttributeError("a projection is not an nn.Linear (factorized?)")
             return cls(
                 attention.self.query,
                 attention.self.key,
@@ -95,7 +110,7 @@ class _Structures:
         except AttributeError as error:
             raise ValueError(
                 f"structured pruning needs BERT-style layers (attention.self.query, intermediate.dense,"
-                f" ...); layer {index} is a {type(layer).__name__}"
+                f" ... as nn.Linear); layer {index} is a {type(layer).__name__}: {error}"
             ) from error
 
     @property

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .callbacks import GradualPruningCallback, QATCallback
+from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
 from .distillation import DistillationLoss, check_teacher_student
 from .recipe import DistillationConfig, ExportConfig, Recipe, RecipeError
 
@@ -80,6 +80,8 @@ class CompressionTrainer(Trainer):
     def _callbacks_from_recipe(self) -> list[TrainerCallback]:
         """One callback per technique block of the recipe."""
         callbacks: list[TrainerCallback] = []
+        if self.recipe.lowrank is not None:  # first: pruning and QAT then see the factorized layers
+            callbacks.append(LowRankCallback(self.recipe.lowrank))
         if self.recipe.pruning is not None:
             callbacks.append(GradualPruningCallback(self.recipe.pruning))
         if self.recipe.quantization is not None:

@@ -1,0 +1,299 @@
+"""Low-rank reparameterization: ``nn.Linear`` layers replaced by two thinner ones from a truncated SVD.
+
+For ``W`` (``m x n``, out x in) with SVD ``W = U S V^T``, rank ``r`` keeps the ``r`` largest singular values:
+
+    W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T),    ||W - W_r||_F = sqrt(sum_{i > r} s_i^2)   (Eckart-Young)
+
+so ``y = x W^T + b`` becomes ``y = (x A^T) B^T + b`` with ``A = sqrt(S_r) V_r^T`` (``r x n``) and
+``B = U_r sqrt(S_r)`` (``m x r``): ``r (m + n)`` parameters and multiply-adds per token instead of ``m n``, a saving
+only when ``r < m n / (m + n)``. In ONNX the layer is two MatMuls, so the saving is real in ONNX Runtime.
+
+The factorized ranks are recorded in the model config (``config.lowrank_ranks``); :func:`load_lowrank` rebuilds
+the structure and loads the weights. :func:`merge_lowrank` folds the factors back into one dense layer, after
+which the model is an ordinary one again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from .distillation import find_layer_list
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "LowRankLinear",
+    "choose_rank",
+    "factorize_linear",
+    "factorize_model",
+    "load_lowrank",
+    "lowrank_report",
+    "merge_lowrank",
+]
+
+CONFIG_KEY = "lowrank_ranks"
+
+
+class LowRankLinear(nn.Module):
+    """``y = second(first(x))``: ``first`` is ``n -> r`` without bias, ``second`` is ``r -> m`` with the bias."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.first = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.second = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.second.weight @ self.first.weight
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+def break_even_rank(out_features: int, in_features: int) -> float:
+    """The rank ``m n / (m + n)`` at which a factorization stops saving parameters and FLOPs."""
+    return out_features * in_features / (out_features + in_features)
+
+
+def choose_rank(
+    singular_values: torch.Tensor,
+    rank: int | None = None,
+    rank_ratio: float | None = None,
+    energy: float | None = None,
+) -> int:
+    """The rank from exactly one rule: a fixed ``rank``; ``rank_ratio`` of the full rank (rounded, at least 1); or
+    the smallest rank whose singular values keep ``energy`` of ``sum s_i^2``."""
+    given = [x is not None for x in (rank, rank_ratio, energy)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of rank, rank_ratio, energy")
+    full = singular_values.numel()
+    if rank is not None:
+        return min(rank, full)
+    if rank_ratio is not None:
+        return max(1, min(full, round(rank_ratio * full)))
+    squares = singular_values.double() ** 2
+    kept = torch.cumsum(squares, 0) / squares.sum()
+    return min(full, int(torch.searchsorted(kept, torch.tensor(energy, dtype=kept.dtype) - 1e-12)) + 1)
+
+
+@torch.no_grad()
+def factorize_linear(
+    linear: nn.Linear,
+    rank: int | None = None,
+    rank_ratio: float | None = None,
+    energy: float | None = None,
+    require_savings: bool = True,
+) -> LowRankLinear | None:
+    """A :class:`LowRankLinear` from the truncated SVD of ``linear``; ``None`` (with the reason logged) when the
+    chosen rank would not reduce parameters and FLOPs (``r >= m n / (m + n)``) and ``require_savings`` is set."""
+    weight = linear.weight.detach()
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    r = choose_rank(s, rank, rank_ratio, energy)
+    m, n = weight.shape
+    if require_savings and r >= break_even_rank(m, n):
+        logger.info(f"not factorized: rank {r} >= m n / (m + n) = {break_even_rank(m, n):.1f} for {m}x{n}")
+        return None
+    root = s[:r].sqrt()
+    new = LowRankLinear(n, m, r, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
+    new.first.weight.copy_((root[:, None] * vh[:r]).to(weight.dtype))
+    new.second.weight.copy_((u[:, :r] * root[None, :]).to(weight.dtype))
+    if linear.bias is not None:
+        new.second.bias.copy_(linear.bias)
+    return new
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+@dataclass
+class LayerFactorization:
+    """One row of the low-rank report."""
+
+    name: str
+    shape: tuple[int, int]
+    rank: int | None
+    parameters_before: int
+    parameters_after: int
+    flops_before: int  # multiply-adds per token
+    flops_after: int
+    reason: str = ""
+
+
+def factorize_model(
+    model: nn.Module,
+    targets: list[str],
+    rank: int | None = None,
+    rank_ratio: float | None = None,
+    energy: float | None = None,
+) -> list[LayerFactorization]:
+    """Factorize every ``nn.Linear`` whose name matches a ``targets`` pattern, in place; return the report rows.
+
+    The ranks go to ``model.config.lowrank_ranks`` so that :func:`load_lowrank` can rebuild the model. A pattern
+    that matches no linear raises ``ValueError``.
+    """
+    from .recipe import RecipeError
+
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    names = [n for n in linears if any(fnmatch.fnmatchcase(n, p) for p in targets)]
+    for pattern in targets:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in linears):
+            raise RecipeError(
+                "lowrank.targets",
+                pattern,
+                f"matches no nn.Linear (names look like: {', '.join(list(linears)[:3])}, ...)",
+            )
+    rows, ranks = [], dict(getattr(model.config, CONFIG_KEY, None) or {})
+    for name in names:
+        linear = linears[name]
+        m, n = linear.weight.shape
+        new = factorize_linear(linear, rank, rank_ratio, energy)
+        params_before = m * n + (m if linear.bias is not None else 0)
+        if new is None:
+            rows.append(
+                LayerFactorization(
+                    name,
+                    (m, n),
+                    None,
+                    params_before,
+                    params_before,
+                    m * n,
+                    m * n,
+                    f"rank would be >= m n / (m + n) = {break_even_rank(m, n):.0f}",
+                )
+            )
+            continue
+        _set_module(model, name, new)
+        ranks[name] = new.rank
+        r = new.rank
+        rows.append(
+            LayerFactorization(
+                name, (m, n), r, params_before, r * (m + n) + (params_before - m * n), m * n, r * (m + n)
+            )
+        )
+    if ranks:
+        setattr(model.config, CONFIG_KEY, ranks)
+    return rows
+
+
+def lowrank_report(rows: list[LayerFactorization]) -> dict:
+    """Per layer and total: rank, parameters and multiply-adds per token before and after."""
+    total = {
+        key: sum(getattr(r, key) for r in rows)
+        for key in ("parameters_before", "parameters_after", "flops_before", "flops_after")
+    }
+    return {"layers": [vars(r) | {"shape": list(r.shape)} for r in rows], "total": total}
+
+
+def lowrank_table(report: dict) -> str:
+    lines = [
+        "| layer | shape | rank | params before | params after | MACs/token before | after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["layers"]:
+        lines.append(
+            f"| {r['name']} | {r['shape'][0]}x{r['shape'][1]} | {r['rank'] or '- (' + r['reason'] + ')'} "
+            f"| {r['parameters_before']:,} | {r['parameters_after']:,} | {r['flops_before']:,} | "
+            f"{r['flops_after']:,} |"
+        )
+    t = report["total"]
+    lines.append(
+        f"| total | | | {t['parameters_before']:,} | {t['parameters_after']:,} | {t['flops_before']:,} | "
+        f"{t['flops_after']:,} |"
+    )
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def merge_lowrank(model: nn.Module) -> int:
+    """Fold every :class:`LowRankLinear` back into one ``nn.Linear`` (``W = B A``), in place; return how many."""
+    merged = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LowRankLinear):
+            dense = nn.Linear(
+                module.in_features,
+                module.out_features,
+                bias=module.second.bias is not None,
+                device=module.first.weight.device,
+                dtype=module.first.weight.dtype,
+            )
+            dense.weight.copy_(module.merged_weight())
+            if module.second.bias is not None:
+                dense.bias.copy_(module.second.bias)
+            _set_module(model, name, dense)
+            merged += 1
+    if merged and hasattr(model, "config") and hasattr(model.config, CONFIG_KEY):
+        delattr(model.config, CONFIG_KEY)
+    return merged
+
+
+def apply_lowrank_structure(model: nn.Module, ranks: dict[str, int]) -> None:
+    """Replace the named linears by (uninitialised) :class:`LowRankLinear` of the given ranks, to load weights."""
+    for name, rank in ranks.items():
+        linear = model.get_submodule(name)
+        m, n = linear.weight.shape
+        _set_module(
+            model,
+            name,
+            LowRankLinear(
+                n, m, rank, bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype
+            ),
+        )
+    setattr(model.config, CONFIG_KEY, dict(ranks))
+
+
+def load_lowrank(path: str | os.PathLike, model_class=None, **kwargs):
+    """Load a model saved with factorized layers (``save_pretrained``): its config names the ranks.
+
+    ``model_class`` is an ``AutoModelFor...`` or model class (default: from the config's ``architectures``). A model
+    without factorized layers loads as with plain ``from_pretrained``.
+    """
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if model_class is None:
+        model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0])
+    ranks = getattr(config, CONFIG_KEY, None)
+    if not ranks:
+        return model_class.from_pretrained(path, **kwargs)
+    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
+    apply_lowrank_structure(model, ranks)
+    weights = os.path.join(path, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{weights}: load_lowrank reads single-file safetensors checkpoints")
+    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the low-rank structure (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.tie_weights()
+    return model.eval()
+
+
+def is_factorized(model: nn.Module) -> bool:
+    return any(isinstance(m, LowRankLinear) for m in model.modules())
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """The FFN linears of every transformer layer by exact name (BERT: ``intermediate.dense``, ``output.dense``)."""
+    name, layers = find_layer_list(model)
+    if not hasattr(layers[0], "intermediate"):
+        raise ValueError(f"no default low-rank targets for {type(model).__name__}: give lowrank.targets")
+    return [f"{name}.{i}.{part}.dense" for i in range(len(layers)) for part in ("intermediate", "output")]
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
