@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .recipe import DistillationConfig, LayerLossConfig, RecipeError
+from .configs import DistillationConfig, LayerLossConfig, RecipeError
 
 __all__ = [
     "DistillationLoss",

@@ -31,10 +31,10 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
+from .configs import CalibrationConfig
 from .evaluation import compare_with_pytorch
 from .pruning import remove_pruned_structures, select_linears, sparsity_report
 from .quantization import qat_modules, remove_qat
-from .recipe import CalibrationConfig
 
 logger = logging.get_logger(__name__)
 

@@ -142,7 +142,7 @@ def factorize_model(
     The ranks go to ``model.config.lowrank_ranks`` so that :func:`load_lowrank` can rebuild the model. A pattern
     that matches no linear raises ``ValueError``.
     """
-    from .recipe import RecipeError
+    from .configs import RecipeError
 
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     names = [n for n in linears if any(fnmatch.fnmatchcase(n, p) for p in targets)]

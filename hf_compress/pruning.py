@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .configs import PruningConfig, RecipeError
 from .distillation import find_layer_list
-from .recipe import PruningConfig, RecipeError
 
 __all__ = [
     "MagnitudePruner",

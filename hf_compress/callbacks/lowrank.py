@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from ..configs import LowRankConfig
 from ..lowrank import default_targets, factorize_model, is_factorized, lowrank_report, lowrank_table, merge_lowrank
-from ..recipe import LowRankConfig
 
 logger = logging.get_logger(__name__)
 

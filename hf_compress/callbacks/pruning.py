@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
+from ..configs import PruningConfig
 from ..pruning import MagnitudePruner, cubic_sparsity, sparsity_report, sparsity_table
-from ..recipe import PruningConfig
 from ._steps import checkpoint_file, optimizer_steps_per_epoch
 
 logger = logging.get_logger(__name__)

@@ -8,6 +8,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
+from ..configs import QuantizationConfig
 from ..quantization import (
     activation_ranges,
     convert_to_qat,
@@ -18,7 +19,6 @@ from ..quantization import (
     set_qat_phase,
     synchronize_observers,
 )
-from ..recipe import QuantizationConfig
 from ._steps import checkpoint_file, optimizer_steps_per_epoch
 
 logger = logging.get_logger(__name__)

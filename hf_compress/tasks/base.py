@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datasets import DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from ..recipe import DataConfig
+from ..configs import DataConfig
 
 __all__ = ["Task", "load_hub_dataset", "select_first"]
 

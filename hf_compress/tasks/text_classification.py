@@ -9,7 +9,7 @@ import numpy as np
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from ..recipe import DataConfig
+from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
 
 __all__ = ["TextClassificationTask", "classification_metrics"]

@@ -14,7 +14,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Sequence
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
-from ..recipe import DataConfig
+from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
 
 __all__ = ["TokenClassificationTask", "read_conll", "align_labels_with_tokens", "ner_metrics"]

@@ -1,0 +1,134 @@
+"""Benchmark: SVD-factorized FFN layers (rank ratio 0.5 and 0.25) fine-tuned with distillation, on CoNLL-2003 dev.
+
+From one fine-tuned model (``--teacher``, or trained here from ``--encoder``): the dense model, and for each rank
+ratio the same model with every FFN linear factorized (``lowrank: {rank_ratio: R}``) then fine-tuned for
+``--epochs`` with logit distillation from the dense model. Every model is exported to ONNX fp32 through Optimum;
+dev F1 is computed from ONNX Runtime's outputs and batch-1 latency measured interleaved with 2 threads, side by
+side in one run. Writes ``lowrank_conll.{json,md}``.
+
+    python benchmarks/lowrank_conll.py --train_file ../shared/data/conll2003/train.txt \\
+        --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from latency import measure_latency, onnx_runner, sentences_from_conll
+from quantize_conll import data_block, fp32_model
+from transformers import AutoTokenizer
+
+from hf_compress import Recipe, run_recipe
+from hf_compress.pipeline import default_training_arguments, export_trained_model
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train_file")
+    parser.add_argument("--validation_file")
+    parser.add_argument("--dataset", default="conll2003")
+    parser.add_argument("--teacher", help="a fine-tuned NER model; without it one is trained from --encoder")
+    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--rank_ratios", default="0.5,0.25")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--latency_sentences", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output_dir", default="benchmarks/results")
+    parser.add_argument("--work_dir", default="benchmarks/results/lowrank_conll-runs")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    dense = fp32_model(args)
+    folders, rows = {}, {}
+    folders["dense"] = os.path.join(args.work_dir, "dense-onnx")
+    report = export_trained_model(dense, folders["dense"], "none", Recipe.from_dict({"data": data_block(args)}))
+    rows["dense"] = {
+        "parameters": report["parameters"],
+        "size_mb": report["size_mb"],
+        "dev_f1": report["metrics"]["f1"],
+        "train_seconds": None,
+    }
+    training = {
+        "num_train_epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": 0.06,
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "seed": 42,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 50,
+    }
+    for ratio in [float(r) for r in args.rank_ratios.split(",") if r]:
+        name = f"FFN rank ratio {ratio:g}"
+        out = os.path.join(args.work_dir, f"ratio-{ratio:g}")
+        recipe = Recipe.from_dict(
+            {
+                "model": {"teacher": dense, "student": dense},
+                "data": data_block(args),
+                "distillation": {"temperature": 2.0, "alpha": 0.5},
+                "lowrank": {"rank_ratio": ratio},
+                "export": {"onnx": True},
+                "training": training,
+            }
+        )
+        results = run_recipe(recipe, default_training_arguments(out, training))
+        folders[name] = os.path.join(out, "onnx")
+        with open(os.path.join(folders[name], "export_report.json")) as handle:
+            report = json.load(handle)
+        with open(os.path.join(out, "lowrank_report.json")) as handle:
+            factorization = json.load(handle)["total"]
+        rows[name] = {
+            "parameters": report["parameters"],
+            "size_mb": report["size_mb"],
+            "dev_f1": report["metrics"]["f1"],
+            "train_seconds": results[-2].train_seconds,
+            "ffn_parameters_before": factorization["parameters_before"],
+            "ffn_parameters_after": factorization["parameters_after"],
+        }
+        print(f"{name}: dev F1 {100 * rows[name]['dev_f1']:.2f}")
+    tokenizer = AutoTokenizer.from_pretrained(dense)
+    if args.validation_file:
+        sentences = sentences_from_conll(args.validation_file, args.latency_sentences)
+    else:
+        from datasets import load_dataset
+
+        sentences = load_dataset(args.dataset, split="validation")["tokens"][: args.latency_sentences]
+    latency = measure_latency({n: onnx_runner(f, args.threads) for n, f in folders.items()}, tokenizer, sentences)
+    for name, stats in latency.items():
+        rows[name].update(stats)
+        rows[name]["batch1_speedup_vs_dense"] = latency["dense"]["batch1_median_ms"] / stats["batch1_median_ms"]
+    command = "python benchmarks/lowrank_conll.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if v is not None
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "lowrank_conll.json"), "w") as handle:
+        json.dump({"command": command, "total_seconds": time.time() - started, "runs": rows}, handle, indent=2)
+    lines = [
+        "| model | params (M) | ONNX MB | dev F1 | batch-1 median ms | batch-1 p90 ms | batch-32 sentences/s | "
+        "speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['parameters'] / 1e6:.1f} | {r['size_mb']:.1f} | {100 * r['dev_f1']:.2f} | "
+            f"{r['batch1_median_ms']:.2f} | {r['batch1_p90_ms']:.2f} | {r['batch32_sentences_per_s']:.0f} | "
+            f"{r['batch1_speedup_vs_dense']:.2f}x |"
+        )
+    table = "\n".join(lines)
+    with open(os.path.join(args.output_dir, "lowrank_conll.md"), "w") as handle:
+        handle.write(f"{table}\n\nCommand: `{command}`\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
