@@ -19,3 +19,19 @@ def optimizer_steps_per_epoch(args: TrainingArguments, state: TrainerState, trai
 def checkpoint_file(args: TrainingArguments, step: int, name: str) -> str:
     """``output_dir/checkpoint-<step>/<name>``: where a callback keeps its state beside the Trainer's."""
     return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}", name)
+
+
+def add_to_logs(state: TrainerState, logs: dict, extra: dict) -> None:
+    """Add a callback's figures to the Trainer's logs and to the ``log_history`` entry of this step."""
+    logs.update(extra)
+    if state.log_history and state.log_history[-1].get("step") == state.global_step:
+        state.log_history[-1].update(extra)
+
+
+def save_in_checkpoint(args: TrainingArguments, state: TrainerState, name: str, payload: dict) -> None:
+    """Save ``payload`` in this step's checkpoint folder (main process only, if the Trainer saved one)."""
+    path = checkpoint_file(args, state.global_step, name)
+    if state.is_world_process_zero and os.path.isdir(os.path.dirname(path)):
+        import torch
+
+        torch.save(payload, path)

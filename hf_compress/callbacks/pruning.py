@@ -11,7 +11,7 @@ from transformers.utils import logging
 
 from ..configs import PruningConfig
 from ..pruning import MagnitudePruner, cubic_sparsity, sparsity_report, sparsity_table
-from ._steps import checkpoint_file, optimizer_steps_per_epoch
+from ._steps import add_to_logs, checkpoint_file, optimizer_steps_per_epoch, save_in_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -107,15 +107,11 @@ class GradualPruningCallback(TrainerCallback):
         per_layer = self.pruner.layer_sparsity()
         extra["sparsity"] = round(sum(per_layer.values()) / max(len(per_layer), 1), 4)
         extra.update({f"sparsity_layer_{layer}": round(value, 4) for layer, value in per_layer.items()})
-        logs.update(extra)
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update(extra)
+        add_to_logs(state, logs, extra)
 
     def on_save(self, args, state, control, **kwargs):
-        if self.pruner is not None and state.is_world_process_zero:
-            path = checkpoint_file(args, state.global_step, PRUNING_STATE_NAME)
-            if os.path.isdir(os.path.dirname(path)):
-                torch.save(self.pruner.state_dict(), path)
+        if self.pruner is not None:
+            save_in_checkpoint(args, state, PRUNING_STATE_NAME, self.pruner.state_dict())
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.pruner is None or not state.is_world_process_zero:

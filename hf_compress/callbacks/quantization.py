@@ -19,7 +19,7 @@ from ..quantization import (
     set_qat_phase,
     synchronize_observers,
 )
-from ._steps import checkpoint_file, optimizer_steps_per_epoch
+from ._steps import add_to_logs, checkpoint_file, optimizer_steps_per_epoch, save_in_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -113,15 +113,11 @@ class QATCallback(TrainerCallback):
         if ranges:
             scales = [m.activation_qparams()[0] for m in qat_modules(self.model).values() if bool(m.observed)]
             extra["qat_mean_input_scale"] = round(float(torch.stack(scales).mean()), 6)
-        logs.update(extra)
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update(extra)
+        add_to_logs(state, logs, extra)
 
     def on_save(self, args, state, control, **kwargs):
-        if self.model is not None and state.is_world_process_zero:
-            path = checkpoint_file(args, state.global_step, QAT_STATE_NAME)
-            if os.path.isdir(os.path.dirname(path)):
-                torch.save(qat_state_dict(self.model), path)
+        if self.model is not None:
+            save_in_checkpoint(args, state, QAT_STATE_NAME, qat_state_dict(self.model))
 
     def on_train_end(self, args, state, control, **kwargs):
         """Keep the observers' state beside the final model: ``hf-compress export --int8 qat`` reads it."""
