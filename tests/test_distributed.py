@@ -1,4 +1,5 @@
-"""Two CPU processes under ``accelerate launch`` (gloo): every process ends with the same masks and weights.
+"""Two CPU processes under ``accelerate launch`` (gloo): every process ends with the same masks, weights and
+QAT scales.
 
 On a machine without GPUs, ``accelerate launch --multi_gpu --num_processes 2`` starts two torchrun processes
 that train on the CPU with the gloo backend (``--cpu --num_processes 2`` would need an MPI launcher).
@@ -55,6 +56,7 @@ def test_two_processes_hold_identical_masks(tmp_path):
     assert zeros == round(0.7 * sum(m.numel() for m in masks0.values()))
     for key in masks0:
         assert torch.equal(masks0[key], masks1[key]), key
+    assert len(ranks[0]["qat_ranges"]) == 2 * 6 and ranks[0]["qat_ranges"] == ranks[1]["qat_ranges"]
     for part in ("weights", "projections"):
         assert ranks[0][part]
         for key, value in ranks[0][part].items():

@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py under accelerate with 2 processes: distil into a tiny student while pruning it,
-then dump each process's masks, weights and distillation projections."""
+with QAT, then dump each process's masks, weights, distillation projections and QAT ranges."""
 
 import sys
 
@@ -8,6 +8,7 @@ from datasets import Dataset
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
 from hf_compress import CompressionTrainer
+from hf_compress.quantization import activation_ranges
 
 out = sys.argv[1]
 torch.manual_seed(0)
@@ -38,6 +39,7 @@ recipe = {
         "end_step": 6,
         "update_every": 1,
     },
+    "quantization": {"start_step": 2, "freeze_observers_step": 6},
 }
 args = TrainingArguments(
     out,
@@ -64,6 +66,7 @@ torch.save(
         "masks": pruner.state_dict()["masks"],
         "weights": {k: v.clone() for k, v in model.state_dict().items()},
         "projections": trainer.distillation.state_dict(),
+        "qat_ranges": activation_ranges(model),
     },
     f"{out}/rank{rank}.pt",
 )
