@@ -151,7 +151,8 @@ def main() -> None:
     ]
     for name, run in report["runs"].items():
         per_epoch = f"{run['train_seconds_per_epoch']:.0f}" if run["train_seconds_per_epoch"] else "- (given)"
-        overhead = f"+{100 * run['teacher_forward_overhead']:.0f}%" if run["teacher_forward_overhead"] else "-"
+        share = run["teacher_forward_overhead"]
+        overhead = f"{100 * share:+.0f}%" if share is not None else "-"
         lines.append(
             f"| {name} | {run['layers']} | {run['parameters'] / 1e6:.1f} | {run['size_mb']:.1f} | "
             f"{100 * run['dev_f1']:.2f} | {per_epoch} | {overhead} |"
