@@ -11,7 +11,13 @@ from conftest import tiny_bert_config
 from onnx import numpy_helper
 from optimum.onnxruntime import ORTModelForSequenceClassification, ORTModelForTokenClassification
 from test_trainer import args_for, cls_dataset
-from transformers import BertForMaskedLM, BertForSequenceClassification, DataCollatorWithPadding
+from transformers import (
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    FNetConfig,
+    FNetForTokenClassification,
+)
 
 from hf_compress import CompressionTrainer, export_model
 from hf_compress.export import matmul_nodes
@@ -128,6 +134,9 @@ def test_export_errors_are_clear(trained, tokenizer, tmp_path):
         export_model(BertForMaskedLM(plain.config), tokenizer, tmp_path / "c")
     with pytest.raises(ValueError, match="allowed: none, qat, dynamic, static"):
         export_model(plain, tokenizer, tmp_path / "d", int8="int4")
+    fnet = FNetForTokenClassification(FNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_labels=3))
+    with pytest.raises(ValueError, match="Optimum cannot export FNetForTokenClassification for token-classification"):
+        export_model(fnet, None, tmp_path / "e")
 
 
 def test_sequence_classification_export(tokenizer, tmp_path):
