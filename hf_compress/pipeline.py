@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArg
 from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
+from .lowrank import load_lowrank
 from .pruning import remove_pruned_structures
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
 from .tasks import Task, check_data_files, get_task
@@ -102,8 +103,8 @@ class _Run:
         config = AutoConfig.from_pretrained(path)
         if _has_real_labels(config):
             model_labels = [config.id2label[i] for i in sorted(config.id2label)]
-            if sorted(model_labels) == sorted(self.labels):
-                return self.task.auto_model_class.from_pretrained(path)
+            if sorted(model_labels) == sorted(self.labels):  # (a factorized model rebuilds its factors)
+                return load_lowrank(path, self.task.auto_model_class)
             if not allow_new_head:
                 raise ValueError(
                     f"{path}: the model's labels {model_labels} differ from the data's labels "
@@ -265,7 +266,8 @@ def results_table(results: list[ModelResult]) -> str:
     for r in results:
         cells = [r.name, str(r.layers), f"{r.parameters / 1e6:.1f}", f"{r.size_mb:.1f}"]
         cells += [f"{100 * r.metrics[m]:.2f}" if m in r.metrics else "-" for m in metric_names]
-        cells.append(f"{r.train_seconds:.0f}" if r.train_seconds is not None else "- (given)")
+        given = "- (given)" if r.name == "teacher" else "-"
+        cells.append(f"{r.train_seconds:.0f}" if r.train_seconds is not None else given)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -292,7 +294,6 @@ def export_trained_model(
 
     from .callbacks.quantization import QAT_STATE_NAME
     from .export import export_model
-    from .lowrank import load_lowrank
     from .quantization import convert_to_qat, load_qat_state_dict, set_qat_phase
 
     saved_recipe = Path(model_dir) / "recipe.yaml"

@@ -131,7 +131,7 @@ def test_python_dash_m_checks_a_recipe(recipe_path, tmp_path):
     assert bad.returncode == 2 and "did you mean 'alpha'" in bad.stderr
 
 
-def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
+def test_run_ner_example_distils_prunes_quantizes_exports(recipe_path, tmp_path, encoder_dir):
     done = _run(
         [
             str(ROOT / "examples/ner/run_ner.py"),
@@ -148,6 +148,14 @@ def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
             "0.3",
             "--layer_map",
             "0:1,1:3",
+            "--final_sparsity",
+            "0.5",
+            "--pruning_epochs",
+            "0,0.5",
+            "--qat_epochs",
+            "0.5,0.8",
+            "--export_int8",
+            "qat",
             "--output_dir",
             str(tmp_path / "example"),
             "--num_train_epochs",
@@ -161,10 +169,13 @@ def test_run_ner_example_distils(recipe_path, tmp_path, encoder_dir):
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| student (distilled), teacher layers [0, 3] | 2 |" in done.stdout
+    assert "| student (distilled), teacher layers [0, 3], unstructured sparsity 0.5 | 2 |" in done.stdout
     saved = yaml.safe_load((tmp_path / "example" / "recipe.yaml").read_text())
     assert saved["distillation"]["alpha"] == 0.3
     assert saved["distillation"]["hidden_states"]["layer_map"] == {0: 1, 1: 3}
+    assert saved["pruning"]["final_sparsity"] == 0.5 and saved["quantization"]["freeze_observers_epoch"] == 0.8
+    assert "| exported: ONNX int8 (qat) | 2 |" in done.stdout
+    assert (tmp_path / "example" / "onnx-int8-qat" / "model.onnx").is_file()
 
 
 @pytest.mark.slow

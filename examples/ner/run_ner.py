@@ -67,6 +67,18 @@ class CompressionArguments:
     layer_map: str | None = field(
         default=None, metadata={"help": "Student->teacher layers for the hidden-state term, e.g. '0:1,1:3,2:5'."}
     )
+    final_sparsity: float | None = field(default=None, metadata={"help": "Prune to this sparsity (cubic schedule)."})
+    pruning_structure: str = field(default="unstructured", metadata={"help": "unstructured, neurons or heads."})
+    pruning_epochs: str = field(default="0,1", metadata={"help": "Start and end of the pruning ramp, in epochs."})
+    qat_epochs: str | None = field(
+        default=None, metadata={"help": "Quantization-aware training: start and observer-freeze epochs, e.g. '2,2.5'."}
+    )
+    lowrank_rank_ratio: float | None = field(
+        default=None, metadata={"help": "Factorize the FFN linears at this fraction of their full rank."}
+    )
+    export_int8: str | None = field(
+        default=None, metadata={"help": "Export to ONNX at the end: none (fp32), qat, dynamic or static."}
+    )
 
 
 def build_recipe(
@@ -107,6 +119,21 @@ def build_recipe(
             hidden["layer_map"] = {int(s): int(t) for s, t in pairs}
     if distillation or (model.get("teacher") and model.get("student")):
         base["distillation"] = distillation  # a teacher and a student: distil (with defaults if no flags)
+    if compression_args.final_sparsity is not None:
+        start, end = (float(x) for x in compression_args.pruning_epochs.split(","))
+        base["pruning"] = {
+            "final_sparsity": compression_args.final_sparsity,
+            "start_epoch": start,
+            "end_epoch": end,
+            "structure": compression_args.pruning_structure,
+        }
+    if compression_args.qat_epochs:
+        start, freeze = (float(x) for x in compression_args.qat_epochs.split(","))
+        base["quantization"] = {"start_epoch": start, "freeze_observers_epoch": freeze}
+    if compression_args.lowrank_rank_ratio is not None:
+        base["lowrank"] = {"rank_ratio": compression_args.lowrank_rank_ratio}
+    if compression_args.export_int8 is not None:
+        base["export"] = {"int8": compression_args.export_int8}
     base.pop("training", None)  # TrainingArguments come from the command line here
     return Recipe.from_dict(base)
 
