@@ -158,7 +158,9 @@ def main() -> None:
     ]
     report = {
         "command": "python benchmarks/prune_conll.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(
+            f"--{k}" if v is True else f"--{k} {v}" for k, v in vars(args).items() if v is not None and v is not False
+        ),
         "runs": {},
     }
     onnx_models = {}
