@@ -34,6 +34,8 @@ def onnx_runner(folder: str, threads: int) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # no spin-waiting after a run: idle sessions must not take the cores from the one being timed
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
 
