@@ -168,3 +168,13 @@ def test_lora_student_distils_and_exports_merged(tokenizer, tmp_path):
     graph = onnx.load(tmp_path / "onnx" / "model.onnx").graph
     assert not [n.name for n in graph.node if "lora" in n.name.lower()]
     assert "lora_A" in dict(student.named_modules()).keys().__str__()  # the trained model keeps its adapters
+
+
+def test_structured_pruning_of_factorized_layers_is_refused(tokenizer):
+    from hf_compress import MagnitudePruner, PruningConfig
+
+    model = tiny_model(tokenizer)
+    factorize_model(model, ["bert.encoder.layer.0.intermediate.dense"], rank=4)
+    config = PruningConfig(structure="neurons", final_sparsity=0.5, start_step=0, end_step=2)
+    with pytest.raises(ValueError, match="layer 0 is a BertLayer: a projection is not an nn.Linear"):
+        MagnitudePruner(model, config)
