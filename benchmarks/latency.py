@@ -117,3 +117,22 @@ def onnx_latency(
     """:func:`measure_latency` of ONNX folders."""
     runners = {name: onnx_runner(folder, threads) for name, folder in models.items()}
     return measure_latency(runners, tokenizer, sentences, batch_size, warmup)
+
+
+def markdown_table(columns: list[tuple[str, Callable[[str, dict], str]]], rows: dict[str, dict]) -> str:
+    """A Markdown table: one row per ``rows`` entry, each column a header and a ``(name, row) -> cell`` function."""
+    lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(name, row) for _, cell in columns) + " |" for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+def write_results(output_dir: str, stem: str, report: dict, table: str) -> None:
+    """``stem.json`` (the whole report) and ``stem.md`` (the table and the command) in ``output_dir``."""
+    import json
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, f"{stem}.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    with open(os.path.join(output_dir, f"{stem}.md"), "w") as handle:
+        handle.write(f"{table}\n\nCommand: `{report['command']}`\n")
+    print(table)

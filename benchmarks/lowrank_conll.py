@@ -18,7 +18,7 @@ import os
 import time
 
 import torch
-from latency import measure_latency, onnx_runner, sentences_from_conll
+from latency import markdown_table, measure_latency, onnx_runner, sentences_from_conll, write_results
 from quantize_conll import data_block, fp32_model
 from transformers import AutoTokenizer
 
@@ -110,24 +110,21 @@ def main() -> None:
     command = "python benchmarks/lowrank_conll.py " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if v is not None
     )
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "lowrank_conll.json"), "w") as handle:
-        json.dump({"command": command, "total_seconds": time.time() - started, "runs": rows}, handle, indent=2)
-    lines = [
-        "| model | params (M) | ONNX MB | dev F1 | batch-1 median ms | batch-1 p90 ms | batch-32 sentences/s | "
-        "speed-up |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['parameters'] / 1e6:.1f} | {r['size_mb']:.1f} | {100 * r['dev_f1']:.2f} | "
-            f"{r['batch1_median_ms']:.2f} | {r['batch1_p90_ms']:.2f} | {r['batch32_sentences_per_s']:.0f} | "
-            f"{r['batch1_speedup_vs_dense']:.2f}x |"
-        )
-    table = "\n".join(lines)
-    with open(os.path.join(args.output_dir, "lowrank_conll.md"), "w") as handle:
-        handle.write(f"{table}\n\nCommand: `{command}`\n")
-    print(table)
+    table = markdown_table(
+        [
+            ("model", lambda name, r: name),
+            ("params (M)", lambda name, r: f"{r['parameters'] / 1e6:.1f}"),
+            ("ONNX MB", lambda name, r: f"{r['size_mb']:.1f}"),
+            ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
+            ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
+            ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
+            ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
+            ("speed-up", lambda name, r: f"{r['batch1_speedup_vs_dense']:.2f}x"),
+        ],
+        rows,
+    )
+    report = {"command": command, "total_seconds": time.time() - started, "runs": rows}
+    write_results(args.output_dir, "lowrank_conll", report, table)
 
 
 if __name__ == "__main__":

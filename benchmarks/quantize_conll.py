@@ -23,7 +23,7 @@ import os
 import time
 
 import torch
-from latency import measure_latency, onnx_runner, sentences_from_conll, torch_runner
+from latency import markdown_table, measure_latency, onnx_runner, sentences_from_conll, torch_runner, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
@@ -167,24 +167,19 @@ def main() -> None:
         "total_seconds": time.time() - started,
         "runs": rows,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "quantize_conll.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    lines = [
-        "| model | size MB | dev F1 | batch-1 median ms | batch-1 p90 ms | batch-32 sentences/s | "
-        "batch-1 speed-up vs ONNX fp32 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['size_mb']:.1f} | {100 * r['dev_f1']:.2f} | {r['batch1_median_ms']:.2f} | "
-            f"{r['batch1_p90_ms']:.2f} | {r['batch32_sentences_per_s']:.0f} | "
-            f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x |"
-        )
-    table = "\n".join(lines)
-    with open(os.path.join(args.output_dir, "quantize_conll.md"), "w") as handle:
-        handle.write(f"{table}\n\nCommand: `{command}`\n")
-    print(table)
+    table = markdown_table(
+        [
+            ("model", lambda name, r: name),
+            ("size MB", lambda name, r: f"{r['size_mb']:.1f}"),
+            ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
+            ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
+            ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
+            ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
+            ("batch-1 speed-up vs ONNX fp32", lambda name, r: f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x"),
+        ],
+        rows,
+    )
+    write_results(args.output_dir, "quantize_conll", report, table)
 
 
 if __name__ == "__main__":
