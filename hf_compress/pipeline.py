@@ -66,9 +66,22 @@ class ModelResult:
     path: str | None = None
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return (
+        torch.cuda.is_available()
+        or bool(mps and mps.is_available())
+        or bool(hasattr(torch, "xpu") and torch.xpu.is_available())
+    )
+
+
 def default_training_arguments(output_dir: str, training: dict[str, Any]) -> TrainingArguments:
     """TrainingArguments with the recipe's ``training`` block over defaults suited to a compression run."""
     defaults = {
+        # several processes and no GPU (`accelerate launch --multi_gpu` on a CPU machine): DDP on the CPU with gloo
+        "use_cpu": int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator(),
         "eval_strategy": "epoch",
         "save_strategy": "epoch",
         "save_total_limit": 2,

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class Recipe:
             raise FileNotFoundError(f"recipe file not found: {path}")
         with open(path, encoding="utf-8") as handle:
             try:
-                data = yaml.safe_load(handle)
+                data = load_yaml(handle)
             except yaml.YAMLError as error:
                 raise RecipeError("<file>", str(path), f"not valid YAML: {error}") from None
         if data is not None and not isinstance(data, dict):
@@ -128,12 +129,30 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML with the booleans of YAML 1.2 (``true``/``false`` only): ``save_strategy: no`` stays the string ``no``."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(stream) -> Any:
+    """Parse YAML (a string or a file) as a recipe does: YAML 1.2 booleans, nothing but plain data."""
+    return yaml.load(stream, Loader=_YamlLoader)
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``training.learning_rate``) in a copy of ``data``; string values are parsed as YAML."""
     data = copy.deepcopy(data)
     for dotted, value in overrides.items():
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
+            value = load_yaml(value) if value.strip() else value
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:

@@ -61,3 +61,50 @@ def test_two_processes_hold_identical_masks(tmp_path):
         assert ranks[0][part]
         for key, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][key]), key
+
+
+@pytest.mark.distributed
+def test_cli_under_accelerate_launch_trains_once_across_two_processes(tmp_path):
+    """`accelerate launch -m hf_compress train` on a CPU machine: one DDP run (one results table), not two."""
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart-ner.yaml"
+    done = subprocess.run(
+        [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "hf_compress",
+            "train",
+            str(recipe),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--data.max_train_samples",
+            "64",
+            "--data.max_eval_samples",
+            "32",
+            "--training.max_steps",
+            "2",
+            "--training.per_device_train_batch_size",
+            "8",
+            "--training.save_strategy",
+            "no",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("| model | layers |") == 1
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in done.stderr
+    assert (tmp_path / "out" / "results.json").is_file()

@@ -196,3 +196,10 @@ def test_cli_missing_data_file_fails_before_models(tmp_path, capsys):
         cli_main(["train", str(path), "--output_dir", str(tmp_path / "out")])
     assert stop.value.code == 2
     assert "data.train_file: file not found:" in capsys.readouterr().err
+
+
+def test_yaml_no_and_yes_stay_strings(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("training:\n  save_strategy: no\n  use_cpu: true\n")
+    recipe = Recipe.from_yaml(path, overrides={"training.eval_strategy": "no", "training.disable_tqdm": "false"})
+    assert recipe.training == {"save_strategy": "no", "use_cpu": True, "eval_strategy": "no", "disable_tqdm": False}
