@@ -16,12 +16,13 @@ Writes ``distill_conll.json`` and ``distill_conll.md`` (dev F1, train time per e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 
 import torch
+from common import command_line
+from latency import markdown_table, write_results
 
 from hf_compress import Recipe, run_recipe
 from hf_compress.pipeline import default_training_arguments
@@ -115,8 +116,7 @@ def main() -> None:
 
     base = rows.get("no-kd")
     report = {
-        "command": "python benchmarks/distill_conll.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line("distill_conll.py", args),
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "python": platform.python_version(),
@@ -142,25 +142,27 @@ def main() -> None:
             "teacher_forward_overhead": overhead,
             "recipe": RUNS.get(name),
         }
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "distill_conll.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    lines = [
-        "| run | layers | params (M) | size (MB) | dev F1 | train s/epoch | teacher-forward overhead |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, run in report["runs"].items():
-        per_epoch = f"{run['train_seconds_per_epoch']:.0f}" if run["train_seconds_per_epoch"] else "- (given)"
+
+    def per_epoch(name: str, run: dict) -> str:
+        return f"{run['train_seconds_per_epoch']:.0f}" if run["train_seconds_per_epoch"] else "- (given)"
+
+    def overhead(name: str, run: dict) -> str:
         share = run["teacher_forward_overhead"]
-        overhead = f"{100 * share:+.0f}%" if share is not None else "-"
-        lines.append(
-            f"| {name} | {run['layers']} | {run['parameters'] / 1e6:.1f} | {run['size_mb']:.1f} | "
-            f"{100 * run['dev_f1']:.2f} | {per_epoch} | {overhead} |"
-        )
-    table = "\n".join(lines)
-    with open(os.path.join(args.output_dir, "distill_conll.md"), "w") as handle:
-        handle.write(f"{table}\n\nCommand: `{report['command']}`\n")
-    print(table)
+        return f"{100 * share:+.0f}%" if share is not None else "-"
+
+    table = markdown_table(
+        [
+            ("run", lambda name, run: name),
+            ("layers", lambda name, run: str(run["layers"])),
+            ("params (M)", lambda name, run: f"{run['parameters'] / 1e6:.1f}"),
+            ("size (MB)", lambda name, run: f"{run['size_mb']:.1f}"),
+            ("dev F1", lambda name, run: f"{100 * run['dev_f1']:.2f}"),
+            ("train s/epoch", per_epoch),
+            ("teacher-forward overhead", overhead),
+        ],
+        report["runs"],
+    )
+    write_results(args.output_dir, "distill_conll", report, table)
 
 
 if __name__ == "__main__":

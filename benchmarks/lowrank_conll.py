@@ -18,8 +18,8 @@ import os
 import time
 
 import torch
-from latency import markdown_table, measure_latency, onnx_runner, sentences_from_conll, write_results
-from quantize_conll import data_block, fp32_model
+from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from latency import markdown_table, measure_latency, onnx_runner, write_results
 from transformers import AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
@@ -28,11 +28,7 @@ from hf_compress.pipeline import default_training_arguments, export_trained_mode
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file")
-    parser.add_argument("--validation_file")
-    parser.add_argument("--dataset", default="conll2003")
-    parser.add_argument("--teacher", help="a fine-tuned NER model; without it one is trained from --encoder")
-    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    add_data_arguments(parser)
     parser.add_argument("--rank_ratios", default="0.5,0.25")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
@@ -47,7 +43,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
-    dense = fp32_model(args)
+    dense = fine_tuned_model(args)
     folders, rows = {}, {}
     folders["dense"] = os.path.join(args.work_dir, "dense-onnx")
     report = export_trained_model(dense, folders["dense"], "none", Recipe.from_dict({"data": data_block(args)}))
@@ -97,19 +93,12 @@ def main() -> None:
         }
         print(f"{name}: dev F1 {100 * rows[name]['dev_f1']:.2f}")
     tokenizer = AutoTokenizer.from_pretrained(dense)
-    if args.validation_file:
-        sentences = sentences_from_conll(args.validation_file, args.latency_sentences)
-    else:
-        from datasets import load_dataset
-
-        sentences = load_dataset(args.dataset, split="validation")["tokens"][: args.latency_sentences]
+    sentences = dev_sentences(args, args.latency_sentences)
     latency = measure_latency({n: onnx_runner(f, args.threads) for n, f in folders.items()}, tokenizer, sentences)
     for name, stats in latency.items():
         rows[name].update(stats)
         rows[name]["batch1_speedup_vs_dense"] = latency["dense"]["batch1_median_ms"] / stats["batch1_median_ms"]
-    command = "python benchmarks/lowrank_conll.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("lowrank_conll.py", args)
     table = markdown_table(
         [
             ("model", lambda name, r: name),

@@ -1,10 +1,12 @@
 """Benchmark: gradual magnitude pruning of a fine-tuned MiniLM NER model on CoNLL-2003.
 
-For each sparsity (unstructured 50/70/80/90%, FFN neurons 25/50%), the fine-tuned model is trained further with
-``GradualPruningCallback`` (cubic ramp over the first ``--ramp`` of the run) while distilling from the dense model
-(logit KD, T=2, alpha=0.5; ``--no_distill`` for the task loss only), then evaluated on dev (seqeval F1).
-Structured runs are physically shrunk, exported to ONNX through Optimum and timed with ONNX Runtime (2 threads,
-batch 1, real dev sentences), side by side with the dense model. A separate measurement gives the callback's
+From one fine-tuned model (``--teacher``, or trained here from ``--encoder``), for each sparsity (unstructured
+50/70/80/90%, FFN neurons 25/50%) the model is trained further with ``GradualPruningCallback`` (cubic ramp over the
+first ``--ramp`` of ``--epochs``, masks updated every ``--update_every`` steps) while distilling from the dense model
+(logit KD, T=2, alpha=0.5, plus ``--hidden_distill`` times the hidden-state MSE of every layer; ``--no_distill`` for
+the task loss only), then evaluated on dev (seqeval F1). Structured runs are physically shrunk, exported to ONNX
+through Optimum (dev F1 from ONNX Runtime's outputs) and timed with ONNX Runtime (``--threads``, batch 1 on real dev
+sentences, batch-32 throughput), interleaved with the dense model. A separate measurement gives the callback's
 per-step overhead outside mask updates vs the plain Trainer. Writes ``prune_conll.{json,md}``.
 
     python benchmarks/prune_conll.py --train_file ../shared/data/conll2003/train.txt \\
@@ -20,19 +22,19 @@ import time
 
 import numpy as np
 import torch
-from latency import export_onnx, onnx_latency, sentences_from_conll
+from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from latency import markdown_table, onnx_latency, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainer, TrainerCallback
 
 from hf_compress import GradualPruningCallback, PruningConfig, Recipe, run_recipe
-from hf_compress.pipeline import default_training_arguments
+from hf_compress.pipeline import default_training_arguments, export_trained_model
+from hf_compress.recipe import DataConfig
 from hf_compress.tasks import get_task
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file", required=True)
-    parser.add_argument("--validation_file", required=True)
-    parser.add_argument("--teacher", required=True, help="the fine-tuned dense model to prune")
+    add_data_arguments(parser)
     parser.add_argument("--unstructured", default="0.5,0.7,0.8,0.9")
     parser.add_argument("--neurons", default="0.25,0.5")
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -42,10 +44,18 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="prune with the task loss only (default: also distil from the dense model, T=2, alpha=0.5)",
     )
+    parser.add_argument(
+        "--hidden_distill",
+        type=float,
+        default=0.0,
+        help="weight of the hidden-state MSE between each layer and the same layer of the dense model (0: off)",
+    )
+    parser.add_argument("--update_every", type=int, default=50, help="optimizer steps between mask updates")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--latency_sentences", type=int, default=300)
-    parser.add_argument("--overhead_steps", type=int, default=40)
+    parser.add_argument("--overhead_steps", type=int, default=40, help="0 skips the overhead measurement")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument(
         "--latency_only",
         action="store_true",
@@ -69,22 +79,16 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def callback_overhead(args, training: dict) -> dict:
+def callback_overhead(args, dense: str, training: dict) -> dict:
     """Median step time with the callback active (masks set once, no update in the window) vs plain Trainer."""
-    from hf_compress.recipe import DataConfig
-
     task = get_task("ner")
-    data = DataConfig(
-        train_file=args.train_file,
-        validation_file=args.validation_file,
-        max_train_samples=args.batch_size * args.overhead_steps,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    model_labels = AutoModelForTokenClassification.from_pretrained(args.teacher).config.label2id
+    data = DataConfig(**data_block(args), max_train_samples=args.batch_size * args.overhead_steps)
+    tokenizer = AutoTokenizer.from_pretrained(dense)
+    model_labels = AutoModelForTokenClassification.from_pretrained(dense).config.label2id
     dataset = task.preprocess(task.load_raw(data), tokenizer, model_labels, data)["train"]
     medians = {}
     for name in ("plain", "pruning"):
-        model = AutoModelForTokenClassification.from_pretrained(args.teacher)
+        model = AutoModelForTokenClassification.from_pretrained(dense)
         timer = StepTimer()
         callbacks = [timer]
         if name == "pruning":  # pruned at step 0, no further update inside the run
@@ -110,33 +114,57 @@ def callback_overhead(args, training: dict) -> dict:
     return {"median_step_seconds": medians, "overhead": medians["pruning"] / medians["plain"] - 1}
 
 
-def evaluate_dense(args, training: dict, out: str) -> float:
-    """Dev F1 of the dense model as given."""
-    from hf_compress.recipe import DataConfig
+def run_dir(args, name: str) -> str:
+    """The work folder of one run: ``unstructured 80%`` -> ``<work_dir>/unstructured-80``."""
+    return os.path.join(args.work_dir, name.replace(" ", "-").replace("%", ""))
 
-    task = get_task("ner")
-    data = DataConfig(train_file=args.train_file, validation_file=args.validation_file)
-    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    model = AutoModelForTokenClassification.from_pretrained(args.teacher)
-    dataset = task.preprocess(task.load_raw(data), tokenizer, model.config.label2id, data)["validation"]
-    trainer = Trainer(
-        model=model,
-        args=default_training_arguments(out, training),
-        eval_dataset=dataset,
-        data_collator=task.data_collator(tokenizer),
-        compute_metrics=task.compute_metrics(model.config.id2label),
-    )
-    return trainer.evaluate()["eval_f1"]
+
+def pruning_runs(args) -> list[tuple[str, dict]]:
+    """(name, ``pruning:`` block) for every sparsity asked for."""
+    ramp = {"start_epoch": 0.0, "end_epoch": args.ramp * args.epochs, "update_every": args.update_every}
+    runs = [
+        (f"unstructured {float(s):.0%}", {"structure": "unstructured", "final_sparsity": float(s), **ramp})
+        for s in args.unstructured.split(",")
+        if s
+    ]
+    runs += [
+        (f"neurons {float(s):.0%}", {"structure": "neurons", "final_sparsity": float(s), **ramp})
+        for s in args.neurons.split(",")
+        if s
+    ]
+    return runs
+
+
+def prune(args, dense: str, name: str, pruning: dict, training: dict) -> tuple[dict, str | None]:
+    """Train one pruned model; its report row and, for a structured run, its ONNX folder."""
+    out = run_dir(args, name)
+    structured = pruning["structure"] != "unstructured"
+    blocks = {"model": {"student": dense}, "data": data_block(args), "pruning": pruning, "training": training}
+    if structured:  # physically shrunk, exported and evaluated through ONNX Runtime
+        blocks["export"] = {"onnx": True}
+    if not args.no_distill:  # the dense model teaches its pruned self
+        blocks["model"]["teacher"] = dense
+        blocks["distillation"] = {"temperature": 2.0, "alpha": 0.5}
+        if args.hidden_distill > 0:
+            blocks["distillation"]["hidden_states"] = {"weight": args.hidden_distill}
+    results = run_recipe(Recipe.from_dict(blocks), default_training_arguments(out, training))
+    student = results[-2] if structured else results[-1]  # the trained student (before the export row)
+    row = {"dev_f1": student.metrics["f1"], "parameters": student.parameters, "train_seconds": student.train_seconds}
+    with open(os.path.join(out, "sparsity_report.json")) as handle:
+        row["encoder_linear_sparsity"] = json.load(handle)["total"]["sparsity"]
+    if not structured:
+        return row, None
+    onnx_dir = os.path.join(out, "onnx")
+    with open(os.path.join(onnx_dir, "export_report.json")) as handle:
+        export = json.load(handle)
+    row.update(onnx_dev_f1=export["metrics"]["f1"], onnx_size_mb=export["size_mb"])
+    return row, onnx_dir
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(2)
-    data = {
-        "task": "ner",
-        "train_file": os.path.abspath(args.train_file),
-        "validation_file": os.path.abspath(args.validation_file),
-    }
+    torch.set_num_threads(args.threads)
+    started = time.time()
     training = {
         "num_train_epochs": args.epochs,
         "learning_rate": args.learning_rate,
@@ -149,106 +177,76 @@ def main() -> None:
         "eval_strategy": "no",
         "logging_steps": 100,
     }
-    sentences = sentences_from_conll(args.validation_file, args.latency_sentences)
-    runs = [("dense", None)]
-    runs += [
-        (f"unstructured {float(s):.0%}", {"structure": "unstructured", "final_sparsity": float(s)})
-        for s in args.unstructured.split(",")
-        if s
-    ]
-    runs += [
-        (f"neurons {float(s):.0%}", {"structure": "neurons", "final_sparsity": float(s)})
-        for s in args.neurons.split(",")
-        if s
-    ]
-    report = {
-        "command": "python benchmarks/prune_conll.py "
-        + " ".join(
-            f"--{k}" if v is True else f"--{k} {v}" for k, v in vars(args).items() if v is not None and v is not False
-        ),
-        "runs": {},
-    }
+    command = command_line("prune_conll.py", args)
     onnx_models = {}
-    previous = os.path.join(args.output_dir, "prune_conll.json")
     if args.latency_only:  # keep the trained models and their F1; time their ONNX exports again
-        with open(previous) as handle:
-            command = report["command"]
+        with open(os.path.join(args.output_dir, "prune_conll.json")) as handle:
             report = json.load(handle)
-            report["latency_command"] = command
-        runs = []
+        report["latency_command"] = command
         for name in report["runs"]:
-            folder = os.path.join(args.work_dir, name.replace(" ", "-").replace("%", ""), "onnx")
+            folder = os.path.join(run_dir(args, name), "onnx")
             if os.path.isfile(os.path.join(folder, "model.onnx")):
                 onnx_models[name] = folder
-    for name, pruning in runs:
-        out = os.path.join(args.work_dir, name.replace(" ", "-").replace("%", ""))
-        if pruning is None:  # the dense model as given: evaluated, not trained
-            row = {
-                "dev_f1": evaluate_dense(args, training, out),
-                "train_seconds": None,
-                "parameters": AutoModelForTokenClassification.from_pretrained(args.teacher).num_parameters(),
-            }
-            model_dir = args.teacher
-        else:
-            pruning.update({"start_epoch": 0.0, "end_epoch": args.ramp * args.epochs, "update_every": 50})
-            blocks = {"model": {"student": args.teacher}, "data": data, "pruning": pruning, "training": training}
-            if not args.no_distill:  # the dense model teaches its pruned self
-                blocks["model"]["teacher"] = args.teacher
-                blocks["distillation"] = {"temperature": 2.0, "alpha": 0.5}
-            recipe = Recipe.from_dict(blocks)
-            result = run_recipe(recipe, default_training_arguments(out, training))[-1]  # after the teacher row
-            row = {
-                "dev_f1": result.metrics["f1"],
-                "parameters": result.parameters,
-                "train_seconds": result.train_seconds,
-            }
-            model_dir = result.path
-        sparsity_file = os.path.join(out, "sparsity_report.json")
-        if os.path.isfile(sparsity_file):
-            with open(sparsity_file) as handle:
-                row["encoder_linear_sparsity"] = json.load(handle)["total"]["sparsity"]
-        if pruning is None or pruning["structure"] != "unstructured":
-            onnx_models[name] = export_onnx(model_dir, os.path.join(out, "onnx"))
-            row["onnx_size_mb"] = os.path.getsize(os.path.join(onnx_models[name], "model.onnx")) / 1e6
-        report["runs"][name] = row
-        print(f"{name}: dev F1 {100 * row['dev_f1']:.2f}")
+        dense = report.get("dense_model") or args.teacher
+    else:
+        dense = fine_tuned_model(args)
+        report = {"command": command, "dense_model": dense, "runs": {}}
+        onnx_models["dense"] = os.path.join(run_dir(args, "dense"), "onnx")
+        export = export_trained_model(
+            dense, onnx_models["dense"], "none", Recipe.from_dict({"data": data_block(args)})
+        )
+        report["runs"]["dense"] = {
+            "dev_f1": export["metrics"]["f1"],
+            "onnx_dev_f1": export["metrics"]["f1"],
+            "parameters": export["parameters"],
+            "onnx_size_mb": export["size_mb"],
+            "encoder_linear_sparsity": 0.0,
+            "train_seconds": None,
+        }
+        for name, pruning in pruning_runs(args):
+            report["runs"][name], onnx_dir = prune(args, dense, name, pruning, training)
+            if onnx_dir:
+                onnx_models[name] = onnx_dir
+            print(f"{name}: dev F1 {100 * report['runs'][name]['dev_f1']:.2f}")
     # latency of all ONNX models side by side, interleaved so that machine noise hits them alike
-    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    latencies = onnx_latency(onnx_models, tokenizer, sentences, threads=2)
+    tokenizer = AutoTokenizer.from_pretrained(dense)
+    latencies = onnx_latency(onnx_models, tokenizer, dev_sentences(args, args.latency_sentences), args.threads)
     for name, stats in latencies.items():
-        report["runs"][name].update(stats)
-    dense = latencies["dense"]["batch1_median_ms"]
-    for name, stats in latencies.items():
-        report["runs"][name]["speedup_vs_dense"] = dense / stats["batch1_median_ms"]
+        report["runs"][name].update(
+            stats, speedup_vs_dense=latencies["dense"]["batch1_median_ms"] / stats["batch1_median_ms"]
+        )
     if not args.latency_only:
-        report["callback_overhead"] = callback_overhead(args, training)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "prune_conll.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    lines = [
-        "| model | encoder sparsity | dev F1 | params (M) | ONNX MB | batch-1 median ms | p90 ms | speed-up |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report["runs"].items():
-        lat = (
-            f"{r['batch1_median_ms']:.2f} | {r['batch1_p90_ms']:.2f} | {r['speedup_vs_dense']:.2f}x"
-            if "batch1_median_ms" in r
-            else "- | - | -"
-        )
-        onnx = f"{r['onnx_size_mb']:.1f}" if "onnx_size_mb" in r else "-"
-        sparsity = f"{100 * r.get('encoder_linear_sparsity', 0):.0f}%"
-        lines.append(
-            f"| {name} | {sparsity} | {100 * r['dev_f1']:.2f} | {r['parameters'] / 1e6:.1f} | {onnx} | {lat} |"
-        )
-    overhead = report["callback_overhead"]
-    table = "\n".join(lines) + (
-        f"\n\nCallback overhead outside mask updates: median step {overhead['median_step_seconds']['pruning']:.3f} s"
-        f" vs {overhead['median_step_seconds']['plain']:.3f} s plain ({100 * overhead['overhead']:+.1f}%)."
+        if args.overhead_steps > 0:
+            report["callback_overhead"] = callback_overhead(args, dense, training)
+        report["total_seconds"] = time.time() - started
+
+    def timed(key: str, fmt: str):
+        return lambda name, r: format(r[key], fmt) if key in r else "-"
+
+    table = markdown_table(
+        [
+            ("model", lambda name, r: name),
+            ("encoder sparsity", lambda name, r: f"{r.get('encoder_linear_sparsity', 0):.0%}"),
+            ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
+            ("ONNX dev F1", lambda name, r: f"{100 * r['onnx_dev_f1']:.2f}" if "onnx_dev_f1" in r else "-"),
+            ("params (M)", lambda name, r: f"{r['parameters'] / 1e6:.1f}"),
+            ("ONNX MB", timed("onnx_size_mb", ".1f")),
+            ("batch-1 median ms", timed("batch1_median_ms", ".2f")),
+            ("batch-1 p90 ms", timed("batch1_p90_ms", ".2f")),
+            ("batch-32 sentences/s", timed("batch32_sentences_per_s", ".0f")),
+            ("batch-1 speed-up", lambda name, r: f"{r['speedup_vs_dense']:.2f}x" if "speedup_vs_dense" in r else "-"),
+        ],
+        report["runs"],
     )
-    with open(os.path.join(args.output_dir, "prune_conll.md"), "w") as handle:
-        retimed = f"\n\nLatency re-measured with: `{report['latency_command']}`" if "latency_command" in report else ""
-        handle.write(f"{table}\n\nCommand: `{report['command']}`{retimed}\n")
-    print(table)
+    if "callback_overhead" in report:
+        seconds = report["callback_overhead"]["median_step_seconds"]
+        table += (
+            f"\n\nCallback overhead outside mask updates: median step {seconds['pruning']:.3f} s vs"
+            f" {seconds['plain']:.3f} s plain ({100 * report['callback_overhead']['overhead']:+.1f}%)."
+        )
+    if "latency_command" in report:
+        table += f"\n\nLatency re-measured with: `{report['latency_command']}`"
+    write_results(args.output_dir, "prune_conll", report, table)
 
 
 if __name__ == "__main__":

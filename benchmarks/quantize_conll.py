@@ -23,7 +23,8 @@ import os
 import time
 
 import torch
-from latency import markdown_table, measure_latency, onnx_runner, sentences_from_conll, torch_runner, write_results
+from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from latency import markdown_table, measure_latency, onnx_runner, torch_runner, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
@@ -32,11 +33,7 @@ from hf_compress.pipeline import default_training_arguments, export_trained_mode
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file", help="CoNLL train file (default: the hub dataset)")
-    parser.add_argument("--validation_file", help="CoNLL validation file (default: the hub dataset)")
-    parser.add_argument("--dataset", default="conll2003", help="hub dataset used when no files are given")
-    parser.add_argument("--teacher", help="a fine-tuned fp32 NER model; without it one is trained from --encoder")
-    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    add_data_arguments(parser)
     parser.add_argument("--qat_epochs", type=float, default=1.0)
     parser.add_argument("--qat_learning_rate", type=float, default=2e-5)
     parser.add_argument("--freeze_fraction", type=float, default=0.8, help="observers freeze at this part of QAT")
@@ -49,44 +46,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def data_block(args) -> dict:
-    if args.train_file:
-        return {
-            "task": "ner",
-            "train_file": os.path.abspath(args.train_file),
-            "validation_file": os.path.abspath(args.validation_file),
-        }
-    return {"task": "ner", "dataset": args.dataset}
-
-
-def fp32_model(args) -> str:
-    """The fp32 model: ``--teacher``, or the encoder fine-tuned here (3 epochs, lr 1e-4, as the teacher was)."""
-    if args.teacher:
-        return args.teacher
-    out = os.path.join(args.work_dir, "fp32")
-    recipe = Recipe.from_dict(
-        {
-            "model": {"student": args.encoder},
-            "data": data_block(args),
-            "training": {
-                "num_train_epochs": 3,
-                "learning_rate": 1e-4,
-                "warmup_ratio": 0.06,
-                "weight_decay": 0.01,
-                "per_device_train_batch_size": 32,
-                "seed": 42,
-            },
-        }
-    )
-    run_recipe(recipe, default_training_arguments(out, {**recipe.training, "save_strategy": "no"}))
-    return out
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
-    fp32 = fp32_model(args)
+    fp32 = fine_tuned_model(args)
     data_only = Recipe.from_dict(
         {
             "data": data_block(args),
@@ -134,12 +98,7 @@ def main() -> None:
     model = AutoModelForTokenClassification.from_pretrained(fp32)
     runners = {"PyTorch fp32": torch_runner(model)}
     runners.update({name: onnx_runner(folder, args.threads) for name, folder in folders.items()})
-    sentences = sentences_from_conll(args.validation_file, args.latency_sentences) if args.validation_file else None
-    if sentences is None:
-        from datasets import load_dataset
-
-        sentences = load_dataset(args.dataset, split="validation")["tokens"][: args.latency_sentences]
-    latency = measure_latency(runners, tokenizer, sentences)
+    latency = measure_latency(runners, tokenizer, dev_sentences(args, args.latency_sentences))
 
     weights = os.path.join(fp32, "model.safetensors")
     rows = {
@@ -156,9 +115,7 @@ def main() -> None:
     onnx_fp32 = rows["ONNX fp32"]["batch1_median_ms"]
     for row in rows.values():
         row["batch1_speedup_vs_onnx_fp32"] = onnx_fp32 / row["batch1_median_ms"]
-    command = "python benchmarks/quantize_conll.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("quantize_conll.py", args)
     report = {
         "command": command,
         "threads": args.threads,
