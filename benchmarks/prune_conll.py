@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="weight of the hidden-state MSE between each layer and the same layer of the dense model (0: off)",
     )
+    parser.add_argument(
+        "--scope", default="per_layer", choices=["per_layer", "global"], help="ranking of unstructured weights"
+    )
     parser.add_argument("--update_every", type=int, default=50, help="optimizer steps between mask updates")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -123,7 +126,10 @@ def pruning_runs(args) -> list[tuple[str, dict]]:
     """(name, ``pruning:`` block) for every sparsity asked for."""
     ramp = {"start_epoch": 0.0, "end_epoch": args.ramp * args.epochs, "update_every": args.update_every}
     runs = [
-        (f"unstructured {float(s):.0%}", {"structure": "unstructured", "final_sparsity": float(s), **ramp})
+        (
+            f"unstructured {float(s):.0%}",
+            {"structure": "unstructured", "final_sparsity": float(s), "scope": args.scope, **ramp},
+        )
         for s in args.unstructured.split(",")
         if s
     ]

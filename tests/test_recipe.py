@@ -1,5 +1,7 @@
 """Recipes: parsing, overrides, and clear errors for bad recipes and inputs before any training."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import NER_LABELS, tiny_bert_config
@@ -203,3 +205,14 @@ def test_yaml_no_and_yes_stay_strings(tmp_path):
     path.write_text("training:\n  save_strategy: no\n  use_cpu: true\n")
     recipe = Recipe.from_yaml(path, overrides={"training.eval_strategy": "no", "training.disable_tqdm": "false"})
     assert recipe.training == {"save_strategy": "no", "use_cpu": True, "eval_strategy": "no", "disable_tqdm": False}
+
+
+SHIPPED_RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_RECIPES, ids=lambda path: path.name)
+def test_shipped_recipes_parse_and_round_trip(path):
+    recipe = Recipe.from_yaml(path)
+    assert recipe.model is not None and recipe.data is not None
+    assert Recipe.from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+    TrainingArguments(output_dir="unused", **recipe.training)  # every training key is a TrainingArguments field
