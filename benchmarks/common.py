@@ -20,6 +20,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, stem: str) -> None:
+    """``--latency_sentences``, ``--threads``, ``--output_dir`` (``<stem>.{json,md}``) and ``--work_dir`` (models)."""
+    parser.add_argument("--latency_sentences", type=int, default=300, help="dev sentences timed")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    parser.add_argument("--output_dir", default="benchmarks/results", help=f"where {stem}.json and {stem}.md go")
+    parser.add_argument("--work_dir", default=f"benchmarks/results/{stem}-runs", help="trained and exported models")
+
+
 def data_block(args: argparse.Namespace) -> dict:
     """The recipe's ``data:`` block for the files or the hub dataset given on the command line."""
     if args.train_file:

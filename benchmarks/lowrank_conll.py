@@ -18,7 +18,7 @@ import os
 import time
 
 import torch
-from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
 from latency import markdown_table, measure_latency, onnx_runner, write_results
 from transformers import AutoTokenizer
 
@@ -32,10 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rank_ratios", default="0.5,0.25")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--latency_sentences", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output_dir", default="benchmarks/results")
-    parser.add_argument("--work_dir", default="benchmarks/results/lowrank_conll-runs")
+    add_run_arguments(parser, "lowrank_conll")
     return parser.parse_args()
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import torch
-from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
 from latency import markdown_table, onnx_latency, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainer, TrainerCallback
 
@@ -56,16 +56,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--update_every", type=int, default=50, help="optimizer steps between mask updates")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--latency_sentences", type=int, default=300)
     parser.add_argument("--overhead_steps", type=int, default=40, help="0 skips the overhead measurement")
-    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument(
         "--latency_only",
         action="store_true",
         help="re-time the ONNX models of an earlier run (its JSON and work_dir) without training again",
     )
-    parser.add_argument("--output_dir", default="benchmarks/results")
-    parser.add_argument("--work_dir", default="benchmarks/results/prune_conll-runs")
+    add_run_arguments(parser, "prune_conll")
     return parser.parse_args()
 
 

@@ -23,7 +23,7 @@ import os
 import time
 
 import torch
-from common import add_data_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
 from latency import markdown_table, measure_latency, onnx_runner, torch_runner, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -39,10 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--freeze_fraction", type=float, default=0.8, help="observers freeze at this part of QAT")
     parser.add_argument("--calibration_samples", type=int, default=128)
     parser.add_argument("--calibration_method", default="minmax", choices=["minmax", "percentile", "entropy"])
-    parser.add_argument("--latency_sentences", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output_dir", default="benchmarks/results")
-    parser.add_argument("--work_dir", default="benchmarks/results/quantize_conll-runs")
+    add_run_arguments(parser, "quantize_conll")
     return parser.parse_args()
 
 
