@@ -5,8 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from hf_compress import Recipe
 from hf_compress.tasks.token_classification import read_conll
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport pytest installs there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,11 +24,102 @@ def _bash_blocks(text: str) -> list[str]:
     return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
 
 
-def test_ci_runs_the_readme_test_command():
-    readme_blocks = _bash_blocks((ROOT / "README.md").read_text())
-    test_command = next(block for block in readme_blocks if "pytest" in block)
-    install_and_test = test_command.split("&&", 2)[-1].strip()  # after creating and activating the venv
-    assert install_and_test in (ROOT / ".ci" / "run").read_text()
+def _setup_commands() -> list[str]:
+    """The README's set-up commands: the bash blocks of its "Set up and run" section, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Set up and run", 1)[1].split("\n## ", 1)[0]
+    return _bash_blocks(section)
+
+
+def _ci_lines() -> list[str]:
+    return (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def _pyproject_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    return [Requirement(line) for line in [*project["dependencies"], *(r for extra in extras for r in extra)]]
+
+
+def _constraints() -> list[Requirement]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_readme_has_the_two_setup_commands():
+    commands = _setup_commands()
+    assert len(commands) == 2
+    assert all("\n" not in command for command in commands)  # one line each, to copy and paste
+    assert "hf-compress train recipes/" in commands[0] and commands[1].endswith("python -m pytest -q")
+    for command in commands:
+        assert command.startswith("python -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e ")
+
+
+def test_ci_runs_the_readme_setup_commands_verbatim_in_order():
+    lines = _ci_lines()
+    positions = []
+    for command in _setup_commands():
+        matches = [i for i, line in enumerate(lines) if command in line]
+        assert len(matches) == 1, f"{command!r} is not on exactly one line of .ci/run"
+        line = lines[matches[0]]
+        # the whole line is the command, at most followed by `|| exit`
+        assert line.startswith(command) and line[len(command) :].strip() in ("", "|| exit"), line
+        positions.append(matches[0])
+    assert positions == sorted(positions)
+
+
+def test_nothing_in_ci_before_the_readme_commands_upgrades_pip_or_sets_the_environment():
+    first = next(i for i, line in enumerate(_ci_lines()) if _setup_commands()[0] in line)
+    before = [line.split("#", 1)[0].strip() for line in _ci_lines()[:first]]
+    commands = [line for line in before if line]
+    assert commands, ".ci/run has no set-up lines before the README's commands"
+    for line in commands:
+        assert not re.search(r"\bpip\b", line), line
+        assert not re.search(r"\b(export|env|declare|setenv)\b", line), line
+        assert not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", line), line  # a variable assignment
+        assert "HF_" not in line and "TOKENIZERS_" not in line, line
+
+
+def test_readme_commands_install_with_the_constraints_file():
+    assert (ROOT / "constraints.txt").is_file()
+    for command in _setup_commands():
+        install = re.search(r"pip install ([^&]*)", command).group(1).split()
+        assert install[install.index("-c") + 1] == "constraints.txt", command
+        assert "torch==2.13.0" in install
+
+
+@pytest.mark.parametrize("requirement", _pyproject_requirements(), ids=str)
+def test_every_direct_requirement_has_an_upper_bound(requirement):
+    upper = [spec for spec in requirement.specifier if spec.operator in ("<", "<=", "==", "~=", "===")]
+    assert upper, f"{requirement} admits every future release"
+
+
+def test_the_constraints_pin_the_direct_requirements_within_their_bounds():
+    pins: dict[str, list[Requirement]] = {}
+    for pin in _constraints():
+        specs = list(pin.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{pin} is not an exact pin"
+        pins.setdefault(canonicalize_name(pin.name), []).append(pin)
+    assert canonicalize_name("hf-compress") not in pins  # the project itself is installed from the clone
+    for requirement in _pyproject_requirements():
+        versions = pins.get(canonicalize_name(requirement.name))
+        assert versions, f"{requirement.name} is not pinned in constraints.txt"
+        for pin in versions:
+            version = next(iter(pin.specifier)).version
+            assert requirement.specifier.contains(version, prereleases=True), f"{pin} does not fit {requirement}"
+    assert next(iter(pins["torch"][0].specifier)).version == "2.13.0"
+
+
+def test_each_python_version_gets_one_pin_per_package():
+    """Pins under markers (releases for Python 3.10) never overlap: each interpreter sees one version."""
+    for python in ("3.10", "3.11", "3.12", "3.13"):
+        environment = {"python_version": python, "python_full_version": f"{python}.0"}
+        names = [
+            canonicalize_name(pin.name)
+            for pin in _constraints()
+            if pin.marker is None or pin.marker.evaluate(environment)
+        ]
+        assert len(names) == len(set(names)), python
 
 
 def test_quickstart_command_uses_the_shipped_recipe_and_sample():
