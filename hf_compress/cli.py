@@ -13,8 +13,9 @@ from pathlib import Path
 
 import transformers
 
+from .export import MetricDropError
 from .pipeline import default_training_arguments, results_table, run_recipe
-from .recipe import Recipe, RecipeError
+from .recipe import Recipe
 
 logger = logging.getLogger("hf_compress")
 
@@ -40,6 +41,16 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+#: Errors that mean bad input (a recipe value, a file, a folder, a checkpoint): one line, exit status 2.
+BAD_INPUT = (ValueError, OSError)
+
+
+def _bad_input(error: Exception) -> int:
+    logger.debug("bad input", exc_info=error)
+    print(f"hf-compress: {error}", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-compress", description="Compress transformers while fine-tuning.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="resume from the latest checkpoint in output_dir, or from the given checkpoint",
     )
+    train.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="train into an output_dir that holds a previous run (files are written over, none deleted)",
+    )
     train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
 
     export = commands.add_parser("export", help="export a trained model to ONNX fp32 or int8, evaluated")
@@ -68,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8", choices=["none", "qat", "dynamic", "static"], default="none")
     export.add_argument(
         "--recipe", help="data to evaluate/calibrate on and QAT targets (default: MODEL_DIR/recipe.yaml)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in the output folder")
+    export.add_argument(
+        "--max_metric_drop",
+        type=float,
+        help="exit with status 3 (keeping the files) when the exported model's metric is below PyTorch's by more "
+        "than this (metric units: 0.005 = half an F1 point; default: the recipe's export.max_metric_drop)",
     )
 
     push = commands.add_parser("push", help="upload an export folder to the Hugging Face Hub")
@@ -82,20 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
 def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         recipe = Recipe.from_yaml(args.recipe, overrides=parse_overrides(extra))
-    except (RecipeError, FileNotFoundError) as error:
-        print(f"hf-compress: {error}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as error:
+        return _bad_input(error)
     if args.check:
         print(recipe.to_yaml())
         return 0
-    training_args = default_training_arguments(args.output_dir, recipe.training)
+    training = {**recipe.training, **({"overwrite_output_dir": True} if args.overwrite_output_dir else {})}
+    training_args = default_training_arguments(args.output_dir, training)
     if training_args.should_log:
         logger.setLevel(logging.INFO)
     try:
         results = run_recipe(recipe, training_args, resume_from_checkpoint=args.resume_from_checkpoint)
-    except (RecipeError, FileNotFoundError) as error:  # bad input: a message, not a traceback
-        print(f"hf-compress: {error}", file=sys.stderr)
-        return 2
+    except MetricDropError as error:
+        print(f"hf-compress: the export failed its quality gate: {error}", file=sys.stderr)
+        return 3
+    except BAD_INPUT as error:
+        return _bad_input(error)
     if training_args.should_save:
         print("\n" + results_table(results))
         print(f"\nStudent saved in {training_args.output_dir} (results.json, results.md beside it).")
@@ -111,10 +136,20 @@ def export_command(args: argparse.Namespace) -> int:
     )
     try:
         recipe = Recipe.from_yaml(args.recipe) if args.recipe else None
-        report = export_trained_model(args.model_dir, output_dir, args.int8, recipe)
-    except (RecipeError, FileNotFoundError, ValueError) as error:
-        print(f"hf-compress: {error}", file=sys.stderr)
-        return 2
+        report = export_trained_model(
+            args.model_dir,
+            output_dir,
+            args.int8,
+            recipe,
+            overwrite=args.overwrite,
+            max_metric_drop=args.max_metric_drop,
+        )
+    except MetricDropError as error:
+        print("\n" + report_markdown(error.report))
+        print(f"hf-compress: the export failed its quality gate: {error}", file=sys.stderr)
+        return 3
+    except BAD_INPUT as error:
+        return _bad_input(error)
     print("\n" + report_markdown(report))
     print(f"Exported to {output_dir} (export_report.json, README.md beside it).")
     return 0
@@ -127,9 +162,8 @@ def push_command(args: argparse.Namespace) -> int:
         url = push_to_hub(
             args.folder, args.repo_id, token=args.token, private=args.private, commit_message=args.commit_message
         )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"hf-compress: {error}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as error:
+        return _bad_input(error)
     print(f"Uploaded {args.folder} to {url}")
     return 0
 

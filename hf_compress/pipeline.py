@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArg
 from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
+from .files import atomic_write_json, atomic_write_text, check_output_dir
 from .lowrank import load_lowrank
 from .pruning import remove_pruned_structures
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
@@ -46,6 +46,57 @@ def resolve_model_path(name_or_path: str) -> str:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{name_or_path}: no model folder (config.json) at {path}")
     return str(path)
+
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+)
+
+
+def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -> None:
+    """Fail early, naming ``key``, when a local model folder is missing, or lacks its config, weights or tokenizer.
+
+    A name that is not a local path (``user/model``) is a hub id and is left to ``from_pretrained``.
+    """
+    path = Path(name_or_path)
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if not path.exists():
+        if looks_local:
+            raise FileNotFoundError(f"{key}: no such model folder: {name_or_path}")
+        return
+    if not path.is_dir():
+        raise NotADirectoryError(f"{key}: {name_or_path} is a file; give the model's folder (with config.json)")
+    names = {p.name for p in path.iterdir()}
+    missing = []
+    if "config.json" not in names:
+        missing.append("config.json")
+    if not names.intersection(_WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(_WEIGHT_FILES[::2])})")
+    if tokenizer and not names.intersection(_TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json or vocab.txt: save them with tokenizer.save_pretrained)")
+    if missing:
+        raise FileNotFoundError(f"{key}: the model folder {name_or_path} lacks {', '.join(missing)}")
+
+
+def _check_max_length(data: DataConfig, model: PreTrainedModel, key: str) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and data.max_length > limit:
+        raise RecipeError(
+            "data.max_length",
+            data.max_length,
+            f"{key} has {limit} positions (max_position_embeddings): allowed up to {limit}",
+        )
 
 
 def _has_real_labels(config) -> bool:
@@ -137,12 +188,15 @@ class _Run:
         self.teacher = self.teacher_tokenizer = None
         if model_cfg.teacher is not None:
             path = resolve_model_path(model_cfg.teacher)
+            check_model_source(path, "model.teacher")
             self.teacher = self._load_model(path, None, allow_new_head=model_cfg.train_teacher)
             self.teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+            _check_max_length(self.data, self.teacher, "the teacher")
         self.tokenizer = self.teacher_tokenizer
         self.student_path = None
         if model_cfg.student.name_or_path is not None:
             self.student_path = resolve_model_path(model_cfg.student.name_or_path)
+            check_model_source(self.student_path, "model.student.name_or_path")
             order = (
                 [self.teacher.config.id2label[i] for i in sorted(self.teacher.config.id2label)]
                 if self.teacher is not None
@@ -150,6 +204,7 @@ class _Run:
             )
             self.student = self._load_model(self.student_path, order, allow_new_head=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.student_path)
+            _check_max_length(self.data, self.student, "the student")
             if self.teacher is not None:
                 check_teacher_student(self.student, self.teacher, self.tokenizer, self.teacher_tokenizer)
 
@@ -250,6 +305,7 @@ def run_recipe(
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
     fine-tuned or evaluated is saved in ``args.output_dir/teacher``.
     """
+    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=bool(resume_from_checkpoint))
     run = _Run(recipe, args)
     run.load_data()
     run.load_models()
@@ -286,23 +342,28 @@ def results_table(results: list[ModelResult]) -> str:
 
 
 def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "results.json"), "w") as handle:
-        json.dump([dataclasses.asdict(r) for r in results], handle, indent=2)
-    with open(os.path.join(output_dir, "results.md"), "w") as handle:
-        handle.write(results_table(results) + "\n")
-    with open(os.path.join(output_dir, "recipe.yaml"), "w") as handle:
-        handle.write(recipe.to_yaml())
+    atomic_write_json(os.path.join(output_dir, "results.json"), [dataclasses.asdict(r) for r in results])
+    atomic_write_text(os.path.join(output_dir, "results.md"), results_table(results) + "\n")
+    atomic_write_text(os.path.join(output_dir, "recipe.yaml"), recipe.to_yaml())
 
 
 def export_trained_model(
-    model_dir: str, output_dir: str, int8: str = "none", recipe: Recipe | None = None
+    model_dir: str,
+    output_dir: str,
+    int8: str = "none",
+    recipe: Recipe | None = None,
+    *,
+    overwrite: bool = False,
+    max_metric_drop: float | None = None,
 ) -> dict[str, Any]:
     """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
 
     The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on and
     the QAT targets; ``int8="qat"`` restores the observers from ``model_dir/quantization_state.pt``.
+    ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
+    :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced.
     """
+    check_model_source(model_dir, "model_dir")
     import torch
 
     from .callbacks.quantization import QAT_STATE_NAME
@@ -351,4 +412,6 @@ def export_trained_model(
         opset=export.opset,
         recipe=recipe.to_dict() if recipe != Recipe() else None,
         base_model=model_dir,
+        overwrite=overwrite,
+        max_metric_drop=max_metric_drop if max_metric_drop is not None else export.max_metric_drop,
     )

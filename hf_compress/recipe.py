@@ -81,6 +81,19 @@ class Recipe:
         _check_training_arguments(self.training)
         if self.export is not None and self.export.int8 == "qat" and self.quantization is None:
             raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
+        if self.lowrank is not None and self.lowrank.targets is None and self.pruning is not None:
+            if self.pruning.structure == "neurons":
+                raise RecipeError(
+                    "pruning.structure",
+                    "neurons",
+                    "cannot compose with the 'lowrank' block: FFN neurons are rows and columns of the FFN linears, "
+                    "which lowrank (by default) replaces by two factors; use structure: unstructured or heads, "
+                    "set lowrank.targets to other layers, or drop one of the two blocks",
+                )
+        if self.distillation is not None and self.model is not None and self.model.teacher is None:
+            raise RecipeError(
+                "distillation", "set", "the 'distillation' block needs a teacher: set model.teacher, or drop the block"
+            )
 
     # construction ---------------------------------------------------------------------------------------
     @classmethod

@@ -17,7 +17,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
+from .checkpoints import RECIPE_FILE, CheckpointError, check_checkpoint, latest_complete_checkpoint
 from .distillation import DistillationLoss, check_teacher_student
+from .files import atomic_write_text, save_torch_state
 from .recipe import DistillationConfig, ExportConfig, Recipe, RecipeError
 
 logger = logging.get_logger(__name__)
@@ -158,10 +160,38 @@ class CompressionTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         state = self.compression_state_dict()
-        if state and self.args.should_save:
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            torch.save(state, os.path.join(self._get_output_dir(trial=trial), folder, COMPRESSION_STATE_NAME))
+        if state:
+            save_torch_state(state, os.path.join(folder, COMPRESSION_STATE_NAME))
+        if self.recipe != Recipe():
+            atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
+
+    def _checkpoint_state_files(self) -> list[str]:
+        """The state files a checkpoint of this run must hold to resume exactly (each technique's, and ours)."""
+        files = [name for cb in self.callback_handler.callbacks if (name := getattr(cb, "checkpoint_file", None))]
+        return files + ([COMPRESSION_STATE_NAME] if self.compression_state_dict() else [])
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; a checkpoint to resume from is checked first (complete, readable, same recipe and model
+        shape), and ``resume_from_checkpoint=True`` takes the latest *complete* checkpoint of ``output_dir``."""
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            files = self._checkpoint_state_files()
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir, files)
+                if resume_from_checkpoint is None:
+                    raise CheckpointError(f"resume_from_checkpoint: no complete checkpoint in {self.args.output_dir}")
+            recipe = self.recipe.to_dict() if self.recipe != Recipe() else None
+            model = self.accelerator.unwrap_model(self.model)
+            check_checkpoint(resume_from_checkpoint, files, recipe, getattr(model, "config", None))
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -180,6 +210,7 @@ class CompressionTrainer(Trainer):
         eval_dataset=None,
         calibration_dataset=None,
         base_model: str | None = None,
+        overwrite: bool = False,
     ) -> dict:
         """Export the trained model through Optimum (see :func:`hf_compress.export.export_model`); return the report.
 
@@ -187,9 +218,11 @@ class CompressionTrainer(Trainer):
         calibration and opset. The exported model is evaluated on ``eval_dataset`` (default: the Trainer's) with the
         Trainer's collator and ``compute_metrics``; ``static`` calibrates on ``calibration_dataset`` (default: the
         training set). The folder (default ``output_dir/onnx`` or ``output_dir/onnx-int8-<route>``) is what
-        :meth:`push_to_hub` uploads afterwards.
+        :meth:`push_to_hub` uploads afterwards; an earlier export there is replaced only with ``overwrite=True``.
+        With the recipe's ``export.max_metric_drop``, :class:`~hf_compress.export.MetricDropError` is raised (the
+        folder kept) when the exported model's metric drops by more.
         """
-        from .export import export_model
+        from .export import MetricDropError, export_model
 
         config = self.recipe.export or ExportConfig()
         int8 = int8 or config.int8
@@ -198,23 +231,30 @@ class CompressionTrainer(Trainer):
         if not self.is_world_process_zero():
             self.accelerator.wait_for_everyone()
             return {}
-        report = export_model(
-            self.accelerator.unwrap_model(self.model),
-            self.processing_class,
-            output_dir,
-            int8=int8,
-            eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
-            data_collator=self.data_collator,
-            compute_metrics=self.compute_metrics,
-            calibration_dataset=calibration_dataset if calibration_dataset is not None else self.train_dataset,
-            calibration=config.calibration,
-            opset=config.opset,
-            recipe=self.recipe.to_dict() if self.recipe != Recipe() else None,
-            base_model=base_model,
-            batch_size=self.args.per_device_eval_batch_size,
-        )
+        try:
+            report = export_model(
+                self.accelerator.unwrap_model(self.model),
+                self.processing_class,
+                output_dir,
+                int8=int8,
+                eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
+                data_collator=self.data_collator,
+                compute_metrics=self.compute_metrics,
+                calibration_dataset=calibration_dataset if calibration_dataset is not None else self.train_dataset,
+                calibration=config.calibration,
+                opset=config.opset,
+                recipe=self.recipe.to_dict() if self.recipe != Recipe() else None,
+                base_model=base_model,
+                batch_size=self.args.per_device_eval_batch_size,
+                overwrite=overwrite,
+                max_metric_drop=config.max_metric_drop,
+            )
+        except MetricDropError:  # the folder is complete and kept: it is still what push_to_hub would upload
+            self.export_dir = str(output_dir)
+            raise
+        finally:  # the other processes wait here whatever happened
+            self.accelerator.wait_for_everyone()
         self.export_dir = str(output_dir)
-        self.accelerator.wait_for_everyone()
         return report
 
     def push_to_hub(

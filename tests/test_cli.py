@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import WORDS, tiny_bert_config
-from transformers import AutoModelForTokenClassification, BertModel
+from transformers import AutoModelForTokenClassification, AutoTokenizer, BertModel
 
 from hf_compress.cli import main as cli_main
 
@@ -97,10 +98,13 @@ def test_teacher_with_other_labels_needs_train_teacher(recipe_path, tmp_path, ca
         recipe["model"]["teacher"], num_labels=3, id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={}
     )
     teacher.save_pretrained(tmp_path / "other-teacher")
+    AutoTokenizer.from_pretrained(recipe["model"]["teacher"]).save_pretrained(tmp_path / "other-teacher")
     recipe["model"]["teacher"] = str(tmp_path / "other-teacher")
     recipe_path.write_text(yaml.safe_dump(recipe))
-    with pytest.raises(ValueError, match="labels .* differ from the data's labels.*train_teacher"):
+    with pytest.raises(SystemExit) as stop:
         cli_main(["train", str(recipe_path), "--output_dir", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert re.search("labels .* differ from the data's labels.*train_teacher", capsys.readouterr().err)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

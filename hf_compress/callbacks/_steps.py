@@ -32,6 +32,6 @@ def save_in_checkpoint(args: TrainingArguments, state: TrainerState, name: str, 
     """Save ``payload`` in this step's checkpoint folder (main process only, if the Trainer saved one)."""
     path = checkpoint_file(args, state.global_step, name)
     if state.is_world_process_zero and os.path.isdir(os.path.dirname(path)):
-        import torch
+        from ..files import save_torch_state
 
-        torch.save(payload, path)
+        save_torch_state(payload, path)

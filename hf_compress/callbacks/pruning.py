@@ -32,6 +32,9 @@ class GradualPruningCallback(TrainerCallback):
     final sparsity report is printed and saved as ``sparsity_report.json`` in ``output_dir``.
     """
 
+    #: The state file this callback keeps in every checkpoint (resuming needs it).
+    checkpoint_file = PRUNING_STATE_NAME
+
     def __init__(self, config: PruningConfig | None = None, **kwargs):
         if config is not None and kwargs:
             raise ValueError("give a PruningConfig or keyword arguments, not both")

@@ -72,5 +72,7 @@ def check_data_files(data: DataConfig) -> None:
     """Fail early, before any model is loaded, when a data file given in the recipe does not exist."""
     for key in ("train_file", "validation_file"):
         path = getattr(data, key)
+        if path is not None and os.path.isdir(path):
+            raise IsADirectoryError(f"data.{key}: {path} is a folder; give the data file itself")
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"data.{key}: file not found: {path}")

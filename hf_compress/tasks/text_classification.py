@@ -38,6 +38,25 @@ def _file_format(path: str) -> str:
     return formats[extension]
 
 
+def _check_text_file(path: str) -> None:
+    """Fail with the file's name when it is missing, a folder, empty or not UTF-8 (before ``datasets`` reads it)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; give the data file itself")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if not content.strip():
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {content[error.start]:#04x}); convert it to UTF-8"
+        ) from None
+
+
 class TextClassificationTask(Task):
     """Single-sentence or sentence-pair classification (``text_column``, optional ``text_pair_column``)."""
 
@@ -54,6 +73,8 @@ class TextClassificationTask(Task):
             if len(kinds) > 1:
                 raise ValueError(f"train and validation files must have the same format, got {files}")
             kind = kinds.pop()
+            for path in files.values():
+                _check_text_file(path)
             extra = {"delimiter": "\t"} if kind == "csv" and data.train_file.endswith(".tsv") else {}
             try:
                 raw = load_dataset(kind, data_files=files, **extra)
@@ -69,6 +90,22 @@ class TextClassificationTask(Task):
                 raise ValueError(
                     f"{source}: missing column(s) {missing}; columns: {ds.column_names} "
                     "(set data.text_column / data.label_column)"
+                )
+        for split, ds in raw.items():
+            values = ds[data.label_column]
+            if None in values:
+                source = files[split] if data.train_file is not None else data.dataset
+                raise ValueError(
+                    f"{source}: row {values.index(None) + 1} has no value in the label column {data.label_column!r}"
+                )
+        if "validation" in raw and not isinstance(raw["train"].features[data.label_column], ClassLabel):
+            unseen = sorted(
+                set(map(str, raw["validation"][data.label_column])) - set(map(str, raw["train"][data.label_column]))
+            )
+            if unseen:
+                raise ValueError(
+                    f"{data.validation_file or data.dataset}: label(s) {unseen} never occur in the training data; "
+                    "the label set comes from the training data"
                 )
         return select_first(raw, data)
 

@@ -25,38 +25,73 @@ _TAG = re.compile(r"^(O|[BIES]-\S+)$")
 def read_conll(path: str | os.PathLike) -> Dataset:
     """Read a CoNLL file (one ``TOKEN ... TAG`` line per token, blank lines between sentences).
 
-    The first column is the token and the last the tag (IOB); ``-DOCSTART-`` lines are skipped. Columns in
-    between (POS, chunk) are ignored. A malformed line raises ``ValueError`` naming the file and line.
+    The first column is the token and the last the tag (IOB2: ``B-`` starts every entity, ``I-`` continues one;
+    ``E-``/``S-`` of IOBES are accepted too); ``-DOCSTART-`` lines are skipped. Columns in between (POS, chunk)
+    are ignored, but every line must have as many columns as the file's first token line. Any problem (a file that
+    is missing, empty, not UTF-8, a malformed line, an ``I-`` tag that continues no entity) raises an error naming
+    the file and line.
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; give the CoNLL file itself")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file not found: {path}")
     sentences: list[tuple[list[str], list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    width = None
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {line_number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                    f"{error.start + 1}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
             columns = line.split()
             if not columns or columns[0] == "-DOCSTART-":
                 if tokens:
                     sentences.append((tokens, tags))
                     tokens, tags = [], []
                 continue
+            where = f"{path}, line {line_number}"
             if len(columns) < 2:
+                raise ValueError(f"{where}: expected 'TOKEN ... TAG' (at least 2 columns), got {line.rstrip()!r}")
+            if width is None:
+                width = len(columns)
+            elif len(columns) != width:
                 raise ValueError(
-                    f"{path}, line {line_number}: expected 'TOKEN ... TAG' (at least 2 columns), got {line.rstrip()!r}"
+                    f"{where}: {len(columns)} columns where the file's lines have {width} "
+                    f"(a token with a space in it, or a missing column?): {line.rstrip()!r}"
                 )
-            if not _TAG.match(columns[-1]):
+            tag = columns[-1]
+            if not _TAG.match(tag):
+                raise ValueError(f"{where}: {tag!r} is not an IOB tag (O, B-TYPE or I-TYPE) in {line.rstrip()!r}")
+            if tag[:2] in ("I-", "E-") and (not tags or tags[-1][:2] not in ("B-", "I-") or tags[-1][2:] != tag[2:]):
+                previous = tags[-1] if tags else "the sentence start"
                 raise ValueError(
-                    f"{path}, line {line_number}: {columns[-1]!r} is not an IOB tag "
-                    f"(O, B-TYPE or I-TYPE) in {line.rstrip()!r}"
+                    f"{where}: {tag!r} after {previous!r}: in IOB2 an entity starts with B-{tag[2:]} "
+                    "(convert IOB1 files, where I- may start an entity, to IOB2)"
                 )
             tokens.append(columns[0])
-            tags.append(columns[-1])
+            tags.append(tag)
     if tokens:
         sentences.append((tokens, tags))
     if not sentences:
         raise ValueError(f"{path}: no sentences found (expected CoNLL format: 'TOKEN ... TAG' lines)")
     return Dataset.from_dict({"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]})
+
+
+def _check_tags_seen_in_training(train: Dataset, validation: Dataset, data: DataConfig) -> None:
+    """A validation tag the training file never uses is outside the label set the model learns: refuse it."""
+    known = {tag for tags in train["ner_tags"] for tag in tags}
+    for index, tags in enumerate(validation["ner_tags"]):
+        unknown = sorted(set(tags) - known)
+        if unknown:
+            raise ValueError(
+                f"{data.validation_file}: sentence {index + 1} has tag(s) {unknown} that {data.train_file} never "
+                f"uses; the label set comes from the training file: {sorted(known)}"
+            )
 
 
 def label_list_from_tags(tag_lists: list[list[str]]) -> list[str]:
@@ -114,6 +149,7 @@ class TokenClassificationTask(Task):
             splits = {"train": read_conll(data.train_file)}
             if data.validation_file is not None:
                 splits["validation"] = read_conll(data.validation_file)
+                _check_tags_seen_in_training(splits["train"], splits["validation"], data)
             raw = DatasetDict(splits)
         else:
             raw = load_hub_dataset(data)

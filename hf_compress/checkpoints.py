@@ -1,0 +1,128 @@
+"""Checkpoints to resume from: find the latest complete one, and refuse one that is truncated, corrupted or foreign.
+
+A Trainer checkpoint (``checkpoint-<step>``) is written file by file; a process killed while saving leaves a folder
+that ``transformers`` would still pick as the latest. Here a checkpoint is complete when it holds the model
+weights, ``trainer_state.json`` and the state file of every technique callback in use; each state file must load
+with ``torch.load(weights_only=True)``. A checkpoint also records the recipe that wrote it (``recipe.yaml``), so
+that resuming with a different recipe, or into a model of another shape, fails with what differs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["CheckpointError", "RECIPE_FILE", "check_checkpoint", "latest_complete_checkpoint"]
+
+#: The recipe that wrote a checkpoint, saved in the checkpoint folder.
+RECIPE_FILE = "recipe.yaml"
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+_SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size", "labels")
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: names the folder, the file and why."""
+
+
+def _problems(folder: Path, state_files: Iterable[str]) -> list[str]:
+    """What makes ``folder`` unusable as a checkpoint (empty when it is complete and its state files load)."""
+    import torch
+
+    problems = []
+    if not any((folder / name).is_file() for name in _WEIGHTS):
+        problems.append(f"no model weights ({' or '.join(_WEIGHTS[:3])})")
+    if not (folder / "trainer_state.json").is_file():
+        problems.append("no trainer_state.json")
+    for name in state_files:
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"no {name}")
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle, zip and torch errors alike mean the same: the file is unreadable
+            problems.append(f"{name} is corrupted ({type(error).__name__}: {str(error)[:120]})")
+    return problems
+
+
+def latest_complete_checkpoint(output_dir: str | os.PathLike, state_files: Iterable[str] = ()) -> str | None:
+    """The highest-step checkpoint in ``output_dir`` that is complete; incomplete newer ones are skipped (logged)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
+        reverse=True,
+    )
+    state_files = list(state_files)
+    for _, path in steps:
+        problems = _problems(path, state_files)
+        if not problems:
+            return str(path)
+        logger.warning(f"skipping incomplete checkpoint {path}: {'; '.join(problems)}")
+    return None
+
+
+def _recipe_blocks(recipe: dict[str, Any]) -> dict[str, Any]:
+    """What must not change between a checkpoint and its resumption (training arguments and export may)."""
+    return {k: v for k, v in recipe.items() if k not in ("training", "export")}
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(saved) | set(current), key=str):
+            found += _differences(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return found
+    return [] if saved == current else [f"{prefix or 'recipe'}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+def check_checkpoint(
+    path: str | os.PathLike, state_files: Iterable[str] = (), recipe: dict[str, Any] | None = None, config=None
+) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a complete checkpoint written by ``recipe`` for a model
+    shaped like ``config``."""
+    import json
+
+    from .recipe import load_yaml
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"resume_from_checkpoint: {folder} is not a checkpoint folder (no such folder)")
+    problems = _problems(folder, state_files)
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete or damaged: {'; '.join(problems)} (was the run killed while "
+            "saving?); resume from an earlier checkpoint, or with --resume_from_checkpoint alone to take the "
+            "latest complete one"
+        )
+    saved_recipe = folder / RECIPE_FILE
+    if recipe is not None and saved_recipe.is_file():
+        differences = _differences(_recipe_blocks(load_yaml(saved_recipe.read_text()) or {}), _recipe_blocks(recipe))
+        if differences:
+            raise CheckpointError(
+                f"checkpoint {folder} was written by another recipe: {'; '.join(differences[:5])}; resume with the "
+                "recipe that wrote it (its copy is in the checkpoint), or start a new run"
+            )
+    saved_config = folder / "config.json"
+    if config is not None and saved_config.is_file():
+        saved, current = json.loads(saved_config.read_text()), config.to_dict()
+        for values in (saved, current):
+            labels = values.get("id2label") or {}
+            values["labels"] = [labels[k] for k in sorted(labels, key=int)]
+        differences = [
+            f"{key} {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+            for key in _SHAPE_KEYS
+            if key in saved and saved.get(key) != current.get(key)
+        ]
+        if differences:
+            raise CheckpointError(f"checkpoint {folder} holds a model of another shape: {'; '.join(differences)}")
