@@ -1,0 +1,233 @@
+"""Kill ``hf-compress train`` with SIGKILL mid-run, resume it from the command line, get the uninterrupted result.
+
+One recipe (tiny BERT, pruning ramp then QAT, a checkpoint every step) is run three ways: uninterrupted; killed
+in the middle of the pruning ramp, then resumed with ``--resume_from_checkpoint``; killed while the QAT observers
+are still observing, then resumed. The resumed students must equal the uninterrupted one exactly on CPU: weights,
+pruning masks (the zeros of the weights, and the masks saved in the last checkpoint) and QAT ranges.
+
+The killed run is the real command line, with one addition so that the kill lands at a chosen step whatever the
+machine's speed: once every file of the checkpoint of that step is written, the process announces it in a marker
+file and waits there; the test then kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import NER_LABELS, WORDS, tiny_bert_config
+from safetensors.torch import load_file
+from transformers import BertForTokenClassification, BertTokenizerFast
+
+from hf_compress.callbacks.pruning import PRUNING_STATE_NAME
+from hf_compress.callbacks.quantization import QAT_STATE_NAME
+
+# 40 sentences, batch 4: 10 optimizer steps an epoch; the resumed runs cross into (or restart inside) epoch 2.
+TRAIN_SENTENCES, BATCH_SIZE, MAX_STEPS = 40, 4, 18
+PRUNE_START, PRUNE_END = 2, 8  # the cubic ramp to 50% unstructured sparsity, masks updated every step
+QAT_START, QAT_FREEZE = 11, 16  # observers on at step 11, frozen from step 16
+KILL_STEPS = {"pruning ramp": 5, "QAT observing": 13}
+TIMEOUT = 180  # seconds: generous, for a busy machine; a run takes a few seconds
+
+CHILD_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+# Run as ``python -c PAUSE_AT_STEP train ...``: the CLI, stopped for good right after the checkpoint of a step.
+PAUSE_AT_STEP = """
+import os, runpy, time
+from transformers.trainer_callback import CallbackHandler
+
+step, marker = int(os.environ["PAUSE_AT_STEP"]), os.environ["PAUSE_MARKER"]
+on_save = CallbackHandler.on_save
+
+
+def pausing_on_save(self, args, state, control):
+    control = on_save(self, args, state, control)  # the Trainer's files and every callback's state are written
+    if state.global_step == step:
+        with open(marker + ".tmp", "w") as handle:
+            handle.write(str(step))
+        os.replace(marker + ".tmp", marker)
+        while True:
+            time.sleep(60)
+    return control
+
+
+CallbackHandler.on_save = pausing_on_save
+runpy.run_module("hf_compress", run_name="__main__", alter_sys=True)
+"""
+
+
+def write_conll(path: Path, sentences: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(sentences):
+        tag = "O"
+        for _ in range(rng.randint(4, 10)):  # IOB2: an I- tag only continues an entity of its type
+            tag = rng.choice(
+                ["O", "O", f"I-{tag[2:]}" if tag != "O" else "O", *(t for t in NER_LABELS if t[0] == "B")]
+            )
+            lines.append(f"{rng.choice(WORDS)} NN O {tag}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny NER student on disk, tiny CoNLL files, and a recipe: pruning ramp, then QAT, a checkpoint a step."""
+    folder = tmp_path_factory.mktemp("kill-resume")
+    tokenizer = BertTokenizerFast.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS)).save_pretrained(folder / "student")
+    tokenizer.save_pretrained(folder / "student")
+    write_conll(folder / "train.txt", TRAIN_SENTENCES, seed=0)
+    write_conll(folder / "valid.txt", 8, seed=1)
+    recipe = {
+        "model": {"student": {"name_or_path": str(folder / "student")}},
+        "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt", "max_length": 32},
+        "pruning": {
+            "structure": "unstructured",
+            "final_sparsity": 0.5,
+            "start_step": PRUNE_START,
+            "end_step": PRUNE_END,
+            "update_every": 1,
+        },
+        "quantization": {"start_step": QAT_START, "freeze_observers_step": QAT_FREEZE, "averaging_constant": 0.1},
+        "training": {
+            "max_steps": MAX_STEPS,
+            "per_device_train_batch_size": BATCH_SIZE,
+            "learning_rate": 1e-3,
+            "seed": 7,
+            "eval_strategy": "no",
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "save_total_limit": None,
+            "logging_steps": 1,
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "report_to": "none",
+        },
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def train_command(recipe: Path, output_dir: Path, *extra: str, module: bool = True) -> list[str]:
+    head = ["-m", "hf_compress"] if module else ["-c", PAUSE_AT_STEP]
+    return [sys.executable, *head, "train", str(recipe), "--output_dir", str(output_dir), *extra]
+
+
+def run_to_the_end(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(
+        command, cwd=cwd, env={**os.environ, **CHILD_ENV}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def run_and_kill(recipe: Path, output_dir: Path, step: int) -> None:
+    """Train into ``output_dir``, wait until the checkpoint of ``step`` is complete, then SIGKILL the process."""
+    marker, log = output_dir.with_name(output_dir.name + ".paused"), output_dir.with_name(output_dir.name + ".log")
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, **CHILD_ENV, "PAUSE_AT_STEP": str(step), "PAUSE_MARKER": str(marker)}
+    command = train_command(recipe, output_dir, module=False)
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=recipe.parent, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not marker.exists():
+            if process.poll() is not None:
+                pytest.fail(
+                    f"the run ended (code {process.returncode}) before step {step}:\n{log.read_text()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint of step {step} after {TIMEOUT} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(recipe) -> Path:
+    output_dir = recipe.parent / "uninterrupted"
+    run_to_the_end(train_command(recipe, output_dir), recipe.parent)
+    return output_dir
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pruned_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of the linears inside the transformer layers (what the recipe prunes)."""
+    return {k: v for k, v in weights.items() if ".encoder.layer." in k and k.endswith(".weight") and v.dim() == 2}
+
+
+def loss_history(output_dir: Path) -> list[tuple[int, float]]:
+    state = json.loads((output_dir / f"checkpoint-{MAX_STEPS}" / "trainer_state.json").read_text())
+    return [(log["step"], log["loss"]) for log in state["log_history"] if "loss" in log]
+
+
+@pytest.mark.parametrize("phase", list(KILL_STEPS))
+def test_sigkill_then_resume_from_the_command_line_equals_the_uninterrupted_run(phase, recipe, uninterrupted):
+    step = KILL_STEPS[phase]
+    output_dir = recipe.parent / f"killed-at-{step}"
+    run_and_kill(recipe, output_dir, step)
+
+    # the process died at the chosen step, inside the phase, with nothing of the end of training written
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*"))
+    assert checkpoints[-1] == step and not (output_dir / "model.safetensors").exists()
+    killed_at = output_dir / f"checkpoint-{step}"
+    assert json.loads((killed_at / "trainer_state.json").read_text())["global_step"] == step
+    pruning, observers = load_state(killed_at / PRUNING_STATE_NAME), load_state(killed_at / QAT_STATE_NAME)
+    if phase == "pruning ramp":
+        assert PRUNE_START < step < PRUNE_END and 0.0 < pruning["sparsity"] < 0.5
+        assert step < QAT_START and not any(bool(o["observed"]) for o in observers.values())
+    else:
+        assert QAT_START < step < QAT_FREEZE and all(bool(o["observed"]) for o in observers.values())
+        assert pruning["sparsity"] == 0.5
+
+    written = {p.name: p.stat().st_mtime_ns for p in killed_at.iterdir()}
+    run_to_the_end(train_command(recipe, output_dir, "--resume_from_checkpoint"), recipe.parent)
+    # it went on from that checkpoint (an earlier start would have saved the checkpoint of this step again)
+    assert {p.name: p.stat().st_mtime_ns for p in killed_at.iterdir()} == written
+    assert (output_dir / f"checkpoint-{MAX_STEPS}").is_dir()
+
+    # weights: every tensor of the saved students is equal
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    # pruning masks: the zeros of the final weights and the masks of the last checkpoint
+    for name, weight in pruned_weights(resumed).items():
+        assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
+    expected_masks = load_state(uninterrupted / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
+    resumed_masks = load_state(output_dir / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
+    assert expected_masks["sparsity"] == resumed_masks["sparsity"] == 0.5
+    assert expected_masks["masks"].keys() == resumed_masks["masks"].keys() and expected_masks["masks"]
+    for name, mask in expected_masks["masks"].items():
+        assert torch.equal(mask, resumed_masks["masks"][name]), name
+        assert torch.equal(mask, resumed[name.removesuffix("_mask")] != 0), name
+    # QAT: the observers' ranges saved beside the final model (the int8 export's scales)
+    expected_ranges, resumed_ranges = (
+        load_state(uninterrupted / QAT_STATE_NAME),
+        load_state(output_dir / QAT_STATE_NAME),
+    )
+    assert expected_ranges.keys() == resumed_ranges.keys() and expected_ranges
+    for name, ranges in expected_ranges.items():
+        assert bool(ranges["observed"]) and bool(resumed_ranges[name]["observed"]), name
+        assert torch.equal(ranges["min"], resumed_ranges[name]["min"]), name
+        assert torch.equal(ranges["max"], resumed_ranges[name]["max"]), name
+    # and the same losses, step by step, before and after the kill
+    assert loss_history(output_dir) == loss_history(uninterrupted)
