@@ -16,15 +16,40 @@ from typing import Any
 import yaml
 from transformers.utils import logging
 
+from .files import atomic_write_text
+
 logger = logging.get_logger(__name__)
 
-__all__ = ["model_card", "push_to_hub", "write_model_card"]
+__all__ = ["EXPORT_FILES", "model_card", "push_to_hub", "write_model_card"]
 
 _ORT_CLASSES = {
     "token-classification": "ORTModelForTokenClassification",
     "text-classification": "ORTModelForSequenceClassification",
 }
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+#: Everything an export folder may hold; ``push_to_hub`` uploads these and nothing else (no training state, no
+#: pickles, no tokens or dotfiles).
+EXPORT_FILES = frozenset(
+    {
+        "model.onnx",
+        "model.onnx_data",
+        "config.json",
+        "ort_config.json",
+        "export_report.json",
+        "export_report.md",
+        "README.md",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "tokenizer.model",
+    }
+)
 
 
 def _is_hub_id(name: str | None) -> bool:
@@ -129,9 +154,7 @@ def write_model_card(folder: str | os.PathLike, report: dict[str, Any] | None = 
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no export report to write a model card from (run an export first)")
         report = json.loads(path.read_text())
-    card = folder / "README.md"
-    card.write_text(model_card(report, **kwargs))
-    return card
+    return atomic_write_text(folder / "README.md", model_card(report, **kwargs))
 
 
 def push_to_hub(
@@ -164,15 +187,19 @@ def push_to_hub(
         missing.append("README.md (the model card; export_report.json would let it be written)")
     if missing:
         raise ValueError(f"{folder} is not a complete export folder: missing {', '.join(missing)}")
+    upload = sorted(name for name in names if name in EXPORT_FILES and (folder / name).is_file())
+    skipped = sorted(names - set(upload))
+    if skipped:
+        logger.warning(f"not uploading what is not part of an export: {', '.join(skipped)}")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    logger.warning(f"uploading {folder} ({', '.join(sorted(names))}) to {repo_id}")
+    logger.warning(f"uploading {folder} ({', '.join(upload)}) to {repo_id}")
     commit = api.upload_folder(
         repo_id=repo_id,
         folder_path=folder,
         repo_type="model",
         commit_message=commit_message or "Upload compressed ONNX model (hf-compress)",
         revision=revision,
-        ignore_patterns=["checkpoint-*", "*.tmp", ".*"],
+        allow_patterns=upload,
     )
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"

@@ -268,6 +268,10 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
         dotted = f"training.{key}"
         if key == "output_dir":
             raise RecipeError(dotted, value, "give the output directory on the command line or in Python")
+        if key == "save_safetensors" and value is not True:
+            raise RecipeError(
+                dotted, value, "models and checkpoints are written as safetensors (no pickles): allowed: true"
+            )
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
