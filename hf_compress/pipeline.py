@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArg
 from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
+from .export import MetricDropError
 from .files import atomic_write_json, atomic_write_text, check_output_dir
 from .lowrank import load_lowrank
 from .pruning import remove_pruned_structures
@@ -154,6 +155,7 @@ class _Run:
         self.task: Task = get_task(self.data.task)
         self.tokenized = None
         self.export_report: dict | None = None
+        self.export_error: Exception | None = None
         self.trainer_export_dir: str | None = None
 
     def load_data(self) -> None:
@@ -279,8 +281,12 @@ class _Run:
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
         if self.recipe.export is not None and self.recipe.export.onnx:  # before slicing: it keeps QAT layers intact
-            self.export_report = trainer.export(base_model=self.student_path)
-            self.trainer_export_dir = trainer.export_dir
+            try:  # this run's own export folder (the output_dir was checked): a rerun replaces it
+                self.export_report = trainer.export(base_model=self.student_path, overwrite=True)
+            except Exception as error:  # the trained student is saved all the same; run_recipe re-raises
+                self.export_error = error
+                self.export_report = error.report if isinstance(error, MetricDropError) else None
+            self.trainer_export_dir = getattr(trainer, "export_dir", None)
         pruning = self.recipe.pruning
         if pruning is not None and pruning.structure != "unstructured":
             removed = remove_pruned_structures(trainer.model)  # the saved student is genuinely smaller
@@ -303,7 +309,10 @@ def run_recipe(
     """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
-    fine-tuned or evaluated is saved in ``args.output_dir/teacher``.
+    fine-tuned or evaluated is saved in ``args.output_dir/teacher``. An ``output_dir`` that holds a previous run is
+    refused unless resuming or ``args.overwrite_output_dir``. If the recipe's export fails (or fails its
+    ``max_metric_drop`` gate: :class:`~hf_compress.export.MetricDropError`), the error is raised after the student
+    and the results are saved.
     """
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=bool(resume_from_checkpoint))
     run = _Run(recipe, args)
@@ -324,6 +333,8 @@ def run_recipe(
         )
     if args.should_save:
         write_results(results, args.output_dir, recipe)
+    if run.export_error is not None:  # raised once the student and the results are saved
+        raise run.export_error
     return results
 
 

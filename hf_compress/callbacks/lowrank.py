@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -10,6 +9,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..configs import LowRankConfig
+from ..files import atomic_write_json
 from ..lowrank import default_targets, factorize_model, is_factorized, lowrank_report, lowrank_table, merge_lowrank
 
 logger = logging.get_logger(__name__)
@@ -50,8 +50,6 @@ class LowRankCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.report is not None and state.is_world_process_zero:
-            os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, "lowrank_report.json"), "w") as handle:
-                json.dump(self.report, handle, indent=2)
+            atomic_write_json(os.path.join(args.output_dir, "lowrank_report.json"), self.report)
         if self.config.merge and model is not None:
             logger.info(f"merged {merge_lowrank(model)} factorized layers back into dense ones")
