@@ -195,6 +195,9 @@ class CompressionTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        for callback in self.callback_handler.callbacks:  # their state is read from this folder too, wherever it is
+            if getattr(callback, "checkpoint_file", None):
+                callback.resumed_checkpoint = str(resume_from_checkpoint)
         path = os.path.join(resume_from_checkpoint, COMPRESSION_STATE_NAME)
         if os.path.isfile(path):
             self.load_compression_state_dict(torch.load(path, map_location=self.args.device, weights_only=True))

@@ -2,8 +2,9 @@
 
 One recipe (tiny BERT, pruning ramp then QAT, a checkpoint every step) is run three ways: uninterrupted; killed
 in the middle of the pruning ramp, then resumed with ``--resume_from_checkpoint``; killed while the QAT observers
-are still observing, then resumed. The resumed students must equal the uninterrupted one exactly on CPU: weights,
-pruning masks (the zeros of the weights, and the masks saved in the last checkpoint) and QAT ranges.
+are still observing, then resumed, in place and also from the checkpoint's path into a new output_dir. The resumed
+students must equal the uninterrupted one exactly on CPU: weights, pruning masks (the zeros of the weights, and the
+masks saved in the last checkpoint), QAT ranges and the loss of every step.
 
 The killed run is the real command line, with one addition so that the kill lands at a chosen step whatever the
 machine's speed: once every file of the checkpoint of that step is written, the process announces it in a marker
@@ -179,6 +180,36 @@ def loss_history(output_dir: Path) -> list[tuple[int, float]]:
     return [(log["step"], log["loss"]) for log in state["log_history"] if "loss" in log]
 
 
+def assert_same_result(output_dir: Path, uninterrupted: Path) -> None:
+    """The student, pruning masks, QAT ranges and losses of a resumed run are those of the uninterrupted run."""
+    assert (output_dir / f"checkpoint-{MAX_STEPS}").is_dir()
+    # weights: every tensor of the saved students is equal
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    # pruning masks: the zeros of the final weights and the masks of the last checkpoint
+    for name, weight in pruned_weights(resumed).items():
+        assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
+    expected_masks = load_state(uninterrupted / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
+    resumed_masks = load_state(output_dir / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
+    assert expected_masks["sparsity"] == resumed_masks["sparsity"] == 0.5
+    assert expected_masks["masks"].keys() == resumed_masks["masks"].keys() and expected_masks["masks"]
+    for name, mask in expected_masks["masks"].items():
+        assert torch.equal(mask, resumed_masks["masks"][name]), name
+        assert torch.equal(mask, resumed[name.removesuffix("_mask")] != 0), name
+    # QAT: the observers' ranges saved beside the final model (the int8 export's scales)
+    expected_ranges = load_state(uninterrupted / QAT_STATE_NAME)
+    resumed_ranges = load_state(output_dir / QAT_STATE_NAME)
+    assert expected_ranges.keys() == resumed_ranges.keys() and expected_ranges
+    for name, ranges in expected_ranges.items():
+        assert bool(ranges["observed"]) and bool(resumed_ranges[name]["observed"]), name
+        assert torch.equal(ranges["min"], resumed_ranges[name]["min"]), name
+        assert torch.equal(ranges["max"], resumed_ranges[name]["max"]), name
+    # and the same losses, step by step, before and after the kill
+    assert loss_history(output_dir) == loss_history(uninterrupted)
+
+
 @pytest.mark.parametrize("phase", list(KILL_STEPS))
 def test_sigkill_then_resume_from_the_command_line_equals_the_uninterrupted_run(phase, recipe, uninterrupted):
     step = KILL_STEPS[phase]
@@ -199,35 +230,12 @@ def test_sigkill_then_resume_from_the_command_line_equals_the_uninterrupted_run(
         assert pruning["sparsity"] == 0.5
 
     written = {p.name: p.stat().st_mtime_ns for p in killed_at.iterdir()}
+    if phase == "QAT observing":
+        # the checkpoint's own folder, into a new output_dir: the observers come from that folder too
+        elsewhere = recipe.parent / f"resumed-from-checkpoint-{step}"
+        run_to_the_end(train_command(recipe, elsewhere, "--resume_from_checkpoint", str(killed_at)), recipe.parent)
+        assert_same_result(elsewhere, uninterrupted)
     run_to_the_end(train_command(recipe, output_dir, "--resume_from_checkpoint"), recipe.parent)
     # it went on from that checkpoint (an earlier start would have saved the checkpoint of this step again)
     assert {p.name: p.stat().st_mtime_ns for p in killed_at.iterdir()} == written
-    assert (output_dir / f"checkpoint-{MAX_STEPS}").is_dir()
-
-    # weights: every tensor of the saved students is equal
-    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(output_dir / "model.safetensors")
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-    # pruning masks: the zeros of the final weights and the masks of the last checkpoint
-    for name, weight in pruned_weights(resumed).items():
-        assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
-    expected_masks = load_state(uninterrupted / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
-    resumed_masks = load_state(output_dir / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
-    assert expected_masks["sparsity"] == resumed_masks["sparsity"] == 0.5
-    assert expected_masks["masks"].keys() == resumed_masks["masks"].keys() and expected_masks["masks"]
-    for name, mask in expected_masks["masks"].items():
-        assert torch.equal(mask, resumed_masks["masks"][name]), name
-        assert torch.equal(mask, resumed[name.removesuffix("_mask")] != 0), name
-    # QAT: the observers' ranges saved beside the final model (the int8 export's scales)
-    expected_ranges, resumed_ranges = (
-        load_state(uninterrupted / QAT_STATE_NAME),
-        load_state(output_dir / QAT_STATE_NAME),
-    )
-    assert expected_ranges.keys() == resumed_ranges.keys() and expected_ranges
-    for name, ranges in expected_ranges.items():
-        assert bool(ranges["observed"]) and bool(resumed_ranges[name]["observed"]), name
-        assert torch.equal(ranges["min"], resumed_ranges[name]["min"]), name
-        assert torch.equal(ranges["max"], resumed_ranges[name]["max"]), name
-    # and the same losses, step by step, before and after the kill
-    assert loss_history(output_dir) == loss_history(uninterrupted)
+    assert_same_result(output_dir, uninterrupted)

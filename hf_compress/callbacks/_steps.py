@@ -21,6 +21,14 @@ def checkpoint_file(args: TrainingArguments, step: int, name: str) -> str:
     return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}", name)
 
 
+def resume_file(callback, args: TrainingArguments, state: TrainerState, name: str) -> str:
+    """The state file ``name`` to resume ``callback`` from: in the checkpoint folder the Trainer loaded (which
+    :class:`~hf_compress.trainer.CompressionTrainer` puts in ``callback.resumed_checkpoint``; it may be outside
+    ``output_dir``), else ``output_dir/checkpoint-<global_step>``."""
+    folder = getattr(callback, "resumed_checkpoint", None)
+    return os.path.join(folder, name) if folder else checkpoint_file(args, state.global_step, name)
+
+
 def add_to_logs(state: TrainerState, logs: dict, extra: dict) -> None:
     """Add a callback's figures to the Trainer's logs and to the ``log_history`` entry of this step."""
     logs.update(extra)

@@ -11,7 +11,7 @@ from transformers.utils import logging
 
 from ..configs import PruningConfig
 from ..pruning import MagnitudePruner, cubic_sparsity, sparsity_report, sparsity_table
-from ._steps import add_to_logs, checkpoint_file, optimizer_steps_per_epoch, save_in_checkpoint
+from ._steps import add_to_logs, optimizer_steps_per_epoch, resume_file, save_in_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -80,7 +80,7 @@ class GradualPruningCallback(TrainerCallback):
             self.pruner = MagnitudePruner(model, self.config)
         self._ramp_in_steps(args, state, train_dataloader)
         if state.global_step > 0:  # resuming
-            path = checkpoint_file(args, state.global_step, PRUNING_STATE_NAME)
+            path = resume_file(self, args, state, PRUNING_STATE_NAME)
             if os.path.isfile(path):
                 self.pruner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             elif state.global_step >= self.start_step:

@@ -19,7 +19,7 @@ from ..quantization import (
     set_qat_phase,
     synchronize_observers,
 )
-from ._steps import add_to_logs, checkpoint_file, optimizer_steps_per_epoch, save_in_checkpoint
+from ._steps import add_to_logs, optimizer_steps_per_epoch, resume_file, save_in_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -86,7 +86,7 @@ class QATCallback(TrainerCallback):
         self._convert(model)
         self._schedule_in_steps(args, state, train_dataloader)
         if state.global_step > 0:  # resuming
-            path = checkpoint_file(args, state.global_step, QAT_STATE_NAME)
+            path = resume_file(self, args, state, QAT_STATE_NAME)
             if os.path.isfile(path):
                 load_qat_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
             elif state.global_step >= self.start_step:
