@@ -33,15 +33,25 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: names the folder, the file and why."""
 
 
-def _problems(folder: Path, state_files: Iterable[str]) -> list[str]:
-    """What makes ``folder`` unusable as a checkpoint (empty when it is complete and its state files load)."""
+def _problems(folder: Path, state_files: Iterable[str], required: Iterable[str] = ()) -> list[str]:
+    """What makes ``folder`` unusable as a checkpoint (empty when it is complete and its state files load).
+
+    ``state_files`` must exist and load; ``required`` (the optimizer's and scheduler's files) must exist.
+    """
+    import json
+
     import torch
 
     problems = []
     if not any((folder / name).is_file() for name in _WEIGHTS):
         problems.append(f"no model weights ({' or '.join(_WEIGHTS[:3])})")
-    if not (folder / "trainer_state.json").is_file():
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except FileNotFoundError:
         problems.append("no trainer_state.json")
+    except ValueError as error:
+        problems.append(f"trainer_state.json is corrupted ({error})")
+    problems += [f"no {name}" for name in required if not (folder / name).is_file()]
     for name in state_files:
         path = folder / name
         if not path.is_file():
@@ -54,7 +64,9 @@ def _problems(folder: Path, state_files: Iterable[str]) -> list[str]:
     return problems
 
 
-def latest_complete_checkpoint(output_dir: str | os.PathLike, state_files: Iterable[str] = ()) -> str | None:
+def latest_complete_checkpoint(
+    output_dir: str | os.PathLike, state_files: Iterable[str] = (), required: Iterable[str] = ()
+) -> str | None:
     """The highest-step checkpoint in ``output_dir`` that is complete; incomplete newer ones are skipped (logged)."""
     folder = Path(output_dir)
     if not folder.is_dir():
@@ -63,9 +75,9 @@ def latest_complete_checkpoint(output_dir: str | os.PathLike, state_files: Itera
         ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
         reverse=True,
     )
-    state_files = list(state_files)
+    state_files, required = list(state_files), list(required)
     for _, path in steps:
-        problems = _problems(path, state_files)
+        problems = _problems(path, state_files, required)
         if not problems:
             return str(path)
         logger.warning(f"skipping incomplete checkpoint {path}: {'; '.join(problems)}")
@@ -87,10 +99,14 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 
 def check_checkpoint(
-    path: str | os.PathLike, state_files: Iterable[str] = (), recipe: dict[str, Any] | None = None, config=None
+    path: str | os.PathLike,
+    state_files: Iterable[str] = (),
+    recipe: dict[str, Any] | None = None,
+    config=None,
+    required: Iterable[str] = (),
 ) -> None:
     """Raise :class:`CheckpointError` unless ``path`` is a complete checkpoint written by ``recipe`` for a model
-    shaped like ``config``."""
+    shaped like ``config`` (``state_files`` load, ``required`` files exist)."""
     import json
 
     from .recipe import load_yaml
@@ -98,7 +114,7 @@ def check_checkpoint(
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"resume_from_checkpoint: {folder} is not a checkpoint folder (no such folder)")
-    problems = _problems(folder, state_files)
+    problems = _problems(folder, state_files, required)
     if problems:
         raise CheckpointError(
             f"checkpoint {folder} is incomplete or damaged: {'; '.join(problems)} (was the run killed while "

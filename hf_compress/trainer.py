@@ -179,13 +179,16 @@ class CompressionTrainer(Trainer):
         shape), and ``resume_from_checkpoint=True`` takes the latest *complete* checkpoint of ``output_dir``."""
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             files = self._checkpoint_state_files()
+            # the optimizer and scheduler, when the Trainer itself saves them as files (not DeepSpeed or FSDP)
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+            required = [] if self.args.save_only_model or sharded else ["optimizer.pt", "scheduler.pt"]
             if resume_from_checkpoint is True:
-                resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir, files)
+                resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir, files, required)
                 if resume_from_checkpoint is None:
                     raise CheckpointError(f"resume_from_checkpoint: no complete checkpoint in {self.args.output_dir}")
             recipe = self.recipe.to_dict() if self.recipe != Recipe() else None
             model = self.accelerator.unwrap_model(self.model)
-            check_checkpoint(resume_from_checkpoint, files, recipe, getattr(model, "config", None))
+            check_checkpoint(resume_from_checkpoint, files, recipe, getattr(model, "config", None), required)
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,

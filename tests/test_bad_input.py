@@ -251,8 +251,18 @@ def test_resume_from_a_checkpoint_that_does_not_exist(run_copy):
         (lambda c: (c / "pruning_state.pt").unlink(), "no pruning_state.pt"),
         (lambda c: (c / "quantization_state.pt").unlink(), "no quantization_state.pt"),
         (lambda c: write(c / "pruning_state.pt", b"PK\x03\x04 truncated"), "pruning_state.pt is corrupted"),
+        (lambda c: write(c / "trainer_state.json", '{"global_step": 4, "log_hi'), "trainer_state.json is corrupted"),
+        (lambda c: (c / "optimizer.pt").unlink(), "no optimizer.pt"),
     ],
-    ids=["no-trainer-state", "no-weights", "no-pruning-state", "no-qat-state", "corrupted-pruning-state"],
+    ids=[
+        "no-trainer-state",
+        "no-weights",
+        "no-pruning-state",
+        "no-qat-state",
+        "corrupted-pruning-state",
+        "truncated-trainer-state",
+        "no-optimizer",
+    ],
 )
 def test_damaged_checkpoint_is_refused_before_training(run_copy, damage, message):
     run, make_trainer = run_copy
