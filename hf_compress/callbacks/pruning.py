@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -10,6 +9,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.utils import logging
 
 from ..configs import PruningConfig
+from ..files import atomic_write_json
 from ..pruning import MagnitudePruner, cubic_sparsity, sparsity_report, sparsity_table
 from ._steps import add_to_logs, optimizer_steps_per_epoch, resume_file, save_in_checkpoint
 
@@ -123,6 +123,4 @@ class GradualPruningCallback(TrainerCallback):
         report["target_sparsity"] = self.target_sparsity(state.global_step)
         report["structure"] = self.config.structure
         logger.warning(f"Sparsity at the end of training ({self.config.structure}):\n{sparsity_table(report)}")
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "sparsity_report.json"), "w") as handle:
-            json.dump(report, handle, indent=2)
+        atomic_write_json(os.path.join(args.output_dir, "sparsity_report.json"), report)
