@@ -282,6 +282,10 @@ class QuantizationConfig:
         targets: ``fnmatch`` patterns of the linears to quantize; default: every ``nn.Linear`` inside the
             transformer layers (embeddings, pooler and task head stay fp32, as in the int8 export).
         averaging_constant: c of the observers' moving average ``m <- m + c (batch - m)``.
+        reduce_range: 7-bit weights (levels ``[-64, 64]``, ONNX Runtime's ``reduce_range``) for CPUs whose u8 x s8
+            kernel adds pairs of products with int16 saturation (AVX2 or AVX-512 without VNNI); ``auto``: exactly
+            when this machine's kernel does (:func:`~hf_compress.quantization.int8_kernel`). The ``qat`` export
+            uses the weights training saw.
     """
 
     start_epoch: float | None = None
@@ -290,8 +294,11 @@ class QuantizationConfig:
     freeze_observers_step: int | None = None
     targets: list[str] | None = None
     averaging_constant: float = 0.01
+    reduce_range: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
+            raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
         by_epoch = self.start_epoch is not None or self.freeze_observers_epoch is not None
         by_step = self.start_step is not None or self.freeze_observers_step is not None
         if by_epoch and by_step:
@@ -373,16 +380,22 @@ class ExportConfig:
         int8: also write an int8 model: ``qat`` (the ranges learned in quantization-aware training), ``dynamic``
             or ``static`` (post-training, with ``calibration``); ``none`` for fp32 only.
         calibration: the calibration of ``static``.
+        reduce_range: 7-bit weights (levels ``[-64, 64]``) for ``dynamic`` and ``static``; ``auto``: exactly when
+            this CPU's u8 x s8 kernel saturates (AVX2 or AVX-512 without VNNI). ``qat`` always uses what training
+            used (``auto`` or that value; another is refused).
         opset: ONNX opset (default: Optimum's choice for the architecture).
     """
 
     onnx: bool = True
     int8: Literal["none", "qat", "dynamic", "static"] = "none"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    reduce_range: bool | Literal["auto"] = "auto"
     opset: int | None = None
 
     def __post_init__(self) -> None:
         if self.int8 != "none" and not self.onnx:
             raise RecipeError("int8", self.int8, "int8 models are made from the ONNX export: set onnx: true")
+        if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
+            raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
         if self.opset is not None:
             _check_range("opset", self.opset, 13)

@@ -99,14 +99,17 @@ def matmul_nodes(onnx_path: str | os.PathLike, module_names: list[str]) -> dict[
     return found
 
 
-def _quantization_config(is_static: bool, nodes: list[str]):
+def _quantization_config(is_static: bool, nodes: list[str], reduce_range: bool = False):
+    """Optimum's config for ``dynamic``/``static``: uint8 activations, int8 symmetric per-channel weights (7-bit,
+    levels ``[-64, 64]``, with ``reduce_range``), only the MatMuls ``nodes``."""
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    return AutoQuantizationConfig.avx512_vnni(
+    return AutoQuantizationConfig.avx512(
         is_static=is_static,
         use_symmetric_activations=False,
         use_symmetric_weights=True,
         per_channel=True,
+        reduce_range=reduce_range,
         nodes_to_quantize=nodes,
         operators_to_quantize=["MatMul"],
     )
@@ -151,11 +154,78 @@ def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, 
     }
 
 
-def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict) -> Path:
-    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
-    exported ``W^T``), MatMul outputs left in float as in training (``OpTypesToExcludeOutputQuantization``).
+def _dequantize_only_for(model, targets: set[str]):
+    """Make only the ``targets`` nodes read dequantized activations; return the new model and how many inputs moved.
 
-    Optimum's ``ORTQuantizer.quantize`` does not expose that last option, so ONNX Runtime's ``QDQQuantizer`` is
+    ONNX Runtime's QDQ quantizer inserts ``x -> QuantizeLinear -> DequantizeLinear -> x'`` and points *every*
+    reader of ``x`` at ``x'``: in a BERT layer the LayerNorm output feeding q/k/v (or ``intermediate.dense``) is
+    also the residual input of the next ``Add`` (and the input of ``Shape``), which would then be rounded to uint8
+    and clipped to the observed range, although training fake-quantized only what the linears read. Here each
+    reader of ``x'`` that is not in ``targets`` is pointed back at ``x``; a QuantizeLinear/DequantizeLinear pair
+    left without readers (e.g. one on a MatMul output) is removed with its scale and zero point. Weight
+    DequantizeLinear nodes (fed by an initializer) are not touched. ``model`` is not modified.
+    """
+    import onnx
+
+    model = copy.deepcopy(model)
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    graph_outputs = {o.name for o in graph.output}
+    float_of = {}  # x' -> x for every activation QuantizeLinear -> DequantizeLinear pair
+    for node in graph.node:
+        source = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is not None and source.op_type == "QuantizeLinear" and node.output[0] not in graph_outputs:
+            float_of[node.output[0]] = source.input[0]
+    moved = 0
+    for node in graph.node:
+        if node.name in targets or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in float_of:
+                node.input[i] = float_of[name]
+                moved += 1
+    # drop pairs nobody reads any more (the QuantizeLinear first needs its DequantizeLinear gone)
+    for op_type in ("DequantizeLinear", "QuantizeLinear"):
+        read = {name for node in graph.node for name in node.input} | graph_outputs
+        dead = [n for n in graph.node if n.op_type == op_type and not any(out in read for out in n.output)]
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input} | graph_outputs
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        if tensor.name.endswith(("_scale", "_zero_point")):
+            graph.initializer.remove(tensor)
+    _sort_topologically(graph)
+    onnx.checker.check_model(model)
+    return model, moved
+
+
+def _sort_topologically(graph) -> None:
+    """Order ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
+    known = {"", *(t.name for t in graph.initializer), *(i.name for i in graph.input)}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in known for name in n.input)]
+        if not ready:
+            raise ValueError(f"the graph has a cycle or a missing input at {pending[0].name}")
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for copy_, node in zip(copies, ordered, strict=True):
+        copy_.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool) -> Path:
+    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
+    exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
+    (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
+    (:func:`_dequantize_only_for`): what the fake-quant layers computed.
+
+    Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one.
     """
     import onnx
@@ -165,7 +235,7 @@ def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: di
     quantizer = QDQQuantizer(
         onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
         per_channel=True,
-        reduce_range=False,
+        reduce_range=reduce_range,
         weight_qType=QuantType.QInt8,
         activation_qType=QuantType.QUInt8,
         tensors_range=ranges,
@@ -180,9 +250,50 @@ def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: di
         },
     )
     quantizer.quantize_model()
+    model, _ = _dequantize_only_for(quantizer.model.model, set(node_names))
     path = Path(out_dir) / ONNX_FILE
-    quantizer.model.save_model_to_file(str(path))
+    onnx.save(model, str(path))
     return path
+
+
+def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
+    """Apply :func:`_dequantize_only_for` to Optimum's static QDQ graph in place; return the inputs moved."""
+    import onnx
+
+    model, moved = _dequantize_only_for(onnx.load(str(path)), set(node_names))
+    onnx.save(model, str(path))
+    return moved
+
+
+def _weight_range(
+    route: str, requested: bool | str, trained: bool | None, kernel_saturates: bool
+) -> tuple[bool, str | None]:
+    """The ``reduce_range`` to quantize with and a warning, if any.
+
+    ``dynamic``/``static``: ``requested`` (``auto``: 7-bit exactly when the kernel saturates). ``qat``: what training
+    used (``trained``); a different explicit request is refused.
+    """
+    from .quantization import resolve_reduce_range
+
+    if route != "qat":
+        return (kernel_saturates if requested == "auto" else resolve_reduce_range(requested)), None
+    if trained is None:
+        raise ValueError("int8='qat': the QAT ranges do not say which weight range training used (reduce_range)")
+    if requested != "auto" and resolve_reduce_range(requested) != trained:
+        raise ValueError(
+            f"int8='qat' with reduce_range={requested}: the model was trained with "
+            f"{'7-bit' if trained else '8-bit'} weights (quantization.reduce_range={str(trained).lower()}) and the "
+            "export must use the weights training saw; set export reduce_range to auto or "
+            f"{str(trained).lower()}, retrain with quantization.reduce_range={str(requested).lower()}, "
+            "or use dynamic or static"
+        )
+    if kernel_saturates and not trained:
+        return trained, (
+            "this CPU's int8 kernel saturates pairs of products at int16 and the model was trained with 8-bit "
+            "weights: ONNX Runtime may compute something else than training did here; train with "
+            "quantization.reduce_range: true (or auto on this machine) for this CPU"
+        )
+    return trained, None
 
 
 def _quantize(
@@ -193,27 +304,50 @@ def _quantize(
     qat_ranges: dict[str, tuple[float, float]],
     calibration_dataset,
     calibration: CalibrationConfig,
+    reduce_range: bool | str = "auto",
 ) -> dict[str, Any]:
+    """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route``; return the report's details.
+
+    ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
+    kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`) and the weight levels used.
+    """
     from optimum.onnxruntime import ORTQuantizer
 
+    from .quantization import int8_kernel, weight_qmax
+
+    kernel = int8_kernel()
+    use_reduced, warning = _weight_range(
+        route, reduce_range, getattr(qat_ranges, "reduce_range", None), kernel.saturates
+    )
+    if warning:
+        logger.warning(warning)
     nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names)
     node_names = [node for node, _ in nodes.values()]
     quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
-    details: dict[str, Any] = {"quantized_matmuls": len(node_names)}
+    qmax = weight_qmax(use_reduced)
+    details: dict[str, Any] = {
+        "quantized_matmuls": len(node_names),
+        "int8_kernel": kernel.description,
+        "reduce_range": use_reduced,
+        "weight_levels": f"[-{qmax}, {qmax}]",
+    }
+    if warning:
+        details["int8_warning"] = warning
     if route == "dynamic":
-        path = quantizer.quantize(_quantization_config(False, node_names), out_dir)
+        path = quantizer.quantize(_quantization_config(False, node_names, use_reduced), out_dir)
     elif route == "static":
         ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
         details["calibration"] = {"method": calibration.method, "num_samples": calibration.num_samples}
-        path = quantizer.quantize(_quantization_config(True, node_names), out_dir, calibration_tensors_range=ranges)
+        config = _quantization_config(True, node_names, use_reduced)
+        path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
+        _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names)
     else:
-        path = _quantize_qat(fp32_dir, out_dir, node_names, _qat_tensor_ranges(nodes, qat_ranges))
+        path = _quantize_qat(fp32_dir, out_dir, node_names, _qat_tensor_ranges(nodes, qat_ranges), use_reduced)
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)
     logger.info(f"int8 ({route}) model written from {path}")
     return details
-
 
 def export_model(
     model: nn.Module,

@@ -16,6 +16,7 @@ from ..quantization import (
     qat_modules,
     qat_phase,
     qat_state_dict,
+    resolve_reduce_range,
     set_qat_phase,
     synchronize_observers,
 )
@@ -37,6 +38,8 @@ class QATCallback(TrainerCallback):
     ``start`` they fake-quantize weights and inputs and observe input ranges, from ``freeze_observers`` the ranges
     (hence the scales) are fixed. Observer state is saved in every checkpoint (``quantization_state.pt``) and
     restored on resume; ``qat_active``, ``qat_observers_frozen`` and the mean input scale are logged.
+    ``reduce_range="auto"`` is decided once, on this machine, when the layers are converted (7-bit weights exactly
+    when its int8 kernel saturates) and kept in the QAT state, which the ``qat`` export follows.
     """
 
     def __init__(self, config: QuantizationConfig | None = None, **kwargs):
@@ -49,7 +52,11 @@ class QATCallback(TrainerCallback):
 
     def _convert(self, model: torch.nn.Module) -> None:
         if self.model is not model:
-            convert_to_qat(model, self.config.targets, self.config.averaging_constant)  # bad targets fail here
+            reduce_range = resolve_reduce_range(self.config.reduce_range)
+            c = self.config
+            convert_to_qat(model, c.targets, c.averaging_constant, reduce_range)  # bad targets fail here
+            if reduce_range:
+                logger.info("QAT: 7-bit weights (reduce_range), levels [-64, 64]")
             self.model = model
 
     def _schedule_in_steps(self, args: TrainingArguments, state: TrainerState, train_dataloader) -> None:
