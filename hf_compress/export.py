@@ -219,14 +219,17 @@ def _sort_topologically(graph) -> None:
     graph.node.extend(copies)
 
 
-def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool) -> Path:
+def _quantize_qat(
+    fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
+) -> tuple[Path, int]:
     """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
     exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
     (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
     (:func:`_dequantize_only_for`): what the fake-quant layers computed.
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
-    called with the arguments Optimum would give it plus that one.
+    called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
+    float tensors.
     """
     import onnx
     from onnxruntime.quantization import QuantType
@@ -250,10 +253,10 @@ def _quantize_qat(fp32_dir: str, out_dir: str, node_names: list[str], ranges: di
         },
     )
     quantizer.quantize_model()
-    model, _ = _dequantize_only_for(quantizer.model.model, set(node_names))
+    model, moved = _dequantize_only_for(quantizer.model.model, set(node_names))
     path = Path(out_dir) / ONNX_FILE
     onnx.save(model, str(path))
-    return path
+    return path, moved
 
 
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
@@ -309,7 +312,8 @@ def _quantize(
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route``; return the report's details.
 
     ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
-    kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`) and the weight levels used.
+    kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
+    the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
     """
     from optimum.onnxruntime import ORTQuantizer
 
@@ -340,9 +344,12 @@ def _quantize(
         details["calibration"] = {"method": calibration.method, "num_samples": calibration.num_samples}
         config = _quantization_config(True, node_names, use_reduced)
         path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
-        _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names)
+        details["float_readers_restored"] = _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names)
     else:
-        path = _quantize_qat(fp32_dir, out_dir, node_names, _qat_tensor_ranges(nodes, qat_ranges), use_reduced)
+        tensor_ranges = _qat_tensor_ranges(nodes, qat_ranges)
+        path, details["float_readers_restored"] = _quantize_qat(
+            fp32_dir, out_dir, node_names, tensor_ranges, use_reduced
+        )
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)

@@ -61,7 +61,7 @@ def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_pat
     report = export_model(model, tokenizer, tmp_path / "onnx", int8="qat")
     qmax = 64 if reduce_range else 127
     assert report["reduce_range"] is reduce_range and report["weight_levels"] == f"[-{qmax}, {qmax}]"
-    assert report["int8_kernel"] == int8_kernel().description
+    assert report["int8_kernel"] == int8_kernel().description and report["float_readers_restored"] == 4 * NUM_LAYERS
     proto = onnx.load(tmp_path / "onnx" / "model.onnx")
     graph = proto.graph
     # only the quantized MatMuls read dequantized activations; residual Adds and Shapes read the float tensors
