@@ -44,7 +44,7 @@ def trained(tokenizer, tmp_path_factory):
     tokenized = task.preprocess(raw, tokenizer, config.label2id, data)
     recipe = {
         "pruning": {"final_sparsity": 0.5, "start_step": 0, "end_step": 150, "update_every": 25},
-        "quantization": {"start_step": 200, "freeze_observers_step": 260},
+        "quantization": {"start_step": 200, "freeze_observers_step": 260, "reduce_range": False},
         "export": {"int8": "qat", "calibration": {"num_samples": 64}},
     }
     trainer = CompressionTrainer(
@@ -85,6 +85,21 @@ def test_export_routes_load_and_agree_with_pytorch(trained, tmp_path, route):
         assert report["quantized_matmuls"] == 2 * 6
     if route == "qat":
         assert parity["reference"].startswith("PyTorch with fake quantization")
+    if route in ("qat", "static"):  # QDQ graphs: only the quantized MatMuls read dequantized activations
+        graph = onnx.load(out / "model.onnx").graph
+        producer = {o: n for n in graph.node for o in n.output}
+        readers = {
+            n.op_type
+            for n in graph.node
+            for i in n.input
+            if getattr(producer.get(i), "op_type", "") == "DequantizeLinear"
+        }
+        assert readers == {"MatMul"} and report["float_readers_restored"] == 2 * (
+            4 if route == "qat" else 4 + 6
+        )  # + static's MatMul outputs
+    if route != "none":
+        assert report["weight_levels"] == ("[-127, 127]" if not report["reduce_range"] else "[-64, 64]")
+        assert report["int8_kernel"].startswith("u8s8 ")
     pytorch_f1, onnx_f1 = report["pytorch_metrics"]["f1"], report["metrics"]["f1"]
     assert pytorch_f1 > 0.3 and abs(onnx_f1 - pytorch_f1) < 0.02  # a tiny model learns the sample partly
     # ORTModel's own forward gives the report's predictions
