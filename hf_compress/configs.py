@@ -57,6 +57,10 @@ def _check_range(
         raise RecipeError(key, value, f"allowed: a number in {left}{lo}, {hi}{right}")
 
 
+#: The lowest ONNX opset an export can use: the exporter writes attention as opset-14 operators.
+MIN_OPSET = 14
+
+
 # --------------------------------------------------------------------------------------------------- blocks
 @dataclass
 class StudentConfig:
@@ -383,7 +387,10 @@ class ExportConfig:
         reduce_range: 7-bit weights (levels ``[-64, 64]``) for ``dynamic`` and ``static``; ``auto``: exactly when
             this CPU's u8 x s8 kernel saturates (AVX2 or AVX-512 without VNNI). ``qat`` always uses what training
             used (``auto`` or that value; another is refused).
-        opset: ONNX opset (default: Optimum's choice for the architecture).
+        opset: ONNX opset (default: Optimum's choice for the architecture; at least 14, the first with the
+            attention the exporter emits).
+        max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
+            its PyTorch source's by more than this, in the metric's units (0.005 = half an F1 point).
     """
 
     onnx: bool = True
@@ -391,6 +398,7 @@ class ExportConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
     opset: int | None = None
+    max_metric_drop: float | None = None
 
     def __post_init__(self) -> None:
         if self.int8 != "none" and not self.onnx:
@@ -398,4 +406,6 @@ class ExportConfig:
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
             raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
         if self.opset is not None:
-            _check_range("opset", self.opset, 13)
+            _check_range("opset", self.opset, MIN_OPSET)
+        if self.max_metric_drop is not None:
+            _check_range("max_metric_drop", self.max_metric_drop, 0.0, 1.0)

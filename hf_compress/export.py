@@ -19,7 +19,6 @@ outputs, see :mod:`hf_compress.evaluation`) and a model card; it loads with ``OR
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shutil
@@ -28,19 +27,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers.utils import logging
 
-from .configs import CalibrationConfig
+from .configs import MIN_OPSET, CalibrationConfig
 from .evaluation import compare_with_pytorch
+from .files import atomic_write_json, atomic_write_text, staged_directory
 from .pruning import remove_pruned_structures, select_linears, sparsity_report
 from .quantization import qat_modules, remove_qat
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ONNX_FILE", "INT8_ROUTES", "export_model", "prepare_for_export", "matmul_nodes"]
+__all__ = ["ONNX_FILE", "INT8_ROUTES", "MetricDropError", "export_model", "prepare_for_export", "matmul_nodes"]
 
 ONNX_FILE = "model.onnx"
+REPORT_FILE = "export_report.json"
 INT8_ROUTES = ("qat", "dynamic", "static")
 _TASKS = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "text-classification"}
 
@@ -356,6 +358,74 @@ def _quantize(
     logger.info(f"int8 ({route}) model written from {path}")
     return details
 
+
+class MetricDropError(RuntimeError):
+    """The exported model's metric fell further below its PyTorch source's than ``max_metric_drop`` allows.
+
+    The export folder is complete and kept (its report says the same); ``report`` is the export report.
+    """
+
+    def __init__(self, report: dict[str, Any]):
+        gate = report["quality_gate"]
+        self.report = report
+        super().__init__(
+            f"{gate['metric']} fell by {gate['drop']:.4f} from PyTorch ({gate['pytorch']:.4f}) to ONNX Runtime "
+            f"({gate['onnx']:.4f}), more than max_metric_drop={gate['max_metric_drop']:g}; the export is kept in "
+            f"{report['output_dir']} for inspection"
+        )
+
+
+def _max_positions(model: nn.Module) -> int | None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def _check_inputs(model: nn.Module, task: str, eval_dataset, opset: int | None, max_metric_drop) -> None:
+    """Refuse what would fail deep inside the ONNX exporter or ONNX Runtime, with the reason."""
+    if opset is not None and opset < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is too low: the exporter writes attention with opset-{MIN_OPSET} operators; "
+            f"allowed: opset >= {MIN_OPSET} (default: Optimum's choice)"
+        )
+    limit = _max_positions(model)
+    if eval_dataset is not None and limit is not None and "input_ids" in eval_dataset.column_names:
+        longest = max((len(ids) for ids in eval_dataset["input_ids"]), default=0)
+        if longest > limit:
+            raise ValueError(
+                f"the evaluation data has sequences of {longest} tokens but the model has {limit} positions "
+                f"(max_position_embeddings): tokenize with max_length <= {limit} (data.max_length)"
+            )
+    if max_metric_drop is not None and eval_dataset is None:
+        raise ValueError("max_metric_drop needs evaluation data (eval_dataset=..., or a recipe with data)")
+
+
+def _tokenizer_for(model: nn.Module, tokenizer):
+    """The tokenizer to ship, truncating at the model's positions: longer inputs are cut, not a runtime error."""
+    limit = _max_positions(model)
+    if tokenizer is None or limit is None or tokenizer.model_max_length <= limit:
+        return tokenizer
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.model_max_length = limit
+    return tokenizer
+
+
+def _quality_gate(report: dict[str, Any], task: str, max_metric_drop: float) -> dict[str, Any]:
+    """Compare the exported model's task metric with its PyTorch source's (both on the same evaluation data)."""
+    from .tasks import get_task
+
+    metric = get_task(task).metric_name
+    onnx_value, torch_value = report["metrics"][metric], report["pytorch_metrics"][metric]
+    drop = torch_value - onnx_value
+    return {
+        "metric": metric,
+        "onnx": onnx_value,
+        "pytorch": torch_value,
+        "drop": drop,
+        "max_metric_drop": max_metric_drop,
+        "passed": drop <= max_metric_drop,
+    }
+
+
 def export_model(
     model: nn.Module,
     tokenizer,
@@ -371,12 +441,23 @@ def export_model(
     recipe: dict | None = None,
     base_model: str | None = None,
     batch_size: int = 32,
+    overwrite: bool = False,
+    max_metric_drop: float | None = None,
+    reduce_range: bool | str = "auto",
 ) -> dict[str, Any]:
     """Export ``model`` to ``output_dir`` (ONNX fp32, or int8 by ``qat``/``dynamic``/``static``); return the report.
 
     With ``eval_dataset`` (tokenized, with labels) and ``data_collator``, the exported model is run through ONNX
     Runtime on it: max |logit diff| and argmax agreement against ``model`` as given (with its fake quantization,
     if any), and ``compute_metrics`` on ONNX Runtime's own logits. ``static`` needs ``calibration_dataset``.
+    ``reduce_range`` (``auto``, True, False): 7-bit int8 weights, for CPUs whose u8 x s8 kernel saturates;
+    ``qat`` follows what training used.
+
+    The folder is built under a temporary name and renamed into place at the end: an interrupted or failed export
+    leaves no ``output_dir`` that loads as if complete, and ``model`` is never modified. An existing non-empty
+    ``output_dir`` is replaced only with ``overwrite=True`` and only if it is an earlier export. With
+    ``max_metric_drop`` (in the metric's own units: 0.005 is half an F1 point), :class:`MetricDropError` is raised,
+    after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
     """
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -399,65 +480,74 @@ def export_model(
             "int8='qat': some fake-quant layers never observed data (QAT never started); "
             "train past quantization.start first, or use dynamic or static"
         )
+    _check_inputs(prepared, task, eval_dataset if data_collator is not None else None, opset, max_metric_drop)
     if int8 in ("dynamic", "static") or not quantized_names:
         quantized_names = list(select_linears(prepared, None, "quantization.targets")) if int8 != "none" else []
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="hf-compress-export-")
-    try:
-        fp32_dir = output_dir if int8 == "none" else Path(work)
+    with staged_directory(output_dir, overwrite=overwrite, marker=REPORT_FILE) as staging:
+        work = tempfile.mkdtemp(prefix="hf-compress-export-")
         try:
-            onnx_export_from_model(prepared, fp32_dir, task=task, opset=opset, do_validation=False)
-        except (ValueError, KeyError, NotImplementedError) as error:
-            raise ValueError(f"Optimum cannot export {type(prepared).__name__} for {task}: {error}") from error
-        details: dict[str, Any] = {}
-        if int8 != "none":
-            details = _quantize(
-                str(fp32_dir),
-                str(output_dir),
-                int8,
-                quantized_names,
-                qat_ranges,
-                calibration_dataset,
-                calibration or CalibrationConfig(),
+            fp32_dir = staging if int8 == "none" else Path(work)
+            try:
+                onnx_export_from_model(prepared, fp32_dir, task=task, opset=opset, do_validation=False)
+            except (ValueError, KeyError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as error:
+                raise ValueError(f"Optimum cannot export {type(prepared).__name__} for {task}: {error}") from error
+            details: dict[str, Any] = {}
+            if int8 != "none":
+                details = _quantize(
+                    str(fp32_dir),
+                    str(staging),
+                    int8,
+                    quantized_names,
+                    qat_ranges,
+                    calibration_dataset,
+                    calibration or CalibrationConfig(),
+                    reduce_range,
+                )
+                shutil.copy(fp32_dir / "config.json", staging / "config.json")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        shipped_tokenizer = _tokenizer_for(prepared, tokenizer)
+        if shipped_tokenizer is not None:
+            shipped_tokenizer.save_pretrained(staging)
+        else:
+            logger.warning(f"no tokenizer given: {output_dir} will hold no tokenizer (pass the model's tokenizer)")
+        report: dict[str, Any] = {
+            "task": task,
+            "model_type": prepared.config.model_type,
+            "base_model": base_model,
+            "int8": None if int8 == "none" else int8,
+            "onnx_file": ONNX_FILE,
+            "size_mb": os.path.getsize(staging / ONNX_FILE) / 1e6,
+            "parameters": prepared.num_parameters(),
+            "removed_structures": removed or None,
+            **details,
+        }
+        try:
+            report["sparsity"] = sparsity_report(prepared)
+        except ValueError:
+            report["sparsity"] = None
+        if eval_dataset is not None and data_collator is not None:
+            report.update(
+                compare_with_pytorch(
+                    model if int8 != "none" else prepared,  # int8: the trained model as is (QAT: with fake quant)
+                    staging / ONNX_FILE,
+                    eval_dataset,
+                    data_collator,
+                    compute_metrics,
+                    task,
+                    batch_size=batch_size,
+                )
             )
-            shutil.copy(fp32_dir / "config.json", output_dir / "config.json")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
-    report: dict[str, Any] = {
-        "task": task,
-        "model_type": prepared.config.model_type,
-        "base_model": base_model,
-        "int8": None if int8 == "none" else int8,
-        "onnx_file": ONNX_FILE,
-        "size_mb": os.path.getsize(output_dir / ONNX_FILE) / 1e6,
-        "parameters": prepared.num_parameters(),
-        "removed_structures": removed or None,
-        **details,
-    }
-    try:
-        report["sparsity"] = sparsity_report(prepared)
-    except ValueError:
-        report["sparsity"] = None
-    if eval_dataset is not None and data_collator is not None:
-        report.update(
-            compare_with_pytorch(
-                model if int8 != "none" else prepared,  # int8: the trained model as is (QAT: with fake quant)
-                output_dir / ONNX_FILE,
-                eval_dataset,
-                data_collator,
-                compute_metrics,
-                task,
-                batch_size=batch_size,
-            )
-        )
-    report["recipe"] = recipe
-    with open(output_dir / "export_report.json", "w") as handle:
-        json.dump(report, handle, indent=2)
-    (output_dir / "export_report.md").write_text(report_markdown(report))
-    write_model_card(output_dir, report)
+        if max_metric_drop is not None and "metrics" in report:
+            report["quality_gate"] = _quality_gate(report, task, max_metric_drop)
+        report["recipe"] = recipe
+        atomic_write_json(staging / REPORT_FILE, report)
+        atomic_write_text(staging / "export_report.md", report_markdown(report))
+        write_model_card(staging, report)
+    report["output_dir"] = str(output_dir)
+    if not report.get("quality_gate", {}).get("passed", True):
+        raise MetricDropError(report)
     return report
 
 

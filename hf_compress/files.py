@@ -116,8 +116,9 @@ def check_output_dir(output_dir: str | os.PathLike, *, overwrite: bool = False, 
         raise FileExistsError(f"--output_dir {path} is a file, not a folder")
     if resume or overwrite or not path.is_dir() or _is_empty_dir(path):
         return
+    names = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     raise FileExistsError(
-        f"--output_dir {path} already exists and is not empty ({', '.join(sorted(p.name for p in path.iterdir())[:5])}"
-        f"{', ...' if len(list(path.iterdir())) > 5 else ''}); use --resume_from_checkpoint to continue that run, "
-        "--overwrite_output_dir to train over it (nothing is deleted), or another folder"
+        f"--output_dir {path} already exists and is not empty ({shown}); use --resume_from_checkpoint to continue "
+        "that run, --overwrite_output_dir to train over it (nothing is deleted), or another folder"
     )

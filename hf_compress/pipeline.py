@@ -425,4 +425,5 @@ def export_trained_model(
         base_model=model_dir,
         overwrite=overwrite,
         max_metric_drop=max_metric_drop if max_metric_drop is not None else export.max_metric_drop,
+        reduce_range=export.reduce_range,
     )

@@ -203,7 +203,7 @@ class CompressionTrainer(Trainer):
                 callback.resumed_checkpoint = str(resume_from_checkpoint)
         path = os.path.join(resume_from_checkpoint, COMPRESSION_STATE_NAME)
         if os.path.isfile(path):
-            self.load_compression_state_dict(torch.load(path, map_location=self.args.device, weights_only=True))
+            self.load_compression_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         elif self.compression_state_dict():
             logger.warning(f"{path} not found: the distillation projections restart from their initial values")
 
@@ -254,6 +254,7 @@ class CompressionTrainer(Trainer):
                 batch_size=self.args.per_device_eval_batch_size,
                 overwrite=overwrite,
                 max_metric_drop=config.max_metric_drop,
+                reduce_range=config.reduce_range,
             )
         except MetricDropError:  # the folder is complete and kept: it is still what push_to_hub would upload
             self.export_dir = str(output_dir)

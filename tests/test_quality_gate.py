@@ -68,15 +68,20 @@ def test_a_drop_beyond_the_gate_fails_and_keeps_the_export(model_and_data, token
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "README.md").is_file()
 
 
-def test_cli_export_exits_3_when_the_gate_fails(tmp_path, tokenizer, capsys, onnx_scores_lower):
+def model_and_sample(tmp_path, tokenizer) -> None:
+    """``tmp_path/model`` (a tiny NER model with its tokenizer) and ``tmp_path/sample.txt`` (8 CoNLL sentences)."""
     torch.manual_seed(0)
     model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1))
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     conll = "\n\n".join("John NNP B-NP B-PER\nSmith NNP I-NP I-PER\nsaid VBD B-VP O" for _ in range(8)) + "\n"
-    (tmp_path / "valid.txt").write_text(conll)
+    (tmp_path / "sample.txt").write_text(conll)
+
+
+def test_cli_export_exits_3_when_the_gate_fails(tmp_path, tokenizer, capsys, onnx_scores_lower):
+    model_and_sample(tmp_path, tokenizer)
     (tmp_path / "recipe.yaml").write_text(
-        "data: {train_file: valid.txt, validation_file: valid.txt}\nexport: {max_metric_drop: 0.05}\n"
+        "data: {train_file: sample.txt, validation_file: sample.txt}\nexport: {max_metric_drop: 0.05}\n"
     )
     argv = ["export", str(tmp_path / "model"), "--recipe", str(tmp_path / "recipe.yaml")]
     with pytest.raises(SystemExit) as stop:
@@ -91,14 +96,9 @@ def test_cli_export_exits_3_when_the_gate_fails(tmp_path, tokenizer, capsys, onn
 
 
 def test_train_saves_the_student_and_results_then_exits_3(tmp_path, tokenizer, capsys, onnx_scores_lower):
-    torch.manual_seed(0)
-    model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1))
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    conll = "\n\n".join("John NNP B-NP B-PER\nSmith NNP I-NP I-PER\nsaid VBD B-VP O" for _ in range(8)) + "\n"
-    (tmp_path / "train.txt").write_text(conll)
+    model_and_sample(tmp_path, tokenizer)
     (tmp_path / "recipe.yaml").write_text(
-        f"model: {{student: {tmp_path / 'model'}}}\ndata: {{train_file: train.txt, validation_file: train.txt}}\n"
+        f"model: {{student: {tmp_path / 'model'}}}\ndata: {{train_file: sample.txt, validation_file: sample.txt}}\n"
         "export: {max_metric_drop: 0.05}\n"
         "training: {num_train_epochs: 1, use_cpu: true, disable_tqdm: true, save_strategy: 'no'}\n"
     )

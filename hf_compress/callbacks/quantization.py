@@ -42,6 +42,9 @@ class QATCallback(TrainerCallback):
     when its int8 kernel saturates) and kept in the QAT state, which the ``qat`` export follows.
     """
 
+    #: The state file this callback keeps in every checkpoint (resuming needs it).
+    checkpoint_file = QAT_STATE_NAME
+
     def __init__(self, config: QuantizationConfig | None = None, **kwargs):
         if config is not None and kwargs:
             raise ValueError("give a QuantizationConfig or keyword arguments, not both")
