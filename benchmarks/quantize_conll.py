@@ -39,13 +39,63 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--freeze_fraction", type=float, default=0.8, help="observers freeze at this part of QAT")
     parser.add_argument("--calibration_samples", type=int, default=128)
     parser.add_argument("--calibration_method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    parser.add_argument(
+        "--latency_only",
+        action="store_true",
+        help="re-time the models of an earlier run (its JSON in output_dir, its models in work_dir), keeping its F1",
+    )
     add_run_arguments(parser, "quantize_conll")
     return parser.parse_args()
+
+
+FOLDERS = {  # model name -> folder under work_dir
+    "ONNX fp32": "onnx-none",
+    "ONNX int8 dynamic": "onnx-dynamic",
+    "ONNX int8 static": "onnx-static",
+    "ONNX int8 QAT": os.path.join("qat", "onnx-int8-qat"),
+}
+
+
+def time_models(args: argparse.Namespace, fp32: str, rows: dict[str, dict]) -> None:
+    """Interleaved latency of PyTorch fp32 and the four ONNX models, written into ``rows`` with the speed-ups."""
+    tokenizer = AutoTokenizer.from_pretrained(fp32)
+    model = AutoModelForTokenClassification.from_pretrained(fp32)
+    runners = {"PyTorch fp32": torch_runner(model)}
+    runners.update({name: onnx_runner(os.path.join(args.work_dir, f), args.threads) for name, f in FOLDERS.items()})
+    latency = measure_latency(runners, tokenizer, dev_sentences(args, args.latency_sentences))
+    for name, stats in latency.items():
+        rows[name].update(stats)
+    onnx_fp32 = rows["ONNX fp32"]["batch1_median_ms"]
+    for row in rows.values():
+        row["batch1_speedup_vs_onnx_fp32"] = onnx_fp32 / row["batch1_median_ms"]
+
+
+def write_table(args: argparse.Namespace, report: dict) -> None:
+    table = markdown_table(
+        [
+            ("model", lambda name, r: name),
+            ("size MB", lambda name, r: f"{r['size_mb']:.1f}"),
+            ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
+            ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
+            ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
+            ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
+            ("batch-1 speed-up vs ONNX fp32", lambda name, r: f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x"),
+        ],
+        report["runs"],
+    )
+    write_results(args.output_dir, "quantize_conll", report, table)
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    if args.latency_only:
+        with open(os.path.join(args.output_dir, "quantize_conll.json")) as handle:
+            report = json.load(handle)
+        report["latency_command"] = command_line("quantize_conll.py", args)
+        time_models(args, args.teacher or report["fp32_model"], report["runs"])
+        write_table(args, report)
+        return
     started = time.time()
     fp32 = fine_tuned_model(args)
     data_only = Recipe.from_dict(
@@ -57,7 +107,7 @@ def main() -> None:
     folders, reports = {}, {}
     for route in ("none", "dynamic", "static"):
         name = {"none": "ONNX fp32", "dynamic": "ONNX int8 dynamic", "static": "ONNX int8 static"}[route]
-        folders[name] = os.path.join(args.work_dir, f"onnx-{route}")
+        folders[name] = os.path.join(args.work_dir, FOLDERS[name])
         reports[name] = export_trained_model(fp32, folders[name], route, data_only)
         print(f"{name}: dev F1 {100 * reports[name]['metrics']['f1']:.2f}")
     # QAT: fine-tune the fp32 model with fake quantization, distilling from itself, then export with its ranges
@@ -91,12 +141,6 @@ def main() -> None:
         reports["ONNX int8 QAT"] = json.load(handle)
     print(f"ONNX int8 QAT: dev F1 {100 * reports['ONNX int8 QAT']['metrics']['f1']:.2f}")
 
-    tokenizer = AutoTokenizer.from_pretrained(fp32)
-    model = AutoModelForTokenClassification.from_pretrained(fp32)
-    runners = {"PyTorch fp32": torch_runner(model)}
-    runners.update({name: onnx_runner(folder, args.threads) for name, folder in folders.items()})
-    latency = measure_latency(runners, tokenizer, dev_sentences(args, args.latency_sentences))
-
     weights = os.path.join(fp32, "model.safetensors")
     rows = {
         "PyTorch fp32": {
@@ -107,33 +151,20 @@ def main() -> None:
     for name, report in reports.items():
         rows[name] = {"size_mb": report["size_mb"], "dev_f1": report["metrics"]["f1"], "parity": report["parity"]}
     rows["ONNX int8 QAT"]["qat_pytorch_fake_quant_f1"] = reports["ONNX int8 QAT"]["pytorch_metrics"]["f1"]
-    for name, stats in latency.items():
-        rows[name].update(stats)
-    onnx_fp32 = rows["ONNX fp32"]["batch1_median_ms"]
-    for row in rows.values():
-        row["batch1_speedup_vs_onnx_fp32"] = onnx_fp32 / row["batch1_median_ms"]
+    for name in ("ONNX int8 dynamic", "ONNX int8 static", "ONNX int8 QAT"):
+        rows[name].update({k: reports[name].get(k) for k in ("int8_kernel", "reduce_range", "weight_levels")})
+    time_models(args, fp32, rows)
     command = command_line("quantize_conll.py", args)
     report = {
         "command": command,
+        "fp32_model": fp32,
         "threads": args.threads,
         "qat_train_seconds": qat_seconds,
         "qat_student_dev_f1_pytorch": results[-2].metrics.get("f1") if len(results) > 1 else None,
         "total_seconds": time.time() - started,
         "runs": rows,
     }
-    table = markdown_table(
-        [
-            ("model", lambda name, r: name),
-            ("size MB", lambda name, r: f"{r['size_mb']:.1f}"),
-            ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
-            ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
-            ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
-            ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
-            ("batch-1 speed-up vs ONNX fp32", lambda name, r: f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x"),
-        ],
-        rows,
-    )
-    write_results(args.output_dir, "quantize_conll", report, table)
+    write_table(args, report)
 
 
 if __name__ == "__main__":
