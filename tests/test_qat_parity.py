@@ -214,3 +214,22 @@ def test_dynamic_export_with_reduce_range_has_7bit_weights(tokenizer, tmp_path):
     graph = onnx.load(tmp_path / "int8" / "model.onnx").graph
     weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
     assert len(weights) == NUM_LAYERS and all(int(np.abs(w).max()) == 64 for w in weights)
+
+
+def test_the_recipe_reduce_range_reaches_the_export(tokenizer, tmp_path):
+    """``export.reduce_range`` goes from the recipe through ``CompressionTrainer.export`` to the int8 weights."""
+    from hf_compress import CompressionTrainer
+
+    torch.manual_seed(0)
+    trainer = CompressionTrainer(
+        model=BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=NUM_LAYERS)),
+        recipe={"export": {"int8": "dynamic", "reduce_range": True}},
+        args=args_for(tmp_path),
+        train_dataset=ner_dataset(tokenizer, n=8),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
+    report = trainer.export(tmp_path / "int8")
+    assert report["reduce_range"] is True and report["weight_levels"] == "[-64, 64]"
+    graph = onnx.load(tmp_path / "int8" / "model.onnx").graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
+    assert weights and all(int(np.abs(w).max()) == 64 for w in weights)
