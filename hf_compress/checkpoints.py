@@ -18,13 +18,15 @@ from typing import Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .files import WEIGHT_FILES
+
 logger = logging.get_logger(__name__)
 
 __all__ = ["CheckpointError", "RECIPE_FILE", "check_checkpoint", "latest_complete_checkpoint"]
 
 #: The recipe that wrote a checkpoint, saved in the checkpoint folder.
 RECIPE_FILE = "recipe.yaml"
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+_WEIGHTS = (*WEIGHT_FILES, "adapter_model.safetensors")  # a PEFT model's checkpoint holds its adapters
 _SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size", "labels")
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -44,7 +46,7 @@ def _problems(folder: Path, state_files: Iterable[str], required: Iterable[str] 
 
     problems = []
     if not any((folder / name).is_file() for name in _WEIGHTS):
-        problems.append(f"no model weights ({' or '.join(_WEIGHTS[:3])})")
+        problems.append(f"no model weights ({' or '.join(_WEIGHTS[::2])})")
     try:
         json.loads((folder / "trainer_state.json").read_text())
     except FileNotFoundError:

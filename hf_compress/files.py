@@ -18,12 +18,31 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TOKENIZER_FILES",
+    "WEIGHT_FILES",
     "atomic_write_json",
     "atomic_write_text",
     "check_output_dir",
     "save_torch_state",
     "staged_directory",
 ]
+
+#: The files that hold a saved model's weights (one of them is enough).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+#: The files of a saved tokenizer's vocabulary (one of them is enough; ``tokenizer_config.json`` alone is not).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from transformers.utils import logging
 
-from .files import atomic_write_text
+from .files import TOKENIZER_FILES, atomic_write_text
 
 logger = logging.get_logger(__name__)
 
@@ -26,7 +26,6 @@ _ORT_CLASSES = {
     "token-classification": "ORTModelForTokenClassification",
     "text-classification": "ORTModelForSequenceClassification",
 }
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
 #: Everything an export folder may hold; ``push_to_hub`` uploads these and nothing else (no training state, no
 #: pickles, no tokens or dotfiles).
 EXPORT_FILES = frozenset(
@@ -181,7 +180,7 @@ def push_to_hub(
         missing.append("an .onnx model")
     if "config.json" not in names:
         missing.append("config.json")
-    if not names.intersection(_TOKENIZER_FILES):
+    if not names.intersection(TOKENIZER_FILES):
         missing.append("a tokenizer (tokenizer.json or vocab.txt)")
     if "README.md" not in names:
         missing.append("README.md (the model card; export_report.json would let it be written)")

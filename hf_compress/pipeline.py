@@ -18,7 +18,7 @@ from transformers.utils import logging
 
 from .distillation import check_teacher_student, student_from_teacher
 from .export import MetricDropError
-from .files import atomic_write_json, atomic_write_text, check_output_dir
+from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_write_text, check_output_dir
 from .lowrank import load_lowrank
 from .pruning import remove_pruned_structures
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
@@ -49,22 +49,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(path)
 
 
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "vocab.json",
-    "sentencepiece.bpe.model",
-)
-
-
 def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -> None:
     """Fail early, naming ``key``, when a local model folder is missing, or lacks its config, weights or tokenizer.
 
@@ -82,9 +66,9 @@ def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -
     missing = []
     if "config.json" not in names:
         missing.append("config.json")
-    if not names.intersection(_WEIGHT_FILES):
-        missing.append(f"weights ({' or '.join(_WEIGHT_FILES[::2])})")
-    if tokenizer and not names.intersection(_TOKENIZER_FILES):
+    if not names.intersection(WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if tokenizer and not names.intersection(TOKENIZER_FILES):
         missing.append("tokenizer files (tokenizer.json or vocab.txt: save them with tokenizer.save_pretrained)")
     if missing:
         raise FileNotFoundError(f"{key}: the model folder {name_or_path} lacks {', '.join(missing)}")
