@@ -22,7 +22,13 @@ from .files import WEIGHT_FILES
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["CheckpointError", "RECIPE_FILE", "check_checkpoint", "latest_complete_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "RECIPE_FILE",
+    "allow_loading_onto_indexed_cpu",
+    "check_checkpoint",
+    "latest_complete_checkpoint",
+]
 
 #: The recipe that wrote a checkpoint, saved in the checkpoint folder.
 RECIPE_FILE = "recipe.yaml"
@@ -144,3 +150,29 @@ def check_checkpoint(
         ]
         if differences:
             raise CheckpointError(f"checkpoint {folder} holds a model of another shape: {'; '.join(differences)}")
+
+
+_CPU_INDEX_PRIORITY = 12  # after torch's own "cpu" (10), before its accelerators (20 and up)
+
+
+def _restore_on_indexed_cpu(storage, location: str):
+    return storage if location.startswith("cpu:") else None
+
+
+def allow_loading_onto_indexed_cpu() -> None:
+    """Let ``torch.load(..., map_location=torch.device("cpu", i))`` load, as it loads with ``"cpu"``.
+
+    Every process of a DDP run on the CPU gets the device ``cpu:0`` from Accelerate, and the Trainer resumes its
+    optimizer with ``map_location=args.device``; torch has no deserializer for ``cpu:0`` ("don't know how to restore
+    data location ... (tagged with cpu:0)"), so resuming such a run failed. This registers one (once) through
+    ``torch.serialization.register_package``: a storage is already on the CPU, so it is returned as it is.
+    """
+    import torch
+
+    registry = torch.serialization._package_registry
+    if any(entry[2] is _restore_on_indexed_cpu for entry in registry):
+        return
+    if any(entry[0] == _CPU_INDEX_PRIORITY for entry in registry):  # taken: equal priorities cannot be sorted
+        logger.warning("cannot teach torch.load the device cpu:N (priority taken); resuming DDP on the CPU may fail")
+        return
+    torch.serialization.register_package(_CPU_INDEX_PRIORITY, lambda storage: None, _restore_on_indexed_cpu)

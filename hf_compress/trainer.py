@@ -17,7 +17,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
-from .checkpoints import RECIPE_FILE, CheckpointError, check_checkpoint, latest_complete_checkpoint
+from .checkpoints import (
+    RECIPE_FILE,
+    CheckpointError,
+    allow_loading_onto_indexed_cpu,
+    check_checkpoint,
+    latest_complete_checkpoint,
+)
 from .distillation import DistillationLoss, check_teacher_student
 from .files import atomic_write_text, save_torch_state
 from .recipe import DistillationConfig, ExportConfig, Recipe, RecipeError
@@ -58,6 +64,8 @@ class CompressionTrainer(Trainer):
         technique_callbacks = self._callbacks_from_recipe()
         kwargs["callbacks"] = [*technique_callbacks, *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, **kwargs)
+        if self.args.device.type == "cpu" and self.args.device.index is not None:  # DDP on the CPU: cpu:0
+            allow_loading_onto_indexed_cpu()
         for callback in reversed(technique_callbacks):  # first, so that reporting integrations see their logs
             self.callback_handler.callbacks.remove(callback)
             self.callback_handler.callbacks.insert(0, callback)

@@ -5,6 +5,7 @@ On a machine without GPUs, ``accelerate launch --multi_gpu --num_processes 2`` s
 that train on the CPU with the gloo backend (``--cpu --num_processes 2`` would need an MPI launcher).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -63,13 +64,12 @@ def test_two_processes_hold_identical_masks(tmp_path):
             assert torch.equal(value, ranks[1][part][key]), key
 
 
-@pytest.mark.distributed
-def test_cli_under_accelerate_launch_trains_once_across_two_processes(tmp_path):
-    """`accelerate launch -m hf_compress train` on a CPU machine: one DDP run (one results table), not two."""
+def _launch_cli(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes 2 -m hf_compress train` on the quickstart recipe, shortened."""
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart-ner.yaml"
-    done = subprocess.run(
+    return subprocess.run(
         [
             launcher,
             "launch",
@@ -87,24 +87,41 @@ def test_cli_under_accelerate_launch_trains_once_across_two_processes(tmp_path):
             "train",
             str(recipe),
             "--output_dir",
-            str(tmp_path / "out"),
+            str(output_dir),
             "--data.max_train_samples",
             "64",
             "--data.max_eval_samples",
             "32",
-            "--training.max_steps",
-            "2",
             "--training.per_device_train_batch_size",
             "8",
-            "--training.save_strategy",
-            "no",
+            *extra,
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.mark.distributed
+def test_cli_under_accelerate_launch_trains_once_across_two_processes(tmp_path):
+    """`accelerate launch -m hf_compress train` on a CPU machine: one DDP run (one results table), not two."""
+    done = _launch_cli(tmp_path / "out", "--training.max_steps", "2", "--training.save_strategy", "no")
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.count("| model | layers |") == 1
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in done.stderr
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.distributed
+def test_resume_under_accelerate_launch_on_the_cpu(tmp_path):
+    """Resuming a two-process CPU run loads its optimizer (the Trainer maps it onto ``cpu:0``, which torch alone
+    cannot restore) and continues from the checkpoint."""
+    out = tmp_path / "out"
+    steps = ["--training.save_strategy", "steps", "--training.save_steps", "1"]
+    done = _launch_cli(out, "--training.max_steps", "1", *steps)
+    assert done.returncode == 0, done.stderr[-4000:]
+    done = _launch_cli(out, "--training.max_steps", "2", *steps, "--resume_from_checkpoint")
+    assert done.returncode == 0, done.stderr[-4000:]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and (out / "checkpoint-1").is_dir()
