@@ -18,6 +18,20 @@ import torch
 SCRIPT = Path(__file__).parent / "distributed" / "prune_two_processes.py"
 
 
+def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes 2 ARGS``: two CPU processes on a machine without GPUs."""
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    return subprocess.run(
+        [launcher, "launch", *flags, "--dynamo_backend", "no", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 @pytest.mark.distributed
 @pytest.mark.skipif(
     shutil.which("accelerate") is None
@@ -25,29 +39,7 @@ SCRIPT = Path(__file__).parent / "distributed" / "prune_two_processes.py"
     reason="accelerate CLI not installed",
 )
 def test_two_processes_hold_identical_masks(tmp_path):
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [
-            launcher,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(SCRIPT),
-            str(tmp_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _accelerate_launch(str(SCRIPT), str(tmp_path))
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
@@ -65,41 +57,22 @@ def test_two_processes_hold_identical_masks(tmp_path):
 
 
 def _launch_cli(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`accelerate launch --multi_gpu --num_processes 2 -m hf_compress train` on the quickstart recipe, shortened."""
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    """`accelerate launch ... -m hf_compress train` on the quickstart recipe, shortened."""
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart-ner.yaml"
-    return subprocess.run(
-        [
-            launcher,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "hf_compress",
-            "train",
-            str(recipe),
-            "--output_dir",
-            str(output_dir),
-            "--data.max_train_samples",
-            "64",
-            "--data.max_eval_samples",
-            "32",
-            "--training.per_device_train_batch_size",
-            "8",
-            *extra,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    return _accelerate_launch(
+        "-m",
+        "hf_compress",
+        "train",
+        str(recipe),
+        "--output_dir",
+        str(output_dir),
+        "--data.max_train_samples",
+        "64",
+        "--data.max_eval_samples",
+        "32",
+        "--training.per_device_train_batch_size",
+        "8",
+        *extra,
     )
 
 

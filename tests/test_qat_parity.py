@@ -14,7 +14,7 @@ from transformers import BertForTokenClassification, DataCollatorForTokenClassif
 
 from hf_compress import QATCallback, export_model
 from hf_compress.configs import CalibrationConfig
-from hf_compress.export import _dequantize_only_for, _quantize, _weight_range, matmul_nodes
+from hf_compress.int8 import _dequantize_only_for, _weight_range, matmul_nodes, quantize_onnx
 from hf_compress.quantization import (
     _int8_probe_model,
     int8_kernel,
@@ -207,7 +207,7 @@ def test_dynamic_export_with_reduce_range_has_7bit_weights(tokenizer, tmp_path):
     model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=NUM_LAYERS))
     export_model(model, tokenizer, tmp_path / "fp32")
     names = [f"bert.encoder.layer.{i}.output.dense" for i in range(NUM_LAYERS)]
-    details = _quantize(
+    details = quantize_onnx(
         str(tmp_path / "fp32"), str(tmp_path / "int8"), "dynamic", names, {}, None, CalibrationConfig(), True
     )
     assert details["reduce_range"] is True and details["weight_levels"] == "[-64, 64]"

@@ -1,0 +1,312 @@
+"""The int8 routes of an export: ONNX Runtime's quantizers on the MatMuls of the transformer layers.
+
+* ``qat``: a QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric
+  int8 per output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
+  (:func:`_dequantize_only_for`), so ONNX Runtime computes what training simulated;
+* ``dynamic``: int8 weights per channel, activation ranges computed at run time (Optimum's ``ORTQuantizer``);
+* ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
+
+:func:`quantize_onnx` is the entry point used by :func:`hf_compress.export.export_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging
+
+from .configs import CalibrationConfig
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ONNX_FILE", "matmul_nodes", "quantize_onnx"]
+
+#: The file name of the ONNX model in an export folder (``ORTModelFor...from_pretrained(folder)`` finds it).
+ONNX_FILE = "model.onnx"
+
+
+def matmul_nodes(onnx_path: str | os.PathLike, module_names: list[str]) -> dict[str, tuple[str, str]]:
+    """Map module names to ``(MatMul node name, input tensor name)`` in a graph exported by torch.onnx.
+
+    The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
+    ``/bert/encoder/layer.0/output/dense/MatMul``.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    by_name = {node.name: node for node in graph.node if node.op_type == "MatMul"}
+    found, missing = {}, []
+    for name in module_names:
+        slashed = "/" + name.replace(".", "/")
+        candidates = (slashed + "/MatMul", re.sub(r"/(\d+)(?=/|$)", r".\1", slashed) + "/MatMul")
+        node = next((by_name[c] for c in candidates if c in by_name), None)
+        if node is None:
+            missing.append(name)
+        else:
+            found[name] = (node.name, node.input[0])
+    if missing:
+        raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
+    return found
+
+
+def _quantization_config(is_static: bool, nodes: list[str], reduce_range: bool = False):
+    """Optimum's config for ``dynamic``/``static``: uint8 activations, int8 symmetric per-channel weights (7-bit,
+    levels ``[-64, 64]``, with ``reduce_range``), only the MatMuls ``nodes``."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    return AutoQuantizationConfig.avx512(
+        is_static=is_static,
+        use_symmetric_activations=False,
+        use_symmetric_weights=True,
+        per_channel=True,
+        reduce_range=reduce_range,
+        nodes_to_quantize=nodes,
+        operators_to_quantize=["MatMul"],
+    )
+
+
+def _calibration_ranges(quantizer, dataset, calibration: CalibrationConfig) -> dict[str, tuple[float, float]]:
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+
+    inputs = {"input_ids", "attention_mask", "token_type_ids"}
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in inputs])
+    dataset = dataset.select(range(min(calibration.num_samples, len(dataset))))
+    if calibration.method == "minmax":
+        config = AutoCalibrationConfig.minmax(dataset)
+    elif calibration.method == "percentile":
+        config = AutoCalibrationConfig.percentiles(dataset, percentile=calibration.percentile)
+    else:
+        config = AutoCalibrationConfig.entropy(dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        return quantizer.fit(
+            dataset,
+            config,
+            onnx_augmented_model_name=os.path.join(tmp, "augmented.onnx"),
+            operators_to_quantize=["MatMul"],
+        )
+
+
+def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+    """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
+
+    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken.
+    """
+    import numpy as np
+    from onnxruntime.quantization.calibrate import TensorData
+
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, (_, tensor) in nodes.items():
+        low, high = qat_ranges[name]
+        old = bounds.get(tensor, (low, high))
+        bounds[tensor] = (min(old[0], low), max(old[1], high))
+    return {
+        tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
+    }
+
+
+def _dequantize_only_for(model, targets: set[str]):
+    """Make only the ``targets`` nodes read dequantized activations; return the new model and how many inputs moved.
+
+    ONNX Runtime's QDQ quantizer inserts ``x -> QuantizeLinear -> DequantizeLinear -> x'`` and points *every*
+    reader of ``x`` at ``x'``: in a BERT layer the LayerNorm output feeding q/k/v (or ``intermediate.dense``) is
+    also the residual input of the next ``Add`` (and the input of ``Shape``), which would then be rounded to uint8
+    and clipped to the observed range, although training fake-quantized only what the linears read. Here each
+    reader of ``x'`` that is not in ``targets`` is pointed back at ``x``; a QuantizeLinear/DequantizeLinear pair
+    left without readers (e.g. one on a MatMul output) is removed with its scale and zero point. Weight
+    DequantizeLinear nodes (fed by an initializer) are not touched. ``model`` is not modified.
+    """
+    import onnx
+
+    model = copy.deepcopy(model)
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    graph_outputs = {o.name for o in graph.output}
+    float_of = {}  # x' -> x for every activation QuantizeLinear -> DequantizeLinear pair
+    for node in graph.node:
+        source = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is not None and source.op_type == "QuantizeLinear" and node.output[0] not in graph_outputs:
+            float_of[node.output[0]] = source.input[0]
+    moved = 0
+    for node in graph.node:
+        if node.name in targets or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in float_of:
+                node.input[i] = float_of[name]
+                moved += 1
+    # drop pairs nobody reads any more (the QuantizeLinear first needs its DequantizeLinear gone)
+    for op_type in ("DequantizeLinear", "QuantizeLinear"):
+        read = {name for node in graph.node for name in node.input} | graph_outputs
+        dead = [n for n in graph.node if n.op_type == op_type and not any(out in read for out in n.output)]
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input} | graph_outputs
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        if tensor.name.endswith(("_scale", "_zero_point")):
+            graph.initializer.remove(tensor)
+    _sort_topologically(graph)
+    onnx.checker.check_model(model)
+    return model, moved
+
+
+def _sort_topologically(graph) -> None:
+    """Order ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
+    known = {"", *(t.name for t in graph.initializer), *(i.name for i in graph.input)}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in known for name in n.input)]
+        if not ready:
+            raise ValueError(f"the graph has a cycle or a missing input at {pending[0].name}")
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for copy_, node in zip(copies, ordered, strict=True):
+        copy_.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _quantize_qat(
+    fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
+) -> tuple[Path, int]:
+    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
+    exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
+    (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
+    (:func:`_dequantize_only_for`): what the fake-quant layers computed.
+
+    Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
+    called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
+    float tensors.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    quantizer = QDQQuantizer(
+        onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
+        per_channel=True,
+        reduce_range=reduce_range,
+        weight_qType=QuantType.QInt8,
+        activation_qType=QuantType.QUInt8,
+        tensors_range=ranges,
+        nodes_to_quantize=node_names,
+        nodes_to_exclude=[],
+        op_types_to_quantize=["MatMul"],
+        extra_options={
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
+    quantizer.quantize_model()
+    model, moved = _dequantize_only_for(quantizer.model.model, set(node_names))
+    path = Path(out_dir) / ONNX_FILE
+    onnx.save(model, str(path))
+    return path, moved
+
+
+def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
+    """Apply :func:`_dequantize_only_for` to Optimum's static QDQ graph in place; return the inputs moved."""
+    import onnx
+
+    model, moved = _dequantize_only_for(onnx.load(str(path)), set(node_names))
+    onnx.save(model, str(path))
+    return moved
+
+
+def _weight_range(
+    route: str, requested: bool | str, trained: bool | None, kernel_saturates: bool
+) -> tuple[bool, str | None]:
+    """The ``reduce_range`` to quantize with and a warning, if any.
+
+    ``dynamic``/``static``: ``requested`` (``auto``: 7-bit exactly when the kernel saturates). ``qat``: what training
+    used (``trained``); a different explicit request is refused.
+    """
+    from .quantization import resolve_reduce_range
+
+    if route != "qat":
+        return (kernel_saturates if requested == "auto" else resolve_reduce_range(requested)), None
+    if trained is None:
+        raise ValueError("int8='qat': the QAT ranges do not say which weight range training used (reduce_range)")
+    if requested != "auto" and resolve_reduce_range(requested) != trained:
+        raise ValueError(
+            f"int8='qat' with reduce_range={requested}: the model was trained with "
+            f"{'7-bit' if trained else '8-bit'} weights (quantization.reduce_range={str(trained).lower()}) and the "
+            "export must use the weights training saw; set export reduce_range to auto or "
+            f"{str(trained).lower()}, retrain with quantization.reduce_range={str(requested).lower()}, "
+            "or use dynamic or static"
+        )
+    if kernel_saturates and not trained:
+        return trained, (
+            "this CPU's int8 kernel saturates pairs of products at int16 and the model was trained with 8-bit "
+            "weights: ONNX Runtime may compute something else than training did here; train with "
+            "quantization.reduce_range: true (or auto on this machine) for this CPU"
+        )
+    return trained, None
+
+
+def quantize_onnx(
+    fp32_dir: str,
+    out_dir: str,
+    route: str,
+    linear_names: list[str],
+    qat_ranges: dict[str, tuple[float, float]],
+    calibration_dataset,
+    calibration: CalibrationConfig,
+    reduce_range: bool | str = "auto",
+) -> dict[str, Any]:
+    """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route``; return the report's details.
+
+    ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
+    kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
+    the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
+    """
+    from optimum.onnxruntime import ORTQuantizer
+
+    from .quantization import int8_kernel, weight_qmax
+
+    kernel = int8_kernel()
+    use_reduced, warning = _weight_range(
+        route, reduce_range, getattr(qat_ranges, "reduce_range", None), kernel.saturates
+    )
+    if warning:
+        logger.warning(warning)
+    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names)
+    node_names = [node for node, _ in nodes.values()]
+    quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
+    qmax = weight_qmax(use_reduced)
+    details: dict[str, Any] = {
+        "quantized_matmuls": len(node_names),
+        "int8_kernel": kernel.description,
+        "reduce_range": use_reduced,
+        "weight_levels": f"[-{qmax}, {qmax}]",
+    }
+    if warning:
+        details["int8_warning"] = warning
+    if route == "dynamic":
+        path = quantizer.quantize(_quantization_config(False, node_names, use_reduced), out_dir)
+    elif route == "static":
+        ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
+        details["calibration"] = {"method": calibration.method, "num_samples": calibration.num_samples}
+        config = _quantization_config(True, node_names, use_reduced)
+        path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
+        details["float_readers_restored"] = _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names)
+    else:
+        tensor_ranges = _qat_tensor_ranges(nodes, qat_ranges)
+        path, details["float_readers_restored"] = _quantize_qat(
+            fp32_dir, out_dir, node_names, tensor_ranges, use_reduced
+        )
+    quantized = Path(out_dir) / "model_quantized.onnx"
+    if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
+        quantized.replace(Path(out_dir) / ONNX_FILE)
+    logger.info(f"int8 ({route}) model written from {path}")
+    return details
