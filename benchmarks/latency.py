@@ -119,6 +119,14 @@ def onnx_latency(
     return measure_latency(runners, tokenizer, sentences, batch_size, warmup)
 
 
+#: The latency columns of the benchmark tables (the keys :func:`measure_latency` reports).
+LATENCY_COLUMNS: list[tuple[str, Callable[[str, dict], str]]] = [
+    ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
+    ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
+    ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
+]
+
+
 def markdown_table(columns: list[tuple[str, Callable[[str, dict], str]]], rows: dict[str, dict]) -> str:
     """A Markdown table: one row per ``rows`` entry, each column a header and a ``(name, row) -> cell`` function."""
     lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]

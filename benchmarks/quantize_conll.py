@@ -24,7 +24,7 @@ import time
 
 import torch
 from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
-from latency import markdown_table, measure_latency, onnx_runner, torch_runner, write_results
+from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runner, torch_runner, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
@@ -76,9 +76,7 @@ def write_table(args: argparse.Namespace, report: dict) -> None:
             ("model", lambda name, r: name),
             ("size MB", lambda name, r: f"{r['size_mb']:.1f}"),
             ("dev F1", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
-            ("batch-1 median ms", lambda name, r: f"{r['batch1_median_ms']:.2f}"),
-            ("batch-1 p90 ms", lambda name, r: f"{r['batch1_p90_ms']:.2f}"),
-            ("batch-32 sentences/s", lambda name, r: f"{r['batch32_sentences_per_s']:.0f}"),
+            *LATENCY_COLUMNS,
             ("batch-1 speed-up vs ONNX fp32", lambda name, r: f"{r['batch1_speedup_vs_onnx_fp32']:.2f}x"),
         ],
         report["runs"],
