@@ -1,34 +1,37 @@
-"""hf-compress: distillation, pruning, quantization-aware training and Optimum export for the HF Trainer."""
+"""hf-compress: distillation, pruning, quantization-aware training and Optimum export for the HF Trainer.
 
-from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
+Each technique is a package (``config.py``, its torch mechanics, ``technique.py``); importing it registers it
+(:func:`~hf_compress.technique.register_technique`), which makes it a recipe block, a step of training and a
+step of export.
+"""
+
+from .configs import CalibrationConfig, DataConfig, ExportConfig, ModelConfig, RecipeError, StudentConfig
 from .distillation import (
+    DistillationCallback,
+    DistillationConfig,
     DistillationLoss,
+    LayerLossConfig,
     attention_loss,
     distillation_loss,
     hidden_state_loss,
     soft_target_loss,
-    student_from_teacher,
 )
-from .export import export_model
-from .lowrank import factorize_linear, load_lowrank, merge_lowrank
-from .pipeline import run_recipe
-from .pruning import MagnitudePruner, cubic_sparsity, remove_pruned_structures, sparsity_report
-from .quantization import convert_to_qat, remove_qat
-from .recipe import (
-    CalibrationConfig,
-    DataConfig,
-    DistillationConfig,
-    ExportConfig,
-    LayerLossConfig,
-    LowRankConfig,
-    ModelConfig,
+from .export import ExportData, export_model  # noqa: E402  (after the techniques: export iterates them)
+from .lowrank import LowRankCallback, LowRankConfig, factorize_linear, load_lowrank, merge_lowrank
+from .pipeline import run_recipe  # noqa: E402
+from .pruning import (
+    GradualPruningCallback,
+    MagnitudePruner,
     PruningConfig,
-    QuantizationConfig,
-    Recipe,
-    RecipeError,
-    StudentConfig,
+    cubic_sparsity,
+    remove_pruned_structures,
+    sparsity_report,
 )
-from .trainer import CompressionTrainer
+from .quantization import QATCallback, QuantizationConfig, convert_to_qat, remove_qat
+from .recipe import Recipe  # noqa: E402
+from .students import student_from_teacher  # noqa: E402
+from .technique import Technique, register_technique, registered_techniques  # noqa: E402
+from .trainer import CompressionTrainer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,9 +39,11 @@ __all__ = [
     "CalibrationConfig",
     "CompressionTrainer",
     "DataConfig",
+    "DistillationCallback",
     "DistillationConfig",
     "DistillationLoss",
     "ExportConfig",
+    "ExportData",
     "GradualPruningCallback",
     "LayerLossConfig",
     "LowRankCallback",
@@ -51,15 +56,18 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "StudentConfig",
+    "Technique",
     "attention_loss",
     "convert_to_qat",
     "cubic_sparsity",
+    "distillation_loss",
     "export_model",
     "factorize_linear",
+    "hidden_state_loss",
     "load_lowrank",
     "merge_lowrank",
-    "distillation_loss",
-    "hidden_state_loss",
+    "register_technique",
+    "registered_techniques",
     "remove_pruned_structures",
     "remove_qat",
     "run_recipe",

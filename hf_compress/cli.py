@@ -14,13 +14,14 @@ from pathlib import Path
 import transformers
 
 from .export import MetricDropError
+from .int8 import INT8_ROUTES
 from .pipeline import default_training_arguments, results_table, run_recipe
 from .recipe import Recipe
 
 logger = logging.getLogger("hf_compress")
 
 EPILOG = """Any recipe key can be overridden with a dotted flag, e.g.
-  --distillation.alpha 0.7  --training.num_train_epochs 1  --data.max_train_samples 500"""
+  --training.learning_rate 5e-5  --training.num_train_epochs 1  --data.max_train_samples 500"""
 
 
 def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
@@ -81,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "model_dir", help="a model folder (the output of 'hf-compress train', or any fine-tuned model)"
     )
     export.add_argument("--output_dir", help="where the ONNX folder goes (default: MODEL_DIR/onnx[-int8-ROUTE])")
-    export.add_argument("--int8", choices=["none", "qat", "dynamic", "static"], default="none")
+    export.add_argument("--int8", choices=["none", *INT8_ROUTES], default="none")
     export.add_argument(
-        "--recipe", help="data to evaluate/calibrate on and QAT targets (default: MODEL_DIR/recipe.yaml)"
+        "--recipe", help="data to evaluate/calibrate on, and the technique blocks (default: MODEL_DIR/recipe.yaml)"
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in the output folder")
     export.add_argument(

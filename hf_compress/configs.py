@@ -1,8 +1,9 @@
-"""The config dataclasses of the recipe blocks: one per technique, validated on construction.
+"""The config dataclasses of the recipe blocks that are not techniques (model, data, export), and the checks every
+config uses.
 
-Each block of a YAML recipe maps onto one of these (see :class:`~hf_compress.recipe.Recipe`); a bad value raises
-:class:`RecipeError` naming the key, the value and what is allowed. Config is data: behaviour lives in the
-technique modules and callbacks.
+Each block of a YAML recipe maps onto one dataclass (see :class:`~hf_compress.recipe.Recipe`); a technique's
+config lives beside the technique (``hf_compress/pruning/config.py``). A bad value raises :class:`RecipeError`
+naming the key, the value and what is allowed. Config is data: behaviour lives in the technique modules.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from typing import Any, Literal
 __all__ = [
     "CalibrationConfig",
     "DataConfig",
-    "DistillationConfig",
     "ExportConfig",
-    "LayerLossConfig",
-    "LowRankConfig",
     "ModelConfig",
-    "PruningConfig",
-    "QuantizationConfig",
     "RecipeError",
     "StudentConfig",
+    "check_range",
+    "check_schedule",
 ]
 
 
@@ -38,7 +36,7 @@ class RecipeError(ValueError):
         return RecipeError(key, self.value, self.allowed)
 
 
-def _check_range(
+def check_range(
     key: str,
     value: float,
     low: float | None = None,
@@ -55,6 +53,41 @@ def _check_range(
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
         raise RecipeError(key, value, f"allowed: a number in {left}{lo}, {hi}{right}")
+
+
+def check_schedule(config: Any, points: tuple[str, ...], *, required: bool) -> str | None:
+    """Check a schedule given in epochs (``<point>_epoch`` fields) or optimizer steps (``<point>_step``), not both.
+
+    The first point is needed whenever a later one is given; each point comes after the previous one. With
+    ``required``, every point must be given. Returns the unit (``"epoch"`` or ``"step"``), or None when no point is.
+    """
+    epochs = {p: getattr(config, f"{p}_epoch") for p in points}
+    steps = {p: getattr(config, f"{p}_step") for p in points}
+    by_epoch = any(v is not None for v in epochs.values())
+    by_step = any(v is not None for v in steps.values())
+    first, last = points[0], points[-1]
+    if by_epoch and by_step:
+        raise RecipeError(f"{first}_step", steps[first], "give the schedule in epochs or in steps, not both")
+    if not by_epoch and not by_step:
+        if required:
+            given = " and ".join(f"{p}_epoch" for p in points)
+            raise RecipeError(f"{last}_epoch", None, f"give {given} (or the same in steps)")
+        return None
+    unit = "epoch" if by_epoch else "step"
+    values = epochs if by_epoch else steps
+    missing = [p for p in points if values[p] is None and (required or p == first)]
+    if missing:
+        needed = " and ".join(f"{p}_{unit}" for p in points) if required else f"{first}_{unit}"
+        raise RecipeError(f"{missing[0]}_{unit}", None, f"give {needed}")
+    check_range(f"{first}_{unit}", values[first], 0)
+    previous = first
+    for point in points[1:]:
+        if values[point] is not None and values[point] <= values[previous]:
+            raise RecipeError(
+                f"{point}_{unit}", values[point], f"allowed: a value after {previous}_{unit} ({values[previous]})"
+            )
+        previous = point if values[point] is not None else previous
+    return unit
 
 
 #: The lowest ONNX opset an export can use: the exporter writes attention as opset-14 operators.
@@ -85,7 +118,7 @@ class StudentConfig:
             if not self.from_teacher_layers:
                 raise RecipeError("from_teacher_layers", self.from_teacher_layers, "allowed: a non-empty list")
             for index in self.from_teacher_layers:
-                _check_range("from_teacher_layers", index, 0)
+                check_range("from_teacher_layers", index, 0)
 
 
 @dataclass
@@ -154,206 +187,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
             raise RecipeError("dataset", None, "give a hub 'dataset' or a local 'train_file'")
-        _check_range("max_length", self.max_length, 8, 4096)
+        check_range("max_length", self.max_length, 8, 4096)
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
-                _check_range(key, getattr(self, key), 1)
-
-    @property
-    def is_token_classification(self) -> bool:
-        return self.task in ("ner", "token-classification")
-
-
-@dataclass
-class LayerLossConfig:
-    """An intermediate-layer distillation term (hidden states or attention maps).
-
-    Attributes:
-        weight: multiplier of the term in the total loss.
-        layer_map: student layer -> teacher layer, both 0-based transformer layers (the output of layer i).
-            Default: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (for S=3, T=6: 0->1, 1->3, 2->5).
-    """
-
-    weight: float = 1.0
-    layer_map: dict[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        _check_range("weight", self.weight, 0.0)
-        for student_layer, teacher_layer in (self.layer_map or {}).items():
-            _check_range(f"layer_map.{student_layer}", student_layer, 0)
-            _check_range(f"layer_map.{student_layer}", teacher_layer, 0)
-
-
-@dataclass
-class DistillationConfig:
-    """Knowledge distillation (Hinton et al., 2015) with optional intermediate-layer terms (TinyBERT-style).
-
-    ``loss = alpha * task_loss + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
-    + hidden_states.weight * MSE(hidden) + attentions.weight * MSE(attention)``
-
-    Attributes:
-        temperature: softmax temperature T (> 0).
-        alpha: weight of the task loss, in [0, 1]; ``1 - alpha`` weighs the soft-target term.
-        hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
-        attentions: attention-map MSE term (student and teacher need the same number of heads).
-    """
-
-    temperature: float = 2.0
-    alpha: float = 0.5
-    hidden_states: LayerLossConfig | None = None
-    attentions: LayerLossConfig | None = None
-
-    def __post_init__(self) -> None:
-        _check_range("temperature", self.temperature, 0.0, low_open=True)
-        _check_range("alpha", self.alpha, 0.0, 1.0)
-
-
-@dataclass
-class PruningConfig:
-    """Gradual magnitude pruning (Zhu & Gupta, 2017, "To prune, or not to prune").
-
-    Sparsity follows the cubic schedule ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_end - t_0))^3`` between
-    ``start`` and ``end`` (flat before and after), counted in optimizer steps; masks are recomputed every
-    ``update_every`` optimizer steps and applied after every one.
-
-    Attributes:
-        structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of ``intermediate.dense`` with
-            the matching column of ``output.dense``) or ``heads`` (attention heads: q/k/v rows and output columns).
-        final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
-        initial_sparsity: s_i, the fraction pruned at ``start``.
-        start_epoch / end_epoch: the ramp in epochs (floats); or ``start_step`` / ``end_step`` in optimizer steps.
-        update_every: recompute masks every this many optimizer steps during the ramp.
-        scope: ``per_layer`` (every layer pruned to the same sparsity) or ``global`` (one ranking across layers).
-            Neurons are always per layer: a BERT config has a single ``intermediate_size``, so every layer must
-            keep the same number of neurons to load with plain ``from_pretrained`` after physical removal.
-        targets: ``fnmatch`` patterns of module names to prune (unstructured); default: every ``nn.Linear`` inside
-            the transformer layers (embeddings, LayerNorm, pooler and task head excluded).
-        norm: the norm that scores a structure: ``l1`` or ``l2``.
-    """
-
-    final_sparsity: float = 0.5
-    structure: Literal["unstructured", "neurons", "heads"] = "unstructured"
-    initial_sparsity: float = 0.0
-    start_epoch: float | None = None
-    end_epoch: float | None = None
-    start_step: int | None = None
-    end_step: int | None = None
-    update_every: int = 100
-    scope: Literal["per_layer", "global"] = "per_layer"
-    targets: list[str] | None = None
-    norm: Literal["l1", "l2"] = "l2"
-
-    def __post_init__(self) -> None:
-        _check_range("final_sparsity", self.final_sparsity, 0.0, 1.0, high_open=True)
-        _check_range("initial_sparsity", self.initial_sparsity, 0.0, self.final_sparsity)
-        _check_range("update_every", self.update_every, 1)
-        by_epoch = self.start_epoch is not None or self.end_epoch is not None
-        by_step = self.start_step is not None or self.end_step is not None
-        if by_epoch and by_step:
-            raise RecipeError("start_step", self.start_step, "give the ramp in epochs or in steps, not both")
-        if not by_epoch and not by_step:
-            raise RecipeError("end_epoch", None, "give start_epoch and end_epoch (or start_step and end_step)")
-        unit = "epoch" if by_epoch else "step"
-        start, end = getattr(self, f"start_{unit}"), getattr(self, f"end_{unit}")
-        if start is None or end is None:
-            missing = f"start_{unit}" if start is None else f"end_{unit}"
-            raise RecipeError(missing, None, f"give both start_{unit} and end_{unit}")
-        _check_range(f"start_{unit}", start, 0)
-        if end <= start:
-            raise RecipeError(f"end_{unit}", end, f"allowed: a value after start_{unit} ({start})")
-        if self.structure == "neurons" and self.scope == "global":
-            raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")
-        if self.targets is not None and self.structure != "unstructured":
-            raise RecipeError(
-                "targets",
-                self.targets,
-                "targets apply to unstructured pruning; structures are found in every transformer layer",
-            )
-
-
-@dataclass
-class QuantizationConfig:
-    """Quantization-aware training: fake-quant linears whose learned ranges become the exported int8 model's.
-
-    Weights are quantized symmetric int8 per output channel, layer inputs affine uint8 per tensor with
-    moving-average min/max observers (Jacob et al., 2018). The wrappers are inserted before the optimizer is
-    built and stay inert until ``start``; the observers stop at ``freeze_observers`` and the scales are fixed from
-    then on (fake quantization continues).
-
-    Attributes:
-        start_epoch / start_step: when fake quantization and the observers switch on (epochs or optimizer steps).
-        freeze_observers_epoch / freeze_observers_step: when the observers freeze (same unit; after start).
-        targets: ``fnmatch`` patterns of the linears to quantize; default: every ``nn.Linear`` inside the
-            transformer layers (embeddings, pooler and task head stay fp32, as in the int8 export).
-        averaging_constant: c of the observers' moving average ``m <- m + c (batch - m)``.
-        reduce_range: 7-bit weights (levels ``[-64, 64]``, ONNX Runtime's ``reduce_range``) for CPUs whose u8 x s8
-            kernel adds pairs of products with int16 saturation (AVX2 or AVX-512 without VNNI); ``auto``: exactly
-            when this machine's kernel does (:func:`~hf_compress.quantization.int8_kernel`). The ``qat`` export
-            uses the weights training saw.
-    """
-
-    start_epoch: float | None = None
-    freeze_observers_epoch: float | None = None
-    start_step: int | None = None
-    freeze_observers_step: int | None = None
-    targets: list[str] | None = None
-    averaging_constant: float = 0.01
-    reduce_range: bool | Literal["auto"] = "auto"
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
-            raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
-        by_epoch = self.start_epoch is not None or self.freeze_observers_epoch is not None
-        by_step = self.start_step is not None or self.freeze_observers_step is not None
-        if by_epoch and by_step:
-            raise RecipeError("start_step", self.start_step, "give the schedule in epochs or in steps, not both")
-        if not by_epoch and not by_step:
-            self.start_step = 0
-        unit = "epoch" if by_epoch else "step"
-        start, freeze = getattr(self, f"start_{unit}"), getattr(self, f"freeze_observers_{unit}")
-        if start is None:
-            raise RecipeError(f"start_{unit}", None, f"give start_{unit} with freeze_observers_{unit}")
-        _check_range(f"start_{unit}", start, 0)
-        if freeze is not None and freeze <= start:
-            raise RecipeError(f"freeze_observers_{unit}", freeze, f"allowed: a value after start_{unit} ({start})")
-        _check_range("averaging_constant", self.averaging_constant, 0.0, 1.0, low_open=True)
-
-
-@dataclass
-class LowRankConfig:
-    """Low-rank reparameterization: targeted linears replaced by the two factors of their truncated SVD.
-
-    Give exactly one rank rule. A layer whose rank would not save parameters and FLOPs (``r >= m n / (m + n)``)
-    is left dense, with the reason in the report.
-
-    Attributes:
-        targets: ``fnmatch`` patterns of the linears to factorize; default: the FFN linears of every layer
-            (BERT: ``intermediate.dense`` and ``output.dense``).
-        rank: a fixed rank.
-        rank_ratio: a fraction of each layer's full rank ``min(m, n)``.
-        energy: keep the smallest rank whose singular values hold this fraction of ``sum s_i^2``.
-        merge: fold the factors back into one dense layer at the end of training (a plain model again, without
-            the speed-up).
-    """
-
-    targets: list[str] | None = None
-    rank: int | None = None
-    rank_ratio: float | None = None
-    energy: float | None = None
-    merge: bool = False
-
-    def __post_init__(self) -> None:
-        given = [k for k in ("rank", "rank_ratio", "energy") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise RecipeError(
-                "rank_ratio", self.rank_ratio, f"give exactly one of rank, rank_ratio, energy (got: {given or 'none'})"
-            )
-        if self.rank is not None:
-            _check_range("rank", self.rank, 1)
-        if self.rank_ratio is not None:
-            _check_range("rank_ratio", self.rank_ratio, 0.0, 1.0, low_open=True)
-        if self.energy is not None:
-            _check_range("energy", self.energy, 0.0, 1.0, low_open=True)
+                check_range(key, getattr(self, key), 1)
 
 
 @dataclass
@@ -371,8 +208,8 @@ class CalibrationConfig:
     percentile: float = 99.999
 
     def __post_init__(self) -> None:
-        _check_range("num_samples", self.num_samples, 1)
-        _check_range("percentile", self.percentile, 50.0, 100.0)
+        check_range("num_samples", self.num_samples, 1)
+        check_range("percentile", self.percentile, 50.0, 100.0)
 
 
 @dataclass
@@ -394,18 +231,27 @@ class ExportConfig:
     """
 
     onnx: bool = True
-    int8: Literal["none", "qat", "dynamic", "static"] = "none"
+    int8: str = "none"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
     opset: int | None = None
     max_metric_drop: float | None = None
 
     def __post_init__(self) -> None:
+        from .int8 import INT8_ROUTES
+
+        if self.int8 != "none" and self.int8 not in INT8_ROUTES:
+            raise RecipeError("int8", self.int8, f"allowed: none, {', '.join(INT8_ROUTES)}")
         if self.int8 != "none" and not self.onnx:
             raise RecipeError("int8", self.int8, "int8 models are made from the ONNX export: set onnx: true")
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
             raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
-        if self.opset is not None:
-            _check_range("opset", self.opset, MIN_OPSET)
+        if self.opset is not None and self.opset < MIN_OPSET:
+            raise RecipeError(
+                "opset",
+                self.opset,
+                f"too low: the exporter writes attention with opset-{MIN_OPSET} operators; allowed: opset >= "
+                f"{MIN_OPSET} (default: Optimum's choice)",
+            )
         if self.max_metric_drop is not None:
-            _check_range("max_metric_drop", self.max_metric_drop, 0.0, 1.0)
+            check_range("max_metric_drop", self.max_metric_drop, 0.0, 1.0)

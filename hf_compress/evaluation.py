@@ -13,8 +13,6 @@ from torch.utils.data import DataLoader
 from transformers import EvalPrediction
 from transformers.utils import logging
 
-from .quantization import qat_modules
-
 logger = logging.get_logger(__name__)
 
 __all__ = ["compare_with_pytorch", "onnx_session"]
@@ -47,8 +45,11 @@ def compare_with_pytorch(
     task: str,
     batch_size: int = 32,
     threads: int | None = None,
+    reference: str = "PyTorch",
 ) -> dict[str, Any]:
     """Parity of an exported model with ``model`` and the task metric of each, on a tokenized labelled dataset.
+
+    ``reference`` names what ``model`` computes in the report (e.g. PyTorch with fake quantization).
 
     Positions compared: tokens with a label (``labels != -100``) for token classification, every example for
     sequence classification. Returns ``parity`` (max |logit diff|, argmax agreement, positions), ``metrics``
@@ -85,10 +86,9 @@ def compare_with_pytorch(
             labels.append(label)
     finally:
         model.train(was_training)
-    fake_quant = any(m.fake_quant_enabled for m in qat_modules(model).values())
     report: dict[str, Any] = {
         "parity": {
-            "reference": "PyTorch with fake quantization (QAT)" if fake_quant else "PyTorch",
+            "reference": reference,
             "max_abs_logit_diff": max_diff,
             "argmax_agreement": agree / max(positions, 1),
             "num_positions": positions,

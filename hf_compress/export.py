@@ -1,21 +1,17 @@
-"""Export through Optimum: ONNX fp32, and int8 by QAT (learned ranges), dynamic or static post-training quantization.
+"""Export through Optimum, as a pipeline of steps: ONNX fp32, and int8 by QAT ranges, dynamic or static quantization.
 
-:func:`export_model` prepares a copy of the trained model (fake-quant layers folded back into plain linears,
-pruned neurons and heads sliced out, LoRA adapters merged), exports it with Optimum's ONNX exporter and, for
-int8, quantizes it with Optimum's ``ORTQuantizer``:
+:func:`export_model` runs::
 
-* ``qat``: a QDQ graph whose activation ranges are those the fake-quant observers learned in training and whose
-  weight scales are computed as in training (symmetric int8 per output channel), so ONNX Runtime runs the
-  model training saw;
-* ``dynamic``: weights int8 per channel, activation ranges computed at run time;
-* ``static``: ranges calibrated on a dataset (``minmax``, ``percentile`` or ``entropy``), QDQ graph.
-
-(The routes themselves are in :mod:`hf_compress.int8`.)
+    copy        a CPU copy of the trained model (PEFT adapters merged: the model as plain transformers)
+    techniques  each registered technique's ``prepare_for_export``, undoing the surgery in reverse order (fold
+                fake-quant layers, slice pruned neurons and heads, ...), collecting report entries and artifacts
+    onnx        Optimum's ONNX exporter
+    int8        the route named by ``export.int8``, looked up in :data:`~hf_compress.int8.INT8_ROUTES`
+    evaluate    the exported model through ONNX Runtime: parity with PyTorch and the task metric
+    write       model, config, tokenizer, ``export_report.{json,md}``, model card; the quality gate
 
 Only the linears inside the transformer layers are quantized (the same ``MatMul`` nodes for every route), so
-the routes differ only in how the ranges are found. The folder then holds ``model.onnx``, ``config.json``, the
-tokenizer, ``export_report.{json,md}`` (parity with PyTorch and the task metric computed from ONNX Runtime's own
-outputs, see :mod:`hf_compress.evaluation`) and a model card; it loads with ``ORTModelFor...from_pretrained``.
+the routes differ only in how the ranges are found. The folder loads with ``ORTModelFor...from_pretrained``.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,50 +29,76 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from .configs import MIN_OPSET, CalibrationConfig
+from .configs import ExportConfig
 from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
-from .int8 import ONNX_FILE, matmul_nodes, quantize_onnx
-from .pruning import remove_pruned_structures, select_linears, sparsity_report
-from .quantization import qat_modules, remove_qat
+from .int8 import INT8_ROUTES, ONNX_FILE, Int8Route, matmul_nodes, quantize_onnx
+from .tables import markdown_table
+from .tasks import Task, get_task, supported_model_classes, task_of_model_class
+from .technique import registered_techniques
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ONNX_FILE", "INT8_ROUTES", "MetricDropError", "export_model", "prepare_for_export", "matmul_nodes"]
+__all__ = ["ONNX_FILE", "ExportData", "MetricDropError", "export_model", "matmul_nodes", "prepare_for_export"]
 
 REPORT_FILE = "export_report.json"
-INT8_ROUTES = ("qat", "dynamic", "static")
-_TASKS = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "text-classification"}
 
 
-def _task_of(model: nn.Module) -> str:
-    name = type(model).__name__
-    for suffix, task in _TASKS.items():
-        if name.endswith(suffix):
-            return task
-    raise ValueError(
-        f"cannot export {name}: hf-compress exports token classification and sequence classification heads "
-        f"(a model class ending in {' or '.join(_TASKS)})"
-    )
+@dataclass
+class ExportData:
+    """The data an export is evaluated and calibrated on (all optional).
 
-
-def prepare_for_export(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, float]], dict[str, Any]]:
-    """A CPU copy of ``model`` ready for ONNX: LoRA merged, fake-quant removed, pruned structures sliced out.
-
-    Returns the copy, the QAT input ranges by module name (empty if the model never ran QAT) and what was removed.
-    The original model is untouched.
+    Attributes:
+        eval_dataset: tokenized, labelled examples; with ``data_collator``, the exported model is run through ONNX
+            Runtime on them (parity with PyTorch, and ``compute_metrics`` on ONNX Runtime's own logits).
+        data_collator / compute_metrics: as given to the Trainer.
+        calibration_dataset: tokenized examples for ``static`` calibration (the training set will do).
+        batch_size: evaluation batch size.
     """
-    if hasattr(model, "merge_and_unload"):  # a PEFT model: fold the adapters into the base weights
-        model = copy.deepcopy(model).cpu().merge_and_unload()
-    else:
-        model = copy.deepcopy(model).cpu()
-    model.eval()
-    ranges = remove_qat(model)
-    try:
-        removed = remove_pruned_structures(model)
-    except ValueError:  # no BERT-style layers (or factorized ones): nothing to slice
-        return model, ranges, {}
-    return model, ranges, removed
+
+    eval_dataset: Any = None
+    data_collator: Callable | None = None
+    compute_metrics: Callable | None = None
+    calibration_dataset: Any = None
+    batch_size: int = 32
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_dataset is not None and self.data_collator is not None
+
+
+def _task_of(model: nn.Module) -> Task:
+    name = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
+    task = task_of_model_class(name)
+    if task is None:
+        raise ValueError(
+            f"cannot export {name}: hf-compress exports token classification and sequence classification heads "
+            f"(a model class ending in {supported_model_classes()})"
+        )
+    return task
+
+
+@dataclass
+class _Prepared:
+    model: nn.Module
+    report: dict[str, Any]
+    artifacts: dict[str, Any]
+
+
+def prepare_for_export(model: nn.Module) -> _Prepared:
+    """The ``copy`` and ``techniques`` steps: a CPU copy of ``model`` ready for ONNX, with what each technique
+    reported and handed on. The original model is untouched."""
+    prepared = copy.deepcopy(model).cpu()
+    if hasattr(prepared, "merge_and_unload"):  # a PEFT model: fold the adapters into the base weights
+        prepared = prepared.merge_and_unload()
+    prepared.eval()
+    report: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    for technique in reversed(registered_techniques()):  # undo the last surgery first
+        facts = technique.prepare_for_export(prepared)
+        report.update(facts.report)
+        artifacts.update(facts.artifacts)
+    return _Prepared(prepared, report, artifacts)
 
 
 class MetricDropError(RuntimeError):
@@ -99,13 +122,8 @@ def _max_positions(model: nn.Module) -> int | None:
     return int(limit) if limit else None
 
 
-def _check_inputs(model: nn.Module, task: str, eval_dataset, opset: int | None, max_metric_drop) -> None:
-    """Refuse what would fail deep inside the ONNX exporter or ONNX Runtime, with the reason."""
-    if opset is not None and opset < MIN_OPSET:
-        raise ValueError(
-            f"opset {opset} is too low: the exporter writes attention with opset-{MIN_OPSET} operators; "
-            f"allowed: opset >= {MIN_OPSET} (default: Optimum's choice)"
-        )
+def _check_inputs(model: nn.Module, eval_dataset, max_metric_drop) -> None:
+    """Refuse what would fail deep inside ONNX Runtime, with the reason (the config checked itself)."""
     limit = _max_positions(model)
     if eval_dataset is not None and limit is not None and "input_ids" in eval_dataset.column_names:
         longest = max((len(ids) for ids in eval_dataset["input_ids"]), default=0)
@@ -130,8 +148,6 @@ def _tokenizer_for(model: nn.Module, tokenizer):
 
 def _quality_gate(report: dict[str, Any], task: str, max_metric_drop: float) -> dict[str, Any]:
     """Compare the exported model's task metric with its PyTorch source's (both on the same evaluation data)."""
-    from .tasks import get_task
-
     metric = get_task(task).metric_name
     onnx_value, torch_value = report["metrics"][metric], report["pytorch_metrics"][metric]
     drop = torch_value - onnx_value
@@ -149,132 +165,132 @@ def export_model(
     model: nn.Module,
     tokenizer,
     output_dir: str | os.PathLike,
+    config: ExportConfig | None = None,
+    data: ExportData | None = None,
     *,
-    int8: str = "none",
-    eval_dataset=None,
-    data_collator: Callable | None = None,
-    compute_metrics: Callable | None = None,
-    calibration_dataset=None,
-    calibration: CalibrationConfig | None = None,
-    opset: int | None = None,
     recipe: dict | None = None,
     base_model: str | None = None,
-    batch_size: int = 32,
     overwrite: bool = False,
-    max_metric_drop: float | None = None,
-    reduce_range: bool | str = "auto",
 ) -> dict[str, Any]:
-    """Export ``model`` to ``output_dir`` (ONNX fp32, or int8 by ``qat``/``dynamic``/``static``); return the report.
+    """Export ``model`` to ``output_dir`` as ``config`` says (ONNX fp32, or int8 by ``config.int8``); return the
+    report.
 
-    With ``eval_dataset`` (tokenized, with labels) and ``data_collator``, the exported model is run through ONNX
-    Runtime on it: max |logit diff| and argmax agreement against ``model`` as given (with its fake quantization,
-    if any), and ``compute_metrics`` on ONNX Runtime's own logits. ``static`` needs ``calibration_dataset``.
-    ``reduce_range`` (``auto``, True, False): 7-bit int8 weights, for CPUs whose u8 x s8 kernel saturates;
-    ``qat`` follows what training used.
+    With ``data.eval_dataset`` and ``data.data_collator``, the exported model is run through ONNX Runtime: max
+    |logit diff| and argmax agreement against ``model`` as given (with its fake quantization, if any), and
+    ``compute_metrics`` on ONNX Runtime's own logits. ``static`` needs ``data.calibration_dataset``.
 
     The folder is built under a temporary name and renamed into place at the end: an interrupted or failed export
     leaves no ``output_dir`` that loads as if complete, and ``model`` is never modified. An existing non-empty
     ``output_dir`` is replaced only with ``overwrite=True`` and only if it is an earlier export. With
-    ``max_metric_drop`` (in the metric's own units: 0.005 is half an F1 point), :class:`MetricDropError` is raised,
-    after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
+    ``config.max_metric_drop`` (in the metric's own units: 0.005 is half an F1 point), :class:`MetricDropError` is
+    raised, after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
     """
-    from optimum.exporters.onnx import onnx_export_from_model
-
-    from .hub import write_model_card
-
-    if int8 not in ("none", *INT8_ROUTES):
-        raise ValueError(f"int8={int8!r}; allowed: none, {', '.join(INT8_ROUTES)}")
-    if int8 == "static" and calibration_dataset is None:
-        raise ValueError("int8='static' needs calibration data (calibration_dataset=...; the training set will do)")
-    task = _task_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    quantized_names = list(qat_modules(model))
-    if int8 == "qat" and not quantized_names:
-        raise ValueError(
-            "int8='qat' needs a model trained with quantization-aware training (QATCallback or a "
-            "'quantization' recipe block); this one has no fake-quant layers: use dynamic or static"
-        )
-    prepared, qat_ranges, removed = prepare_for_export(model)
-    if int8 == "qat" and set(qat_ranges) != set(quantized_names):
-        raise ValueError(
-            "int8='qat': some fake-quant layers never observed data (QAT never started); "
-            "train past quantization.start first, or use dynamic or static"
-        )
-    _check_inputs(prepared, task, eval_dataset if data_collator is not None else None, opset, max_metric_drop)
-    if int8 in ("dynamic", "static") or not quantized_names:
-        quantized_names = list(select_linears(prepared, None, "quantization.targets")) if int8 != "none" else []
+    config = config or ExportConfig()
+    data = data or ExportData()
+    task = _task_of(model)
+    route = INT8_ROUTES[config.int8] if config.int8 != "none" else None
+    prepared = prepare_for_export(model)
+    if route is not None:
+        route.check_inputs(prepared.artifacts, data.calibration_dataset)
+    _check_inputs(prepared.model, data.eval_dataset if data.evaluates else None, config.max_metric_drop)
     output_dir = Path(output_dir)
     with staged_directory(output_dir, overwrite=overwrite, marker=REPORT_FILE) as staging:
-        work = tempfile.mkdtemp(prefix="hf-compress-export-")
-        try:
-            fp32_dir = staging if int8 == "none" else Path(work)
-            try:
-                onnx_export_from_model(prepared, fp32_dir, task=task, opset=opset, do_validation=False)
-            except (ValueError, KeyError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as error:
-                raise ValueError(f"Optimum cannot export {type(prepared).__name__} for {task}: {error}") from error
-            details: dict[str, Any] = {}
-            if int8 != "none":
-                details = quantize_onnx(
-                    str(fp32_dir),
-                    str(staging),
-                    int8,
-                    quantized_names,
-                    qat_ranges,
-                    calibration_dataset,
-                    calibration or CalibrationConfig(),
-                    reduce_range,
-                )
-                shutil.copy(fp32_dir / "config.json", staging / "config.json")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        shipped_tokenizer = _tokenizer_for(prepared, tokenizer)
+        details = _write_onnx(prepared, task, staging, route, config, data)
+        shipped_tokenizer = _tokenizer_for(prepared.model, tokenizer)
         if shipped_tokenizer is not None:
             shipped_tokenizer.save_pretrained(staging)
         else:
             logger.warning(f"no tokenizer given: {output_dir} will hold no tokenizer (pass the model's tokenizer)")
         report: dict[str, Any] = {
-            "task": task,
-            "model_type": prepared.config.model_type,
+            "task": task.pipeline_tag,
+            "model_type": prepared.model.config.model_type,
             "base_model": base_model,
-            "int8": None if int8 == "none" else int8,
+            "int8": None if route is None else route.name,
             "onnx_file": ONNX_FILE,
             "size_mb": os.path.getsize(staging / ONNX_FILE) / 1e6,
-            "parameters": prepared.num_parameters(),
-            "removed_structures": removed or None,
+            "parameters": prepared.model.num_parameters(),
+            **prepared.report,
             **details,
         }
-        try:
-            report["sparsity"] = sparsity_report(prepared)
-        except ValueError:
-            report["sparsity"] = None
-        if eval_dataset is not None and data_collator is not None:
-            report.update(
-                compare_with_pytorch(
-                    model if int8 != "none" else prepared,  # int8: the trained model as is (QAT: with fake quant)
-                    staging / ONNX_FILE,
-                    eval_dataset,
-                    data_collator,
-                    compute_metrics,
-                    task,
-                    batch_size=batch_size,
-                )
-            )
-        if max_metric_drop is not None and "metrics" in report:
-            report["quality_gate"] = _quality_gate(report, task, max_metric_drop)
+        if data.evaluates:
+            report.update(_evaluate(model, prepared.model, route, staging / ONNX_FILE, task, data))
+        if config.max_metric_drop is not None and "metrics" in report:
+            report["quality_gate"] = _quality_gate(report, task.pipeline_tag, config.max_metric_drop)
         report["recipe"] = recipe
-        atomic_write_json(staging / REPORT_FILE, report)
-        atomic_write_text(staging / "export_report.md", report_markdown(report))
-        write_model_card(staging, report)
+        _write_reports(staging, report)
     report["output_dir"] = str(output_dir)
     if not report.get("quality_gate", {}).get("passed", True):
         raise MetricDropError(report)
     return report
 
 
+def _write_onnx(
+    prepared: _Prepared, task: Task, folder: Path, route: Int8Route | None, config: ExportConfig, data: ExportData
+) -> dict[str, Any]:
+    """The ``onnx`` and ``int8`` steps: ``model.onnx`` and ``config.json`` in ``folder``; the int8 details."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    work = tempfile.mkdtemp(prefix="hf-compress-export-")
+    try:
+        fp32_dir = folder if route is None else Path(work)
+        try:
+            onnx_export_from_model(
+                prepared.model, fp32_dir, task=task.pipeline_tag, opset=config.opset, do_validation=False
+            )
+        except (ValueError, KeyError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as error:
+            raise ValueError(
+                f"Optimum cannot export {type(prepared.model).__name__} for {task.pipeline_tag}: {error}"
+            ) from error
+        if route is None:
+            return {}
+        details = quantize_onnx(
+            str(fp32_dir),
+            str(folder),
+            route,
+            route.targets(prepared.model, prepared.artifacts),
+            prepared.artifacts,
+            data.calibration_dataset,
+            config.calibration,
+            config.reduce_range,
+        )
+        shutil.copy(fp32_dir / "config.json", folder / "config.json")
+        return details
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _evaluate(
+    model: nn.Module, prepared: nn.Module, route: Int8Route | None, onnx_path: Path, task: Task, data: ExportData
+) -> dict[str, Any]:
+    """The ``evaluate`` step. The reference is the trained model as is for int8 (QAT: with its fake quantization),
+    the prepared copy for fp32."""
+    reference = model if route is not None else prepared
+    notes = [note for t in registered_techniques() if (note := t.reference_note(reference))]
+    return compare_with_pytorch(
+        reference,
+        onnx_path,
+        data.eval_dataset,
+        data.data_collator,
+        data.compute_metrics,
+        task.pipeline_tag,
+        batch_size=data.batch_size,
+        reference=notes[0] if len(notes) == 1 else " + ".join(["PyTorch", *notes]) if notes else "PyTorch",
+    )
+
+
+def _write_reports(folder: Path, report: dict[str, Any]) -> None:
+    from .hub import write_model_card
+
+    atomic_write_json(folder / REPORT_FILE, report)
+    atomic_write_text(folder / "export_report.md", report_markdown(report))
+    write_model_card(folder, report)
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The export report as a short Markdown table."""
-    route = report["int8"] or "fp32"
+    route = report["int8"]
     rows = [
-        ("format", f"ONNX {route}" if route == "fp32" else f"ONNX int8 ({route})"),
+        ("format", f"ONNX int8 ({route})" if route else "ONNX fp32"),
         ("file", f"{report['onnx_file']} ({report['size_mb']:.1f} MB)"),
     ]
     parity = report.get("parity")
@@ -288,5 +304,4 @@ def report_markdown(report: dict[str, Any]) -> str:
         torch_value = (report.get("pytorch_metrics") or {}).get(key)
         both = f"{value:.4f}" + (f" (PyTorch {torch_value:.4f})" if torch_value is not None else "")
         rows.append((f"{key} (ONNX Runtime)", both))
-    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(("", ""), rows) + "\n"

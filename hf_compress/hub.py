@@ -1,9 +1,9 @@
 """The model card of an export folder, and its upload to the Hugging Face Hub.
 
-The card (``README.md``) carries Hub metadata (``library_name: optimum``, the pipeline tag, ``onnx``/``int8``/
-``pruned`` tags, the base model when it is a hub id) and the export report: size, parity with PyTorch, the task
-metric computed through ONNX Runtime, the sparsity table and the recipe. :func:`push_to_hub` uploads the folder
-so that ``ORTModelFor...from_pretrained(repo_id)`` works for whoever downloads it.
+The card (``README.md``) carries Hub metadata (``library_name: optimum``, the pipeline tag, ``onnx``/``int8`` tags
+and each technique's, the base model when it is a hub id) and the export report: size, parity with PyTorch, the
+task metric computed through ONNX Runtime, each technique's section and the recipe. :func:`push_to_hub` uploads
+the folder so that ``ORTModelFor...from_pretrained(repo_id)`` works for whoever downloads it.
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ import yaml
 from transformers.utils import logging
 
 from .files import TOKENIZER_FILES, atomic_write_text
+from .tables import markdown_table
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["EXPORT_FILES", "model_card", "push_to_hub", "write_model_card"]
 
-_ORT_CLASSES = {
-    "token-classification": "ORTModelForTokenClassification",
-    "text-classification": "ORTModelForSequenceClassification",
-}
 #: Everything an export folder may hold; ``push_to_hub`` uploads these and nothing else (no training state, no
 #: pickles, no tokens or dotfiles).
 EXPORT_FILES = frozenset(
@@ -66,13 +63,17 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
     """The text of a Hub model card (``README.md``) for an export folder described by ``report``."""
     from huggingface_hub import ModelCardData
 
+    from .int8 import INT8_ROUTES
+    from .tasks import get_task
+    from .technique import registered_techniques
+
     task = report["task"]
     route = report.get("int8")
     tags = ["onnx", "optimum", "hf-compress", task]
     if route:
-        tags += ["int8", f"quantization-{route}"]
-    if report.get("sparsity") and report["sparsity"]["total"].get("sparsity", 0) > 0:
-        tags.append("pruned")
+        tags += INT8_ROUTES[route].card_tags
+    for technique in registered_techniques():
+        tags += technique.card_tags(report)
     base_model = report.get("base_model")
     data = ModelCardData(
         library_name="optimum",
@@ -82,13 +83,8 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
         base_model=base_model if _is_hub_id(base_model) else None,
     )
     where = repo_id or "path/to/this/folder"
-    ort_class = _ORT_CLASSES.get(task, "ORTModel")
-    kind = {
-        None: "fp32",
-        "qat": "int8 with the ranges learned in quantization-aware training",
-        "dynamic": "int8 by dynamic post-training quantization",
-        "static": "int8 by static post-training quantization",
-    }[route]
+    ort_class = get_task(task).ort_model_class
+    kind = INT8_ROUTES[route].description if route else "fp32"
     lines = [
         f"# {report.get('model_type', 'transformer')} for {task}, ONNX {kind}",
         "",
@@ -109,17 +105,19 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
         "",
         "## Export report",
         "",
-        "| file | size (MB) | parameters | max abs logit diff vs PyTorch | argmax agreement |",
-        "|---|---|---|---|---|",
     ]
     parity = report.get("parity") or {}
     agreement = parity.get("argmax_agreement")
     diff = parity.get("max_abs_logit_diff")
-    lines.append(
-        f"| {report.get('onnx_file', 'model.onnx')} | {report['size_mb']:.1f} | "
-        f"{report.get('parameters', 0) / 1e6:.1f}M | {'-' if diff is None else f'{diff:.3g}'} | "
-        f"{'-' if agreement is None else f'{100 * agreement:.2f}%'} |"
+    row = (
+        report.get("onnx_file", "model.onnx"),
+        f"{report['size_mb']:.1f}",
+        f"{report.get('parameters', 0) / 1e6:.1f}M",
+        "-" if diff is None else f"{diff:.3g}",
+        "-" if agreement is None else f"{100 * agreement:.2f}%",
     )
+    header = ("file", "size (MB)", "parameters", "max abs logit diff vs PyTorch", "argmax agreement")
+    lines.append(markdown_table(header, [row]))
     metrics, torch_metrics = report.get("metrics") or {}, report.get("pytorch_metrics") or {}
     if metrics:
         lines += [
@@ -127,19 +125,15 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
             f"On {report.get('eval_examples', '?')} evaluation examples "
             f"(reference: {parity.get('reference', 'PyTorch')}):",
             "",
-            "| metric | ONNX Runtime | PyTorch |",
-            "|---|---|---|",
+            markdown_table(
+                ("metric", "ONNX Runtime", "PyTorch"),
+                [(k, _percent(v), _percent(torch_metrics.get(k))) for k, v in metrics.items()],
+            ),
         ]
-        lines += [f"| {k} | {_percent(v)} | {_percent(torch_metrics.get(k))} |" for k, v in metrics.items()]
-    sparsity = report.get("sparsity")
-    if sparsity and sparsity["total"].get("sparsity", 0) > 0:
-        lines += ["", "## Sparsity", "", "| layer | sparsity | heads | FFN neurons |", "|---|---|---|---|"]
-        for row in sparsity["layers"]:
-            lines.append(
-                f"| {row['layer']} | {_percent(row['sparsity'])}% | {row.get('heads', '-')} | "
-                f"{row.get('ffn_neurons', '-')} |"
-            )
-        lines.append(f"| total (encoder linears) | {_percent(sparsity['total']['sparsity'])}% | | |")
+    for technique in registered_techniques():
+        section = technique.card_section(report)
+        if section:
+            lines += ["", *section]
     if report.get("recipe"):
         lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(report["recipe"], sort_keys=False).rstrip(), "```"]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@
 * ``dynamic``: int8 weights per channel, activation ranges computed at run time (Optimum's ``ORTQuantizer``);
 * ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
 
-:func:`quantize_onnx` is the entry point used by :func:`hf_compress.export.export_model`.
+Each route is an :class:`Int8Route` in :data:`INT8_ROUTES`, looked up by ``export.int8``; :func:`quantize_onnx` is
+the step :func:`hf_compress.export.export_model` runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .configs import CalibrationConfig
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ONNX_FILE", "matmul_nodes", "quantize_onnx"]
+__all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_onnx", "register_int8_route"]
 
 #: The file name of the ONNX model in an export folder (``ORTModelFor...from_pretrained(folder)`` finds it).
 ONNX_FILE = "model.onnx"
@@ -254,17 +255,157 @@ def _weight_range(
     return trained, None
 
 
+class Int8Route:
+    """One way to make the int8 model from the fp32 ONNX export. Register an instance in :data:`INT8_ROUTES`
+    (:func:`register_int8_route`); ``export.int8`` names it."""
+
+    #: The value of ``export.int8``.
+    name: str = ""
+    #: How the model card says what the route did.
+    description: str = ""
+
+    @property
+    def card_tags(self) -> list[str]:
+        """The model-card tags of an export made this way."""
+        return ["int8", f"quantization-{self.name}"]
+
+    def check_recipe(self, recipe: Any) -> None:
+        """Raise :class:`~hf_compress.configs.RecipeError` when the recipe cannot use this route."""
+
+    def check_inputs(self, artifacts: dict[str, Any], calibration_dataset) -> None:
+        """Raise ``ValueError`` before any export work when the model or data cannot go this way."""
+
+    def check_saved(self, folder: str | os.PathLike) -> None:
+        """Raise when a model folder (``hf-compress export``) lacks what this route needs beside the weights."""
+
+    def targets(self, model, artifacts: dict[str, Any]) -> list[str]:
+        """The linears to quantize: by default every ``nn.Linear`` inside the transformer layers."""
+        from .modules import match_linears
+
+        return list(match_linears(model, None))
+
+    def trained_reduce_range(self, artifacts: dict[str, Any]) -> bool | None:
+        """The weight range training used (``None``: the route chooses, see :func:`_weight_range`)."""
+        return None
+
+    def quantize(
+        self,
+        fp32_dir: str,
+        out_dir: str,
+        quantizer,
+        nodes: dict,
+        reduce_range: bool,
+        artifacts,
+        calibration_dataset,
+        calibration: CalibrationConfig,
+    ) -> tuple[Path, dict[str, Any]]:
+        """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report."""
+        raise NotImplementedError
+
+
+class DynamicRoute(Int8Route):
+    name = "dynamic"
+    description = "int8 by dynamic post-training quantization"
+
+    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+        node_names = [node for node, _ in nodes.values()]
+        return Path(quantizer.quantize(_quantization_config(False, node_names, reduce_range), out_dir)), {}
+
+
+class StaticRoute(Int8Route):
+    name = "static"
+    description = "int8 by static post-training quantization"
+
+    def check_inputs(self, artifacts, calibration_dataset) -> None:
+        if calibration_dataset is None:
+            raise ValueError(
+                "int8='static' needs calibration data (calibration_dataset=...; the training set will do)"
+            )
+
+    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+        node_names = [node for node, _ in nodes.values()]
+        ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
+        config = _quantization_config(True, node_names, reduce_range)
+        path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
+        details = {
+            "calibration": {"method": calibration.method, "num_samples": calibration.num_samples},
+            "float_readers_restored": _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names),
+        }
+        return Path(path), details
+
+
+class QATRoute(Int8Route):
+    name = "qat"
+    description = "int8 with the ranges learned in quantization-aware training"
+
+    def check_recipe(self, recipe: Any) -> None:
+        from .configs import RecipeError
+
+        if recipe.quantization is None:
+            raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
+
+    def check_inputs(self, artifacts, calibration_dataset) -> None:
+        layers = artifacts.get("qat_layers")
+        if not layers:
+            raise ValueError(
+                "int8='qat' needs a model trained with quantization-aware training (QATCallback or a "
+                "'quantization' recipe block); this one has no fake-quant layers: use dynamic or static"
+            )
+        if set(artifacts["qat_ranges"]) != set(layers):
+            raise ValueError(
+                "int8='qat': some fake-quant layers never observed data (QAT never started); "
+                "train past quantization.start first, or use dynamic or static"
+            )
+
+    def check_saved(self, folder: str | os.PathLike) -> None:
+        from .quantization import QATCallback
+
+        path = Path(folder) / QATCallback.state_file
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: int8 'qat' needs the observers saved by quantization-aware training "
+                "(a 'quantization' recipe block); use --int8 dynamic or static for a model trained without it"
+            )
+
+    def targets(self, model, artifacts) -> list[str]:
+        return list(artifacts["qat_layers"])
+
+    def trained_reduce_range(self, artifacts) -> bool | None:
+        return getattr(artifacts["qat_ranges"], "reduce_range", None)
+
+    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+        node_names = [node for node, _ in nodes.values()]
+        tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
+        path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
+        return path, {"float_readers_restored": moved}
+
+
+#: The int8 routes by name (``export.int8``); adding one is one entry.
+INT8_ROUTES: dict[str, Int8Route] = {}
+
+
+def register_int8_route(route: Int8Route) -> Int8Route:
+    """Make ``route`` available as ``export.int8: <route.name>``."""
+    INT8_ROUTES[route.name] = route
+    return route
+
+
+for _route in (QATRoute(), DynamicRoute(), StaticRoute()):
+    register_int8_route(_route)
+
+
 def quantize_onnx(
     fp32_dir: str,
     out_dir: str,
-    route: str,
+    route: Int8Route | str,
     linear_names: list[str],
-    qat_ranges: dict[str, tuple[float, float]],
+    artifacts: dict[str, Any],
     calibration_dataset,
     calibration: CalibrationConfig,
     reduce_range: bool | str = "auto",
 ) -> dict[str, Any]:
-    """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route``; return the report's details.
+    """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
+    details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
 
     ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
     kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
@@ -274,39 +415,30 @@ def quantize_onnx(
 
     from .quantization import int8_kernel, weight_qmax
 
+    if isinstance(route, str):
+        route = INT8_ROUTES[route]
     kernel = int8_kernel()
-    use_reduced, warning = _weight_range(
-        route, reduce_range, getattr(qat_ranges, "reduce_range", None), kernel.saturates
-    )
+    trained = route.trained_reduce_range(artifacts)
+    use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
     nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names)
-    node_names = [node for node, _ in nodes.values()]
     quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
     qmax = weight_qmax(use_reduced)
     details: dict[str, Any] = {
-        "quantized_matmuls": len(node_names),
+        "quantized_matmuls": len(nodes),
         "int8_kernel": kernel.description,
         "reduce_range": use_reduced,
         "weight_levels": f"[-{qmax}, {qmax}]",
     }
     if warning:
         details["int8_warning"] = warning
-    if route == "dynamic":
-        path = quantizer.quantize(_quantization_config(False, node_names, use_reduced), out_dir)
-    elif route == "static":
-        ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
-        details["calibration"] = {"method": calibration.method, "num_samples": calibration.num_samples}
-        config = _quantization_config(True, node_names, use_reduced)
-        path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
-        details["float_readers_restored"] = _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names)
-    else:
-        tensor_ranges = _qat_tensor_ranges(nodes, qat_ranges)
-        path, details["float_readers_restored"] = _quantize_qat(
-            fp32_dir, out_dir, node_names, tensor_ranges, use_reduced
-        )
+    path, extra = route.quantize(
+        fp32_dir, out_dir, quantizer, nodes, use_reduced, artifacts, calibration_dataset, calibration
+    )
+    details.update(extra)
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)
-    logger.info(f"int8 ({route}) model written from {path}")
+    logger.info(f"int8 ({route.name}) model written from {path}")
     return details

@@ -16,13 +16,13 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.utils import logging
 
-from .distillation import check_teacher_student, student_from_teacher
 from .export import MetricDropError
 from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_write_text, check_output_dir
-from .lowrank import load_lowrank
-from .pruning import remove_pruned_structures
+from .modules import SettingError
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
-from .tasks import Task, check_data_files, get_task
+from .students import check_teacher_student, student_from_teacher
+from .tasks import Task, check_data_files, get_task, task_of_model_class
+from .technique import get_technique, load_pretrained, restore_saved
 from .trainer import CompressionTrainer
 
 logger = logging.get_logger(__name__)
@@ -154,7 +154,7 @@ class _Run:
         if _has_real_labels(config):
             model_labels = [config.id2label[i] for i in sorted(config.id2label)]
             if sorted(model_labels) == sorted(self.labels):  # (a factorized model rebuilds its factors)
-                return load_lowrank(path, self.task.auto_model_class)
+                return load_pretrained(path, self.task.auto_model_class)
             if not allow_new_head:
                 raise ValueError(
                     f"{path}: the model's labels {model_labels} differ from the data's labels "
@@ -252,30 +252,37 @@ class _Run:
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
         if layers is not None:
-            self.student = student_from_teacher(self.teacher, layers)
-        distill = self.teacher is not None and self.recipe.distillation is not None
-        if self.teacher is not None and not distill:
-            logger.warning("no 'distillation' block: the student is fine-tuned without a teacher loss")
-        name = ("student (distilled)" if distill else "student") + (f", teacher layers {layers}" if layers else "")
-        if self.recipe.pruning is not None:
-            name += f", {self.recipe.pruning.structure} sparsity {self.recipe.pruning.final_sparsity:g}"
+            try:
+                self.student = student_from_teacher(self.teacher, layers)
+            except SettingError as error:
+                raise RecipeError(f"model.student.{error.setting}", error.value, error.allowed) from None
+        uses_teacher = any("teacher" in get_technique(name).resources for name in self.recipe.techniques)
+        if self.teacher is not None and not uses_teacher:
+            logger.warning("no technique block uses the teacher: the student is fine-tuned without it")
         trainer = self._trainer(
-            self.student, self.args.output_dir, teacher=self.teacher if distill else None, recipe=self.recipe
+            self.student, self.args.output_dir, teacher=self.teacher if uses_teacher else None, recipe=self.recipe
         )
+        name = _student_name(trainer, layers)
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
-        if self.recipe.export is not None and self.recipe.export.onnx:  # before slicing: it keeps QAT layers intact
+        if self.recipe.export is not None and self.recipe.export.onnx:  # before compact(): QAT layers stay intact
             try:  # this run's own export folder (the output_dir was checked): a rerun replaces it
                 self.export_report = trainer.export(base_model=self.student_path, overwrite=True)
             except Exception as error:  # the trained student is saved all the same; run_recipe re-raises
                 self.export_error = error
                 self.export_report = error.report if isinstance(error, MetricDropError) else None
             self.trainer_export_dir = getattr(trainer, "export_dir", None)
-        pruning = self.recipe.pruning
-        if pruning is not None and pruning.structure != "unstructured":
-            removed = remove_pruned_structures(trainer.model)  # the saved student is genuinely smaller
-            logger.info(f"removed pruned structures: {removed}")
+        for technique in trainer.techniques:  # the saved student is genuinely smaller (pruned structures sliced)
+            technique.compact(trainer.model)
         return self._finish(trainer, name, self.args.output_dir, seconds)
+
+
+def _student_name(trainer: CompressionTrainer, layers: list[int] | None) -> str:
+    """``student (distilled), teacher layers [0, 2, 4], neurons sparsity 0.5``: what the techniques did."""
+    words = [word for t in trainer.techniques if (word := t.describe())]
+    name = " ".join(["student", *(w for w in words if w.startswith("("))])
+    parts = [f"teacher layers {layers}"] if layers else []
+    return ", ".join([name, *parts, *(w for w in words if not w.startswith("("))])
 
 
 def _checkpoint_for(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | bool | None:
@@ -353,61 +360,50 @@ def export_trained_model(
 ) -> dict[str, Any]:
     """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
 
-    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on and
-    the QAT targets; ``int8="qat"`` restores the observers from ``model_dir/quantization_state.pt``.
+    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on; what
+    the techniques kept beside the weights is put back first (e.g. the QAT observers that ``int8="qat"`` needs).
     ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
     :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced.
     """
+    import dataclasses
+
+    from .export import ExportData, export_model
+    from .int8 import INT8_ROUTES
+
     check_model_source(model_dir, "model_dir")
-    import torch
-
-    from .callbacks.quantization import QAT_STATE_NAME
-    from .export import export_model
-    from .quantization import convert_to_qat, load_qat_state_dict, set_qat_phase
-
+    if int8 != "none" and int8 in INT8_ROUTES:
+        INT8_ROUTES[int8].check_saved(model_dir)
     saved_recipe = Path(model_dir) / "recipe.yaml"
     if recipe is None:
         recipe = Recipe.from_yaml(saved_recipe) if saved_recipe.is_file() else Recipe()
-    config = AutoConfig.from_pretrained(model_dir)
     if recipe.data is not None:
         task = get_task(recipe.data.task)
     else:
-        architecture = (config.architectures or [""])[0]
-        task = get_task("text-classification" if architecture.endswith("SequenceClassification") else "ner")
-    model = load_lowrank(model_dir, task.auto_model_class)  # plain from_pretrained unless it has factorized layers
+        architecture = (AutoConfig.from_pretrained(model_dir).architectures or [""])[0]
+        task = task_of_model_class(architecture) or get_task("ner")
+    model = load_pretrained(model_dir, task.auto_model_class)
+    restore_saved(model, model_dir, recipe.techniques)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if int8 == "qat":
-        state_path = Path(model_dir) / QAT_STATE_NAME
-        if not state_path.is_file():
-            raise FileNotFoundError(
-                f"{state_path}: int8 'qat' needs the observers saved by quantization-aware training "
-                "(a 'quantization' recipe block); use --int8 dynamic or static for a model trained without it"
-            )
-        targets = recipe.quantization.targets if recipe.quantization is not None else None
-        convert_to_qat(model, targets)
-        load_qat_state_dict(model, torch.load(state_path, map_location="cpu", weights_only=True))
-        set_qat_phase(model, "frozen")
-    eval_dataset = calibration = collator = metrics = None
+    data = ExportData()
     if recipe.data is not None:
         check_data_files(recipe.data)
         tokenized = task.preprocess(task.load_raw(recipe.data), tokenizer, model.config.label2id, recipe.data)
-        eval_dataset, calibration = tokenized.get("validation"), tokenized.get("train")
-        collator, metrics = task.data_collator(tokenizer), task.compute_metrics(model.config.id2label)
-    export = recipe.export or ExportConfig()
+        data = ExportData(
+            eval_dataset=tokenized.get("validation"),
+            data_collator=task.data_collator(tokenizer),
+            compute_metrics=task.compute_metrics(model.config.id2label),
+            calibration_dataset=tokenized.get("train"),
+        )
+    config = dataclasses.replace(recipe.export or ExportConfig(), int8=int8)
+    if max_metric_drop is not None:
+        config = dataclasses.replace(config, max_metric_drop=max_metric_drop)
     return export_model(
         model,
         tokenizer,
         output_dir,
-        int8=int8,
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        compute_metrics=metrics,
-        calibration_dataset=calibration,
-        calibration=export.calibration,
-        opset=export.opset,
-        recipe=recipe.to_dict() if recipe != Recipe() else None,
+        config,
+        data,
+        recipe=None if recipe.is_empty else recipe.to_dict(),
         base_model=model_dir,
         overwrite=overwrite,
-        max_metric_drop=max_metric_drop if max_metric_drop is not None else export.max_metric_drop,
-        reduce_range=export.reduce_range,
     )

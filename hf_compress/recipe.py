@@ -1,15 +1,16 @@
 """Recipes: YAML or dict -> typed, validated configuration dataclasses.
 
-A recipe has one block per technique; each block maps onto one config dataclass, so that what a recipe can
-say is exactly what the Python API can say::
+A recipe has a block for the models, the data, the export and the training arguments, and one block per
+technique (its recipe key, from the technique registry); each block maps onto one config dataclass, so that what
+a recipe can say is exactly what the Python API can say::
 
     model: {teacher: path-or-hub-id, student: {from_teacher_layers: [0, 2, 4]}}
     data: {task: ner, train_file: train.txt, validation_file: valid.txt}
     distillation: {temperature: 2.0, alpha: 0.5, hidden_states: {weight: 1.0, layer_map: {0: 1, 1: 3, 2: 5}}}
     training: {num_train_epochs: 3, learning_rate: 1.0e-4}
 
-Every problem (unknown key, wrong type, value out of range) raises :class:`RecipeError` naming the key, the
-bad value and what is allowed, before any model is loaded.
+Every problem (unknown key, wrong type, value out of range, blocks that do not compose) raises
+:class:`RecipeError` naming the key, the bad value and what is allowed, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -21,85 +22,98 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
-from .configs import (
-    CalibrationConfig,
-    DataConfig,
-    DistillationConfig,
-    ExportConfig,
-    LayerLossConfig,
-    LowRankConfig,
-    ModelConfig,
-    PruningConfig,
-    QuantizationConfig,
-    RecipeError,
-    StudentConfig,
-)
+from .configs import CalibrationConfig, DataConfig, ExportConfig, ModelConfig, RecipeError, StudentConfig
+from .technique import get_technique, registered_techniques
 
-__all__ = [
-    "CalibrationConfig",
-    "DataConfig",
-    "DistillationConfig",
-    "ExportConfig",
-    "LayerLossConfig",
-    "LowRankConfig",
-    "ModelConfig",
-    "PruningConfig",
-    "QuantizationConfig",
-    "Recipe",
-    "RecipeError",
-    "StudentConfig",
-]
+__all__ = ["CalibrationConfig", "DataConfig", "ExportConfig", "ModelConfig", "Recipe", "RecipeError", "StudentConfig"]
+
+#: The blocks every recipe may have besides the techniques', with their config classes.
+_BLOCKS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "export": ExportConfig}
 
 
 # --------------------------------------------------------------------------------------------------- recipe
-@dataclass
 class Recipe:
-    """A whole compression recipe. Build it with :meth:`from_yaml` or :meth:`from_dict`.
+    """A whole compression recipe. Build it with :meth:`from_yaml`, :meth:`from_dict` or keywords.
 
     Attributes:
-        model / data / distillation / pruning / quantization / lowrank / export: the blocks above (a technique is off
-            when its block is absent).
+        model / data / export: :class:`ModelConfig`, :class:`DataConfig`, :class:`ExportConfig` (or None).
         training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
+        techniques: the technique blocks that are set, by recipe key, in surgery order; each is also an attribute
+            (``recipe.pruning``, None when absent). A technique is off when its block is absent.
     """
 
-    model: ModelConfig | None = None
-    data: DataConfig | None = None
-    distillation: DistillationConfig | None = None
-    pruning: PruningConfig | None = None
-    quantization: QuantizationConfig | None = None
-    lowrank: LowRankConfig | None = None
-    export: ExportConfig | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        model: ModelConfig | None = None,
+        data: DataConfig | None = None,
+        export: ExportConfig | None = None,
+        training: dict[str, Any] | None = None,
+        **techniques: Any,
+    ):
+        self.model, self.data, self.export = model, data, export
+        self.training = dict(training or {})
+        blocks = {}
+        for name, config in techniques.items():
+            technique = get_technique(name)
+            if technique is None:
+                raise TypeError(f"Recipe() got an unknown block {name!r}; allowed: {', '.join(_allowed_keys())}")
+            if config is not None and not isinstance(config, technique.config_class):
+                raise TypeError(f"Recipe({name}=...) takes a {technique.config_class.__name__}")
+            if config is not None:
+                blocks[name] = config
+        order = [t.name for t in registered_techniques()]
+        self.techniques: dict[str, Any] = {name: blocks[name] for name in order if name in blocks}
         _check_training_arguments(self.training)
-        if self.export is not None and self.export.int8 == "qat" and self.quantization is None:
-            raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
-        if self.lowrank is not None and self.lowrank.targets is None and self.pruning is not None:
-            if self.pruning.structure == "neurons":
-                raise RecipeError(
-                    "pruning.structure",
-                    "neurons",
-                    "cannot compose with the 'lowrank' block: FFN neurons are rows and columns of the FFN linears, "
-                    "which lowrank (by default) replaces by two factors; use structure: unstructured or heads, "
-                    "set lowrank.targets to other layers, or drop one of the two blocks",
-                )
-        if self.distillation is not None and self.model is not None and self.model.teacher is None:
-            raise RecipeError(
-                "distillation", "set", "the 'distillation' block needs a teacher: set model.teacher, or drop the block"
-            )
+        if self.export is not None and self.export.int8 != "none":
+            from .int8 import INT8_ROUTES
+
+            INT8_ROUTES[self.export.int8].check_recipe(self)
+        for name in self.techniques:
+            get_technique(name).check_recipe(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "techniques" and get_technique(name) is not None:
+            return self.__dict__.get("techniques", {}).get(name)
+        raise AttributeError(f"'Recipe' object has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.to_dict()!r})"
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing set: the plain Trainer's behaviour."""
+        return not self.to_dict()
 
     # construction ---------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, base_dir: str | os.PathLike | None = None) -> Recipe:
         """Build and validate a recipe from a plain dict; relative data paths are resolved against ``base_dir``."""
-        recipe = _build(cls, data or {}, "")
+        data = data or {}
+        if not isinstance(data, dict):
+            raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
+        blocks: dict[str, Any] = {}
+        for key, value in data.items():
+            config_class = _BLOCKS.get(key) or getattr(get_technique(str(key)), "config_class", None)
+            if key == "training":
+                if not isinstance(value, dict):
+                    raise RecipeError("training", value, "allowed: a mapping of TrainingArguments fields")
+                blocks[key] = value
+            elif config_class is not None:
+                blocks[key] = None if value is None else _build(config_class, value, key)
+            else:
+                allowed = _allowed_keys()
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise RecipeError(str(key), value, f"unknown key; {hint}allowed keys: {', '.join(allowed)}")
+        recipe = cls(**blocks)
         if base_dir is not None and recipe.data is not None:
             for key in ("train_file", "validation_file"):
                 value = getattr(recipe.data, key)
@@ -135,11 +149,19 @@ class Recipe:
         return cls.from_yaml(recipe)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (YAML-ready) with the blocks that are set."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {})}
+        """A plain dict (YAML-ready) with the blocks that are set: model, data, techniques, export, training."""
+        blocks = {"model": self.model, "data": self.data, **self.techniques, "export": self.export}
+        out = {k: dataclasses.asdict(v) for k, v in blocks.items() if v is not None}
+        if self.training:
+            out["training"] = dict(self.training)
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _allowed_keys() -> list[str]:
+    return ["model", "data", *(t.name for t in registered_techniques()), "export", "training"]
 
 
 class _YamlLoader(yaml.SafeLoader):

@@ -1,14 +1,17 @@
-"""CompressionTrainer: a ``transformers.Trainer`` that adds a teacher and a recipe, and nothing else.
+"""CompressionTrainer: a ``transformers.Trainer`` that runs the techniques of a recipe, and nothing else.
 
-With no teacher and no recipe it is the plain ``Trainer``. With a teacher, every training step also runs the
-teacher (eval mode, no grad, on the student's device) and the loss becomes the distillation loss of
-:class:`~hf_compress.distillation.DistillationLoss`; its terms are logged next to the task loss.
+With no teacher and no recipe it is the plain ``Trainer``. It builds one :class:`~hf_compress.technique.Technique`
+per technique block of the recipe (from the registry, in surgery order), adds the loss terms of those that
+contribute one and logs them next to the task loss, trains the parameters they own, prepares the models they run
+beside the trained one (a teacher) with Accelerate in evaluation mode, and checks a checkpoint before resuming.
+Technique state goes into checkpoints through the techniques' own ``on_save`` events.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +19,6 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .callbacks import GradualPruningCallback, LowRankCallback, QATCallback
 from .checkpoints import (
     RECIPE_FILE,
     CheckpointError,
@@ -24,28 +26,40 @@ from .checkpoints import (
     check_checkpoint,
     latest_complete_checkpoint,
 )
-from .distillation import DistillationLoss, check_teacher_student
-from .files import atomic_write_text, save_torch_state
-from .recipe import DistillationConfig, ExportConfig, Recipe, RecipeError
+from .export import ExportData
+from .files import atomic_write_text
+from .recipe import ExportConfig, Recipe
+from .technique import Technique, registered_techniques
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["COMPRESSION_STATE_NAME", "CompressionTrainer"]
+__all__ = ["CompressionTrainer"]
 
-#: The file, beside each checkpoint, that holds training-only compression state needed to resume.
-COMPRESSION_STATE_NAME = "compression_state.pt"
+
+class _RecipeInCheckpoints(TrainerCallback):
+    """Write the recipe into every checkpoint folder, so that resuming can check it is the same."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
 
 
 class CompressionTrainer(Trainer):
-    """``Trainer`` + knowledge distillation from a ``teacher``, configured by a ``recipe``.
+    """``Trainer`` + the techniques of a ``recipe`` (and distillation from a ``teacher``).
 
     Args:
-        teacher: the teacher model. It is put in eval mode, frozen, moved to the student's device, and kept out of
-            the optimizer, the distributed wrapper and the checkpoints.
-        recipe: a :class:`Recipe`, a dict or a YAML path. Its ``distillation`` block configures the loss (defaults
-            of :class:`DistillationConfig` when a teacher is given without one).
+        teacher: the teacher model, for a technique that distils (with the recipe's ``distillation`` block, or its
+            defaults when the recipe has none). It is put in eval mode, frozen, prepared by Accelerate in
+            evaluation mode when training starts, and kept out of the optimizer, the distributed wrapper and the
+            checkpoints.
+        recipe: a :class:`Recipe`, a dict or a YAML path: one technique per technique block.
         teacher_processing_class: the teacher's tokenizer, checked against the student's when both are given.
-        All other arguments are those of :class:`transformers.Trainer`.
+        All other arguments are those of :class:`transformers.Trainer`; technique callbacks given in ``callbacks``
+        are run like the recipe's.
     """
 
     def __init__(
@@ -59,66 +73,59 @@ class CompressionTrainer(Trainer):
         **kwargs,
     ):
         self.recipe = Recipe.coerce(recipe)
-        if teacher is None and self.recipe.distillation is not None:
-            raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")
-        technique_callbacks = self._callbacks_from_recipe()
-        kwargs["callbacks"] = [*technique_callbacks, *(kwargs.get("callbacks") or [])]
+        resources = {"teacher": teacher, "teacher_processing_class": teacher_processing_class}
+        from_recipe = self._techniques_from_recipe(resources)
+        extra = [_RecipeInCheckpoints(self.recipe)] if not self.recipe.is_empty else []
+        kwargs["callbacks"] = [*from_recipe, *extra, *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, **kwargs)
         if self.args.device.type == "cpu" and self.args.device.index is not None:  # DDP on the CPU: cpu:0
             allow_loading_onto_indexed_cpu()
-        for callback in reversed(technique_callbacks):  # first, so that reporting integrations see their logs
+        for callback in reversed(from_recipe):  # first, so that reporting integrations see their logs
             self.callback_handler.callbacks.remove(callback)
             self.callback_handler.callbacks.insert(0, callback)
-        self.teacher = teacher
-        self.distillation: DistillationLoss | None = None
+        self._frozen_prepared = False
         self._loss_terms: dict[str, torch.Tensor] = {}
         self._loss_term_steps = 0
-        if teacher is not None:
-            check_teacher_student(self.model, teacher, self.processing_class, teacher_processing_class)
-            teacher.eval()
-            teacher.requires_grad_(False)
-            teacher.to(self.args.device)
-            config = self.recipe.distillation or DistillationConfig()
-            self.distillation = DistillationLoss(config, self.model.config, teacher.config).to(self.args.device)
-            if self.distillation.needs_attentions:
-                for m in (self.model, teacher):  # attention maps come from the eager path; models that cannot
-                    if m._can_set_attn_implementation():  # switch (BERT) fall back to it by themselves
-                        m.set_attn_implementation("eager")
+        for technique in self.techniques:
+            technique.loss_routed = technique.contributes_loss
+        if any(t.contributes_loss for t in self.techniques):
             # Every term is a mean over its micro-batch; the Trainer then divides by the accumulation steps.
             self.model_accepts_loss_kwargs = False
 
-    def _callbacks_from_recipe(self) -> list[TrainerCallback]:
-        """One callback per technique block of the recipe."""
-        callbacks: list[TrainerCallback] = []
-        if self.recipe.lowrank is not None:  # first: pruning and QAT then see the factorized layers
-            callbacks.append(LowRankCallback(self.recipe.lowrank))
-        if self.recipe.pruning is not None:
-            callbacks.append(GradualPruningCallback(self.recipe.pruning))
-        if self.recipe.quantization is not None:
-            callbacks.append(QATCallback(self.recipe.quantization))
-        return callbacks
+    def _techniques_from_recipe(self, resources: dict[str, Any]) -> list[Technique]:
+        """One technique per technique block of the recipe (or called for by ``resources``), in surgery order."""
+        techniques = []
+        for technique_class in registered_techniques():
+            config = self.recipe.techniques.get(technique_class.name) or technique_class.default_config(**resources)
+            if config is not None:
+                techniques.append(technique_class.from_recipe(config, **resources))
+        return techniques
+
+    @property
+    def techniques(self) -> list[Technique]:
+        """Every technique this Trainer runs (the recipe's and those passed as callbacks), in callback order."""
+        return [cb for cb in self.callback_handler.callbacks if isinstance(cb, Technique)]
 
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.distillation is None or not model.training:
+        """The task loss, with the terms of the techniques that contribute one (in training)."""
+        contributors = [t for t in self.techniques if t.contributes_loss]
+        if not contributors or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        need = {
-            "output_hidden_states": self.distillation.needs_hidden_states,
-            "output_attentions": self.distillation.needs_attentions,
-        }
-        outputs = model(**inputs, **need)
-        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        self.teacher.eval()
-        with torch.no_grad():
-            teacher_outputs = self.teacher(**teacher_inputs, **need)
-        loss, terms = self.distillation(outputs, teacher_outputs, inputs.get("labels"), inputs.get("attention_mask"))
-        for name, value in terms.items():
-            self._loss_terms[name] = self._loss_terms.get(name, 0.0) + value
+        forward: dict[str, Any] = {}
+        for technique in contributors:
+            forward.update({k: v or forward.get(k, False) for k, v in technique.forward_kwargs().items()})
+        outputs = model(**inputs, **forward)
+        loss = outputs.loss
+        for technique in contributors:
+            loss, terms = technique.loss(inputs, outputs, loss)
+            for name, value in terms.items():
+                self._loss_terms[name] = self._loss_terms.get(name, 0.0) + value
         self._loss_term_steps += 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of each distillation term since the last log (``loss_task``, ``loss_kd``, ...)."""
+        """Add the mean of each technique loss term since the last log (``loss_task``, ``loss_kd``, ...)."""
         if "loss" in logs and self._loss_term_steps:
             for name, total in self._loss_terms.items():
                 mean = self.accelerator.gather(total.reshape(1) / self._loss_term_steps).mean()
@@ -127,10 +134,13 @@ class CompressionTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ optimizer
+    def _technique_parameters(self) -> list[nn.Parameter]:
+        return [p for t in self.techniques for p in t.trainable_parameters()]
+
     def create_optimizer(self):
-        """The Trainer's optimizer plus a group for the distillation projections (trained, not saved in the model)."""
+        """The Trainer's optimizer plus a group for the techniques' own parameters (not saved in the model)."""
         optimizer = super().create_optimizer()
-        extra = [p for p in self._training_only_parameters() if p.requires_grad]
+        extra = [p for p in self._technique_parameters() if p.requires_grad]
         if extra and not any(p is extra[0] for group in optimizer.param_groups for p in group["params"]):
             optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
 
@@ -141,50 +151,25 @@ class CompressionTrainer(Trainer):
             optimizer.register_step_post_hook(clear_gradients)
         return optimizer
 
-    def _training_only_parameters(self) -> list[nn.Parameter]:
-        return list(self.distillation.parameters()) if self.distillation is not None else []
-
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Parameters outside the DDP-wrapped model get no gradient all-reduce: average them by hand.
         if self.accelerator.num_processes > 1:
-            for parameter in self._training_only_parameters():
+            for parameter in self._technique_parameters():
                 if parameter.grad is not None:
                     torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
                     parameter.grad.div_(self.accelerator.num_processes)
         return loss
 
-    # ------------------------------------------------------------------------------------------ checkpoints
-    def compression_state_dict(self) -> dict:
-        """Training-only state needed to resume exactly (the distillation projections, ...)."""
-        state = {}
-        if self.distillation is not None and len(self.distillation.state_dict()):
-            state["distillation"] = self.distillation.state_dict()
-        return state
-
-    def load_compression_state_dict(self, state: dict) -> None:
-        if "distillation" in state and self.distillation is not None:
-            self.distillation.load_state_dict(state["distillation"])
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        state = self.compression_state_dict()
-        if state:
-            save_torch_state(state, os.path.join(folder, COMPRESSION_STATE_NAME))
-        if self.recipe != Recipe():
-            atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
-
+    # ------------------------------------------------------------------------------------------ training
     def _checkpoint_state_files(self) -> list[str]:
-        """The state files a checkpoint of this run must hold to resume exactly (each technique's, and ours)."""
-        files = [name for cb in self.callback_handler.callbacks if (name := getattr(cb, "checkpoint_file", None))]
-        return files + ([COMPRESSION_STATE_NAME] if self.compression_state_dict() else [])
+        """The state files a checkpoint of this run must hold to resume exactly (one per technique with state)."""
+        return [t.state_file for t in self.techniques if t.has_state()]
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a checkpoint to resume from is checked first (complete, readable, same recipe and model
-        shape), and ``resume_from_checkpoint=True`` takes the latest *complete* checkpoint of ``output_dir``."""
+        shape), and ``resume_from_checkpoint=True`` takes the latest *complete* checkpoint of ``output_dir``. Models
+        that run beside the trained one (a teacher) are prepared by Accelerate in evaluation mode first."""
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             files = self._checkpoint_state_files()
             # the optimizer and scheduler, when the Trainer itself saves them as files (not DeepSpeed or FSDP)
@@ -194,26 +179,21 @@ class CompressionTrainer(Trainer):
                 resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir, files, required)
                 if resume_from_checkpoint is None:
                     raise CheckpointError(f"resume_from_checkpoint: no complete checkpoint in {self.args.output_dir}")
-            recipe = self.recipe.to_dict() if self.recipe != Recipe() else None
+            recipe = None if self.recipe.is_empty else self.recipe.to_dict()
             model = self.accelerator.unwrap_model(self.model)
             check_checkpoint(resume_from_checkpoint, files, recipe, getattr(model, "config", None), required)
+        for technique in self.techniques:  # their state is read from this folder, wherever it is
+            technique.resume_from = str(resume_from_checkpoint) if resume_from_checkpoint else None
+        if not self._frozen_prepared:
+            for technique in self.techniques:
+                technique.prepare_frozen_models(lambda m: self.accelerator.prepare_model(m, evaluation_mode=True))
+            self._frozen_prepared = True
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        for callback in self.callback_handler.callbacks:  # their state is read from this folder too, wherever it is
-            if getattr(callback, "checkpoint_file", None):
-                callback.resumed_checkpoint = str(resume_from_checkpoint)
-        path = os.path.join(resume_from_checkpoint, COMPRESSION_STATE_NAME)
-        if os.path.isfile(path):
-            self.load_compression_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        elif self.compression_state_dict():
-            logger.warning(f"{path} not found: the distillation projections restart from their initial values")
 
     # ------------------------------------------------------------------------------------------ export
     def export(
@@ -228,41 +208,44 @@ class CompressionTrainer(Trainer):
     ) -> dict:
         """Export the trained model through Optimum (see :func:`hf_compress.export.export_model`); return the report.
 
-        Defaults come from the recipe's ``export`` block: ``int8`` (``none``, ``qat``, ``dynamic``, ``static``),
-        calibration and opset. The exported model is evaluated on ``eval_dataset`` (default: the Trainer's) with the
-        Trainer's collator and ``compute_metrics``; ``static`` calibrates on ``calibration_dataset`` (default: the
-        training set). The folder (default ``output_dir/onnx`` or ``output_dir/onnx-int8-<route>``) is what
-        :meth:`push_to_hub` uploads afterwards; an earlier export there is replaced only with ``overwrite=True``.
-        With the recipe's ``export.max_metric_drop``, :class:`~hf_compress.export.MetricDropError` is raised (the
-        folder kept) when the exported model's metric drops by more.
+        Defaults come from the recipe's ``export`` block (an :class:`ExportConfig`): ``int8`` (``none`` or a route
+        of :data:`~hf_compress.int8.INT8_ROUTES`), calibration and opset. The exported model is evaluated on
+        ``eval_dataset`` (default: the Trainer's) with the Trainer's collator and ``compute_metrics``; ``static``
+        calibrates on ``calibration_dataset`` (default: the training set). The folder (default ``output_dir/onnx``
+        or ``output_dir/onnx-int8-<route>``) is what :meth:`push_to_hub` uploads afterwards; an earlier export
+        there is replaced only with ``overwrite=True``. With the recipe's ``export.max_metric_drop``,
+        :class:`~hf_compress.export.MetricDropError` is raised (the folder kept) when the metric drops by more.
         """
+        import dataclasses
+
         from .export import MetricDropError, export_model
 
         config = self.recipe.export or ExportConfig()
-        int8 = int8 or config.int8
+        if int8 is not None:
+            config = dataclasses.replace(config, int8=int8)
+        int8 = config.int8
         if output_dir is None:
             output_dir = os.path.join(self.args.output_dir, "onnx" if int8 == "none" else f"onnx-int8-{int8}")
         if not self.is_world_process_zero():
             self.accelerator.wait_for_everyone()
             return {}
         try:
-            report = export_model(
-                self.accelerator.unwrap_model(self.model),
-                self.processing_class,
-                output_dir,
-                int8=int8,
+            data = ExportData(
                 eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
                 data_collator=self.data_collator,
                 compute_metrics=self.compute_metrics,
                 calibration_dataset=calibration_dataset if calibration_dataset is not None else self.train_dataset,
-                calibration=config.calibration,
-                opset=config.opset,
-                recipe=self.recipe.to_dict() if self.recipe != Recipe() else None,
-                base_model=base_model,
                 batch_size=self.args.per_device_eval_batch_size,
+            )
+            report = export_model(
+                self.accelerator.unwrap_model(self.model),
+                self.processing_class,
+                output_dir,
+                config,
+                data,
+                recipe=None if self.recipe.is_empty else self.recipe.to_dict(),
+                base_model=base_model,
                 overwrite=overwrite,
-                max_metric_drop=config.max_metric_drop,
-                reduce_range=config.reduce_range,
             )
         except MetricDropError:  # the folder is complete and kept: it is still what push_to_hub would upload
             self.export_dir = str(output_dir)

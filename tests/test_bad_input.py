@@ -16,7 +16,7 @@ from conftest import NER_LABELS, tiny_bert_config
 from test_trainer import args_for, ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
-from hf_compress import CompressionTrainer, Recipe, RecipeError, export_model
+from hf_compress import CompressionTrainer, ExportConfig, ExportData, Recipe, RecipeError, export_model
 from hf_compress.checkpoints import CheckpointError
 from hf_compress.cli import main as cli_main
 from hf_compress.files import check_output_dir, staged_directory
@@ -326,7 +326,7 @@ def test_export_over_an_earlier_export_needs_overwrite(ner_model, tokenizer, tmp
     with pytest.raises(FileExistsError, match="already exists and is not empty.*--overwrite"):
         export_model(ner_model, tokenizer, target)
     assert snapshot(target) == before
-    report = export_model(ner_model, tokenizer, target, int8="dynamic", overwrite=True)
+    report = export_model(ner_model, tokenizer, target, ExportConfig(int8="dynamic"), overwrite=True)
     assert report["int8"] == "dynamic" and json.loads((target / "export_report.json").read_text())["int8"] == "dynamic"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
@@ -357,8 +357,8 @@ def test_staged_directory_keeps_the_old_folder_when_the_block_fails(tmp_path):
 
 
 def test_opset_too_low(ner_model, tokenizer, tmp_path):
-    with pytest.raises(ValueError, match="opset 13 is too low.*allowed: opset >= 14"):
-        export_model(ner_model, tokenizer, tmp_path / "onnx", opset=13)
+    with pytest.raises(ValueError, match=r"'opset': got 13; too low.*allowed: opset >= 14"):
+        export_model(ner_model, tokenizer, tmp_path / "onnx", ExportConfig(opset=13))
     with pytest.raises(RecipeError, match=r"'export.opset': got 12"):
         Recipe.from_dict({"export": {"opset": 12}})
 
@@ -370,8 +370,7 @@ def test_evaluation_sequences_longer_than_the_model(ner_model, tokenizer, tmp_pa
             ner_model,
             tokenizer,
             tmp_path / "onnx",
-            eval_dataset=data,
-            data_collator=DataCollatorForTokenClassification(tokenizer),
+            data=ExportData(eval_dataset=data, data_collator=DataCollatorForTokenClassification(tokenizer)),
         )
     assert not (tmp_path / "onnx").exists()
 
@@ -393,7 +392,7 @@ def test_inference_on_text_longer_than_the_model_truncates(ner_model, tokenizer,
 
 def test_max_metric_drop_needs_evaluation_data(ner_model, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="max_metric_drop needs evaluation data"):
-        export_model(ner_model, tokenizer, tmp_path / "onnx", max_metric_drop=0.01)
+        export_model(ner_model, tokenizer, tmp_path / "onnx", ExportConfig(max_metric_drop=0.01))
 
 
 def test_cli_export_of_a_folder_without_its_tokenizer(model_dir, tmp_path, capsys):

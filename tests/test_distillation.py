@@ -7,7 +7,7 @@ import torch
 from conftest import NER_LABELS, tiny_bert_config
 from transformers import AutoModelForTokenClassification, BertForTokenClassification
 
-from hf_compress import DistillationConfig, LayerLossConfig, RecipeError
+from hf_compress import DistillationConfig, LayerLossConfig
 from hf_compress.distillation import (
     DistillationLoss,
     attention_loss,
@@ -15,8 +15,9 @@ from hf_compress.distillation import (
     distillation_loss,
     hidden_state_loss,
     soft_target_loss,
-    student_from_teacher,
 )
+from hf_compress.modules import SettingError
+from hf_compress.students import student_from_teacher
 
 # ------------------------------------------------------------------------------------------- soft targets
 
@@ -120,11 +121,11 @@ def test_distillation_loss_module_projections_and_layer_map_checks(tokenizer):
     module = DistillationLoss(DistillationConfig(hidden_states=LayerLossConfig()), student_cfg, teacher_cfg)
     assert module.hidden_layer_map == {0: 1, 1: 3}
     assert set(module.projections) == {"0", "1"} and module.projections["0"].in_features == 16
-    with pytest.raises(RecipeError, match=r"layer_map\.5.*student has 2 layers"):
+    with pytest.raises(SettingError, match=r"layer_map\.5.*student has 2 layers"):
         DistillationLoss(DistillationConfig(hidden_states=LayerLossConfig(layer_map={5: 1})), student_cfg, teacher_cfg)
-    with pytest.raises(RecipeError, match=r"teacher has 4 layers"):
+    with pytest.raises(SettingError, match=r"teacher has 4 layers"):
         DistillationLoss(DistillationConfig(hidden_states=LayerLossConfig(layer_map={0: 4})), student_cfg, teacher_cfg)
-    with pytest.raises(RecipeError, match="same number of heads"):
+    with pytest.raises(SettingError, match="same number of heads"):
         DistillationLoss(
             DistillationConfig(attentions=LayerLossConfig()),
             tiny_bert_config(len(tokenizer), NER_LABELS, num_attention_heads=2),
@@ -173,7 +174,7 @@ def test_student_from_teacher_reproduces_chosen_layers(tiny_ner_teacher, tmp_pat
 
 
 def test_student_from_teacher_rejects_bad_layers(tiny_ner_teacher):
-    with pytest.raises(RecipeError, match=r"from_teacher_layers.*allowed 0\.\.3"):
+    with pytest.raises(SettingError, match=r"from_teacher_layers.*allowed 0\.\.3"):
         student_from_teacher(tiny_ner_teacher, [0, 4])
     with pytest.raises(ValueError, match="at least one layer"):
         student_from_teacher(tiny_ner_teacher, [])

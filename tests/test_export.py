@@ -19,7 +19,7 @@ from transformers import (
     FNetForTokenClassification,
 )
 
-from hf_compress import CompressionTrainer, export_model
+from hf_compress import CompressionTrainer, ExportConfig, ExportData, export_model
 from hf_compress.export import matmul_nodes
 from hf_compress.quantization import qat_modules
 from hf_compress.recipe import DataConfig
@@ -142,13 +142,13 @@ def test_qat_graph_carries_the_learned_scales_and_pruned_zeros(trained, tmp_path
 def test_export_errors_are_clear(trained, tokenizer, tmp_path):
     plain = BertForSequenceClassification(tiny_bert_config(len(tokenizer), ["neg", "pos"], num_hidden_layers=2))
     with pytest.raises(ValueError, match="needs a model trained with quantization-aware training"):
-        export_model(plain, tokenizer, tmp_path / "a", int8="qat")
+        export_model(plain, tokenizer, tmp_path / "a", ExportConfig(int8="qat"))
     with pytest.raises(ValueError, match="'static' needs calibration data"):
-        export_model(plain, tokenizer, tmp_path / "b", int8="static")
+        export_model(plain, tokenizer, tmp_path / "b", ExportConfig(int8="static"))
     with pytest.raises(ValueError, match="cannot export BertForMaskedLM.*token classification and sequence"):
         export_model(BertForMaskedLM(plain.config), tokenizer, tmp_path / "c")
     with pytest.raises(ValueError, match="allowed: none, qat, dynamic, static"):
-        export_model(plain, tokenizer, tmp_path / "d", int8="int4")
+        export_model(plain, tokenizer, tmp_path / "d", ExportConfig(int8="int4"))
     fnet = FNetForTokenClassification(FNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_labels=3))
     with pytest.raises(ValueError, match="Optimum cannot export FNetForTokenClassification for token-classification"):
         export_model(fnet, None, tmp_path / "e")
@@ -159,7 +159,11 @@ def test_sequence_classification_export(tokenizer, tmp_path):
     model = BertForSequenceClassification(tiny_bert_config(len(tokenizer), ["neg", "pos"], num_hidden_layers=2))
     data = cls_dataset(tokenizer)
     report = export_model(
-        model, tokenizer, tmp_path, int8="dynamic", eval_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)
+        model,
+        tokenizer,
+        tmp_path,
+        ExportConfig(int8="dynamic"),
+        ExportData(eval_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)),
     )
     assert report["task"] == "text-classification" and report["parity"]["num_positions"] == len(data)
     ORTModelForSequenceClassification.from_pretrained(tmp_path)

@@ -29,8 +29,7 @@ from conftest import NER_LABELS, WORDS, tiny_bert_config
 from safetensors.torch import load_file
 from transformers import BertForTokenClassification, BertTokenizerFast
 
-from hf_compress.callbacks.pruning import PRUNING_STATE_NAME
-from hf_compress.callbacks.quantization import QAT_STATE_NAME
+from hf_compress import GradualPruningCallback, QATCallback
 
 # 40 sentences, batch 4: 10 optimizer steps an epoch; the resumed runs cross into (or restart inside) epoch 2.
 TRAIN_SENTENCES, BATCH_SIZE, MAX_STEPS = 40, 4, 18
@@ -191,16 +190,16 @@ def assert_same_result(output_dir: Path, uninterrupted: Path) -> None:
     # pruning masks: the zeros of the final weights and the masks of the last checkpoint
     for name, weight in pruned_weights(resumed).items():
         assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
-    expected_masks = load_state(uninterrupted / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
-    resumed_masks = load_state(output_dir / f"checkpoint-{MAX_STEPS}" / PRUNING_STATE_NAME)
+    expected_masks = load_state(uninterrupted / f"checkpoint-{MAX_STEPS}" / GradualPruningCallback.state_file)
+    resumed_masks = load_state(output_dir / f"checkpoint-{MAX_STEPS}" / GradualPruningCallback.state_file)
     assert expected_masks["sparsity"] == resumed_masks["sparsity"] == 0.5
     assert expected_masks["masks"].keys() == resumed_masks["masks"].keys() and expected_masks["masks"]
     for name, mask in expected_masks["masks"].items():
         assert torch.equal(mask, resumed_masks["masks"][name]), name
         assert torch.equal(mask, resumed[name.removesuffix("_mask")] != 0), name
     # QAT: the observers' ranges saved beside the final model (the int8 export's scales)
-    expected_ranges = load_state(uninterrupted / QAT_STATE_NAME)
-    resumed_ranges = load_state(output_dir / QAT_STATE_NAME)
+    expected_ranges = load_state(uninterrupted / QATCallback.state_file)
+    resumed_ranges = load_state(output_dir / QATCallback.state_file)
     assert expected_ranges.keys() == resumed_ranges.keys() and expected_ranges
     for name, ranges in expected_ranges.items():
         assert bool(ranges["observed"]) and bool(resumed_ranges[name]["observed"]), name
@@ -221,7 +220,8 @@ def test_sigkill_then_resume_from_the_command_line_equals_the_uninterrupted_run(
     assert checkpoints[-1] == step and not (output_dir / "model.safetensors").exists()
     killed_at = output_dir / f"checkpoint-{step}"
     assert json.loads((killed_at / "trainer_state.json").read_text())["global_step"] == step
-    pruning, observers = load_state(killed_at / PRUNING_STATE_NAME), load_state(killed_at / QAT_STATE_NAME)
+    pruning = load_state(killed_at / GradualPruningCallback.state_file)
+    observers = load_state(killed_at / QATCallback.state_file)
     if phase == "pruning ramp":
         assert PRUNE_START < step < PRUNE_END and 0.0 < pruning["sparsity"] < 0.5
         assert step < QAT_START and not any(bool(o["observed"]) for o in observers.values())

@@ -9,7 +9,15 @@ from conftest import NER_LABELS, tiny_bert_config
 from test_trainer import args_for, flat_params, ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification, Trainer
 
-from hf_compress import CompressionTrainer, LowRankCallback, LowRankConfig, Recipe, RecipeError, export_model
+from hf_compress import (
+    CompressionTrainer,
+    ExportData,
+    LowRankCallback,
+    LowRankConfig,
+    Recipe,
+    RecipeError,
+    export_model,
+)
 from hf_compress.lowrank import (
     LowRankLinear,
     choose_rank,
@@ -82,8 +90,9 @@ def test_factorized_model_saves_loads_exports_and_merges(tokenizer, tmp_path):
         model,
         tokenizer,
         tmp_path / "onnx",
-        eval_dataset=ner_dataset(tokenizer, n=16),
-        data_collator=DataCollatorForTokenClassification(tokenizer),
+        data=ExportData(
+            eval_dataset=ner_dataset(tokenizer, n=16), data_collator=DataCollatorForTokenClassification(tokenizer)
+        ),
     )
     assert report["parity"]["max_abs_logit_diff"] < 1e-4
     matmuls = [n.name for n in onnx.load(tmp_path / "onnx" / "model.onnx").graph.node if n.op_type == "MatMul"]
@@ -134,8 +143,14 @@ def test_lowrank_recipe_composes_with_pruning_and_qat(tokenizer, tmp_path):
     with pytest.raises(RecipeError, match=r"lowrank\.energy.*\(0\.0, 1\.0\]"):
         Recipe.from_dict({"lowrank": {"energy": 1.5}})
     assert LowRankConfig(rank_ratio=0.5).targets is None
+    with pytest.raises(ValueError, match=r"'targets': got '\*\.ffn\.lin1'"):
+        factorize_model(tiny_model(tokenizer), ["*.ffn.lin1"], rank=2)  # torch level: the setting
     with pytest.raises(RecipeError, match=r"lowrank\.targets.*'\*\.ffn\.lin1'"):
-        factorize_model(tiny_model(tokenizer), ["*.ffn.lin1"], rank=2)
+        CompressionTrainer(
+            model=tiny_model(tokenizer),
+            args=args_for(tmp_path),
+            recipe={"lowrank": {"targets": ["*.ffn.lin1"], "rank": 2}},
+        )
 
 
 def test_lora_student_distils_and_exports_merged(tokenizer, tmp_path):

@@ -12,11 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from test_trainer import args_for, ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification, Trainer
 
-from hf_compress import QATCallback, export_model
+from hf_compress import ExportConfig, QATCallback, export_model
 from hf_compress.configs import CalibrationConfig
 from hf_compress.int8 import _dequantize_only_for, _weight_range, matmul_nodes, quantize_onnx
 from hf_compress.quantization import (
-    _int8_probe_model,
     int8_kernel,
     load_qat_state_dict,
     qat_modules,
@@ -24,6 +23,7 @@ from hf_compress.quantization import (
     saturating_matmul,
     set_qat_phase,
 )
+from hf_compress.quantization.fake_quant import _int8_probe_model
 
 NUM_LAYERS = 2
 
@@ -58,7 +58,7 @@ def _layer_outputs(graph) -> list[str]:
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_path, reduce_range):
     model = _qat_model(tokenizer, tmp_path, reduce_range)
-    report = export_model(model, tokenizer, tmp_path / "onnx", int8="qat")
+    report = export_model(model, tokenizer, tmp_path / "onnx", ExportConfig(int8="qat"))
     qmax = 64 if reduce_range else 127
     assert report["reduce_range"] is reduce_range and report["weight_levels"] == f"[-{qmax}, {qmax}]"
     assert report["int8_kernel"] == int8_kernel().description and report["float_readers_restored"] == 4 * NUM_LAYERS

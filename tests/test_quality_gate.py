@@ -9,7 +9,7 @@ from test_trainer import ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
 import hf_compress.export as export_module
-from hf_compress import export_model
+from hf_compress import ExportConfig, ExportData, export_model
 from hf_compress.cli import main as cli_main
 from hf_compress.export import MetricDropError, _quality_gate
 from hf_compress.tasks import ner_metrics
@@ -29,17 +29,17 @@ def test_gate_compares_the_task_metric_exactly():
 def model_and_data(tokenizer):
     torch.manual_seed(0)
     model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1)).eval()
-    kwargs = dict(
+    data = ExportData(
         eval_dataset=ner_dataset(tokenizer, n=16, seed=1),
         data_collator=DataCollatorForTokenClassification(tokenizer),
         compute_metrics=ner_metrics(model.config.id2label),
     )
-    return model, kwargs
+    return model, data
 
 
 def test_fp32_export_passes_a_zero_drop_gate(model_and_data, tokenizer, tmp_path):
-    model, kwargs = model_and_data
-    report = export_model(model, tokenizer, tmp_path / "onnx", max_metric_drop=0.0, **kwargs)
+    model, data = model_and_data
+    report = export_model(model, tokenizer, tmp_path / "onnx", ExportConfig(max_metric_drop=0.0), data)
     assert report["quality_gate"]["passed"] is True and report["quality_gate"]["drop"] == 0.0
     assert json.loads((tmp_path / "onnx" / "export_report.json").read_text())["quality_gate"]["passed"] is True
 
@@ -58,11 +58,11 @@ def onnx_scores_lower(monkeypatch):
 
 
 def test_a_drop_beyond_the_gate_fails_and_keeps_the_export(model_and_data, tokenizer, tmp_path, onnx_scores_lower):
-    model, kwargs = model_and_data
+    model, data = model_and_data
     with pytest.raises(
         MetricDropError, match=r"f1 fell by 0\.1000 .* more than max_metric_drop=0\.05; .* kept in"
     ) as e:
-        export_model(model, tokenizer, tmp_path / "onnx", max_metric_drop=0.05, **kwargs)
+        export_model(model, tokenizer, tmp_path / "onnx", ExportConfig(max_metric_drop=0.05), data)
     saved = json.loads((tmp_path / "onnx" / "export_report.json").read_text())
     assert saved["quality_gate"]["passed"] is False and e.value.report["quality_gate"] == saved["quality_gate"]
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "README.md").is_file()

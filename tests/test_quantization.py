@@ -16,8 +16,14 @@ from transformers import (
     TrainerCallback,
 )
 
-from hf_compress import GradualPruningCallback, QATCallback, QuantizationConfig, Recipe, RecipeError
-from hf_compress.callbacks.quantization import QAT_STATE_NAME
+from hf_compress import (
+    CompressionTrainer,
+    GradualPruningCallback,
+    QATCallback,
+    QuantizationConfig,
+    Recipe,
+    RecipeError,
+)
 from hf_compress.quantization import (
     FakeQuantLinear,
     activation_qparams,
@@ -132,7 +138,7 @@ def test_scales_stop_changing_after_freeze_and_logs(tokenizer, tmp_path):
     logs = {log["step"]: log for log in trainer.state.log_history if "loss" in log}
     assert (logs[2]["qat_active"], logs[3]["qat_active"], logs[5]["qat_observers_frozen"]) == (0.0, 1.0, 0.0)
     assert logs[16]["qat_observers_frozen"] == 1.0 and logs[16]["qat_mean_input_scale"] > 0
-    assert (tmp_path / QAT_STATE_NAME).is_file()  # beside the final model, for `hf-compress export --int8 qat`
+    assert (tmp_path / QATCallback.state_file).is_file()  # beside the final model, for `hf-compress export --int8 qat`
 
 
 def test_phase_counts_optimizer_steps_under_gradient_accumulation(tokenizer, tmp_path):
@@ -173,7 +179,7 @@ def test_resume_in_the_middle_of_qat_gives_the_same_scales(tokenizer, tmp_path):
     full = run()
     full.train()
     checkpoint = tmp_path / "run" / "checkpoint-6"
-    assert (checkpoint / QAT_STATE_NAME).is_file()
+    assert (checkpoint / QATCallback.state_file).is_file()
     assert set(load_file(checkpoint / "model.safetensors")) == set(tiny_model(tokenizer).state_dict())
     AutoModelForTokenClassification.from_pretrained(checkpoint)  # plain loading works mid-QAT
     resumed = run()
@@ -197,9 +203,13 @@ def test_bad_quantization_blocks(block, message):
         Recipe.from_dict({"quantization": block})
 
 
-def test_bad_targets_and_export_without_qat_fail_early(tokenizer):
+def test_bad_targets_and_export_without_qat_fail_early(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match=r"'targets': got '\*\.ffn\.lin1'.*matches no nn\.Linear"):
+        convert_to_qat(tiny_model(tokenizer), ["*.ffn.lin1"])  # torch level: the setting; the recipe adds the key
     with pytest.raises(RecipeError, match=r"quantization\.targets.*'\*\.ffn\.lin1'.*matches no nn\.Linear"):
-        convert_to_qat(tiny_model(tokenizer), ["*.ffn.lin1"])
+        CompressionTrainer(
+            model=tiny_model(tokenizer), args=args_for(tmp_path), recipe={"quantization": {"targets": ["*.ffn.lin1"]}}
+        )
     with pytest.raises(RecipeError, match=r"export\.int8.*needs a 'quantization' block"):
         Recipe.from_dict({"export": {"int8": "qat"}})
     with pytest.raises(RecipeError, match=r"export\.int8.*allowed: none, qat, dynamic, static"):

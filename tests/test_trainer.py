@@ -20,8 +20,8 @@ from transformers import (
 )
 
 from hf_compress import CompressionTrainer, student_from_teacher
+from hf_compress.distillation import DistillationCallback
 from hf_compress.tasks import classification_metrics, ner_metrics
-from hf_compress.trainer import COMPRESSION_STATE_NAME
 
 
 def ner_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
@@ -122,7 +122,7 @@ def test_distillation_token_classification(tokenizer, tiny_ner_teacher, tmp_path
     assert set(saved) == set(trainer.model.state_dict())
     reloaded = AutoModelForTokenClassification.from_pretrained(checkpoint)
     assert reloaded.config.num_hidden_layers == 2
-    assert not (checkpoint / COMPRESSION_STATE_NAME).exists()  # same widths: no projections to keep
+    assert not (checkpoint / DistillationCallback.state_file).exists()  # same widths: no projections to keep
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_f1"] <= 1.0 and "eval_loss" in metrics
 
@@ -148,19 +148,22 @@ def test_projections_are_trained_kept_out_of_the_student_and_resumed(tokenizer, 
         )
         return trainer
 
+    def projections(trainer):
+        return next(t for t in trainer.techniques if isinstance(t, DistillationCallback)).loss_module
+
     full = run(tmp_path / "full")
-    initial_projection = full.distillation.projections["0"].weight.detach().clone()
+    initial_projection = projections(full).projections["0"].weight.detach().clone()
     full.train()
-    assert not torch.equal(full.distillation.projections["0"].weight, initial_projection)  # trained
+    assert not torch.equal(projections(full).projections["0"].weight, initial_projection)  # trained
     checkpoint = tmp_path / "full" / "checkpoint-6"
-    assert (checkpoint / COMPRESSION_STATE_NAME).is_file()
+    assert (checkpoint / DistillationCallback.state_file).is_file()
     assert not any("projection" in key for key in load_file(checkpoint / "model.safetensors"))
 
     # resume from the middle: same final student and projections as the uninterrupted run
     resumed = run(tmp_path / "full")
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert torch.allclose(flat_params(resumed.model), flat_params(full.model), atol=1e-6)
-    assert torch.allclose(flat_params(resumed.distillation), flat_params(full.distillation), atol=1e-6)
+    assert torch.allclose(flat_params(projections(resumed)), flat_params(projections(full)), atol=1e-6)
 
 
 def test_distillation_sequence_classification(tokenizer, tiny_cls_teacher, tmp_path):

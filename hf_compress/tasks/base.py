@@ -20,6 +20,17 @@ class Task(abc.ABC):
     name: str
     auto_model_class: type
     metric_name: str  # the key of ``compute_metrics`` results that ranks models (``eval_<metric_name>``)
+    pipeline_tag: str  # Optimum's task for the ONNX export, and the Hub's pipeline tag
+
+    @property
+    def model_class_suffix(self) -> str:
+        """What the model classes of the task end with (``ForTokenClassification``)."""
+        return self.auto_model_class.__name__.removeprefix("AutoModel")
+
+    @property
+    def ort_model_class(self) -> str:
+        """The ``optimum.onnxruntime`` class that loads an export of the task."""
+        return "ORTModel" + self.model_class_suffix
 
     @abc.abstractmethod
     def load_raw(self, data: DataConfig) -> DatasetDict:

@@ -63,6 +63,7 @@ class TextClassificationTask(Task):
     name = "text-classification"
     auto_model_class = AutoModelForSequenceClassification
     metric_name = "accuracy"
+    pipeline_tag = "text-classification"
 
     def load_raw(self, data: DataConfig) -> DatasetDict:
         if data.train_file is not None:

@@ -143,6 +143,7 @@ class TokenClassificationTask(Task):
     name = "ner"
     auto_model_class = AutoModelForTokenClassification
     metric_name = "f1"
+    pipeline_tag = "token-classification"
 
     def load_raw(self, data: DataConfig) -> DatasetDict:
         if data.train_file is not None:

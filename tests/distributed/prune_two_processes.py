@@ -7,7 +7,7 @@ import torch
 from datasets import Dataset
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
-from hf_compress import CompressionTrainer
+from hf_compress import CompressionTrainer, DistillationCallback, GradualPruningCallback
 from hf_compress.quantization import activation_ranges
 
 out = sys.argv[1]
@@ -57,7 +57,7 @@ trainer = CompressionTrainer(
     model=model, teacher=teacher, args=args, recipe=recipe, train_dataset=Dataset.from_list(rows)
 )
 trainer.train()
-pruner = trainer.callback_handler.callbacks[0].pruner
+pruner = next(c for c in trainer.callback_handler.callbacks if isinstance(c, GradualPruningCallback)).pruner
 rank = trainer.args.process_index
 assert torch.distributed.get_backend() == "gloo"
 torch.save(
@@ -65,7 +65,7 @@ torch.save(
         "world_size": trainer.args.world_size,
         "masks": pruner.state_dict()["masks"],
         "weights": {k: v.clone() for k, v in model.state_dict().items()},
-        "projections": trainer.distillation.state_dict(),
+        "projections": next(c for c in trainer.techniques if isinstance(c, DistillationCallback)).state_dict(),
         "qat_ranges": activation_ranges(model),
     },
     f"{out}/rank{rank}.pt",

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pruning import select_linears
+from ..modules import match_linears
 
 __all__ = [
     "FakeQuantLinear",
@@ -262,11 +262,11 @@ def convert_to_qat(
     """Turn the targeted ``nn.Linear`` layers into inert :class:`FakeQuantLinear` in place; return them by name.
 
     ``targets`` are ``fnmatch`` patterns of module names (default: every linear inside the transformer layers);
-    a pattern that matches nothing raises :class:`~hf_compress.recipe.RecipeError`. ``reduce_range``: 7-bit weights
+    a pattern that matches nothing raises :class:`~hf_compress.modules.SettingError`. ``reduce_range``: 7-bit weights
     (levels ``[-64, 64]``). Converting twice is a no-op.
     """
     converted = {}
-    for name, module in select_linears(model, targets, "quantization.targets").items():
+    for name, module in match_linears(model, targets).items():
         if not isinstance(module, FakeQuantLinear):
             module.__class__ = FakeQuantLinear
             module._init_qat(averaging_constant, reduce_range)

@@ -1,4 +1,4 @@
-"""Knowledge distillation: losses (pure functions), the combined loss module, and students built from teacher layers.
+"""Knowledge distillation: the losses (pure functions) and the combined loss module with its projections.
 
 References: Hinton et al. (2015), "Distilling the Knowledge in a Neural Network" (soft targets, T^2 scaling);
 Jiao et al. (2020), "TinyBERT" (hidden-state and attention-map MSE with a layer map and a learned projection).
@@ -6,26 +6,23 @@ Jiao et al. (2020), "TinyBERT" (hidden-state and attention-map MSE with a layer 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
-from .configs import DistillationConfig, LayerLossConfig, RecipeError
+from ..modules import SettingError
+from .config import DistillationConfig, LayerLossConfig
 
 __all__ = [
     "DistillationLoss",
     "attention_loss",
-    "check_teacher_student",
     "default_layer_map",
     "distillation_loss",
-    "find_layer_list",
     "hidden_state_loss",
     "soft_target_loss",
-    "student_from_teacher",
 ]
 
 
@@ -143,8 +140,8 @@ class DistillationLoss(nn.Module):
         self.hidden_layer_map = self._layer_map(config.hidden_states, "hidden_states", s_layers, t_layers)
         self.attention_layer_map = self._layer_map(config.attentions, "attentions", s_layers, t_layers)
         if self.attention_layer_map and student_config.num_attention_heads != teacher_config.num_attention_heads:
-            raise RecipeError(
-                "distillation.attentions",
+            raise SettingError(
+                "attentions",
                 "enabled",
                 f"attention maps need the same number of heads (student "
                 f"{student_config.num_attention_heads}, teacher {teacher_config.num_attention_heads})",
@@ -163,14 +160,14 @@ class DistillationLoss(nn.Module):
         layer_map = block.layer_map or default_layer_map(s_layers, t_layers)
         for s, t in layer_map.items():
             if s >= s_layers:
-                raise RecipeError(
-                    f"distillation.{name}.layer_map.{s}",
+                raise SettingError(
+                    f"{name}.layer_map.{s}",
                     s,
                     f"the student has {s_layers} layers: allowed student layers 0..{s_layers - 1}",
                 )
             if t >= t_layers:
-                raise RecipeError(
-                    f"distillation.{name}.layer_map.{s}",
+                raise SettingError(
+                    f"{name}.layer_map.{s}",
                     t,
                     f"the teacher has {t_layers} layers: allowed teacher layers 0..{t_layers - 1}",
                 )
@@ -185,12 +182,18 @@ class DistillationLoss(nn.Module):
         return bool(self.attention_layer_map)
 
     def forward(
-        self, student_outputs, teacher_outputs, labels: torch.Tensor | None, attention_mask: torch.Tensor | None
+        self,
+        student_outputs,
+        teacher_outputs,
+        labels: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        task_loss: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the total loss and its detached terms (``task``, ``kd``, ``hidden``, ``attention``).
 
-        Soft targets count only real positions: ``labels != -100`` for token classification (every example for
-        sequence classification); the intermediate terms count tokens where ``attention_mask`` is 1.
+        ``task_loss`` defaults to ``student_outputs.loss``. Soft targets count only real positions:
+        ``labels != -100`` for token classification (every example for sequence classification); the
+        intermediate terms count tokens where ``attention_mask`` is 1.
         """
         cfg = self.config
         s_logits, t_logits = student_outputs.logits, teacher_outputs.logits
@@ -198,7 +201,7 @@ class DistillationLoss(nn.Module):
         if s_logits.dim() == 3:  # token level: count only labelled (or, without labels, real) tokens
             mask = labels.ne(-100) if labels is not None else attention_mask
         kd = soft_target_loss(s_logits, t_logits, cfg.temperature, mask)
-        task = student_outputs.loss
+        task = student_outputs.loss if task_loss is None else task_loss
         total = (1.0 - cfg.alpha) * kd if task is None else cfg.alpha * task + (1.0 - cfg.alpha) * kd
         terms = {"kd": kd.detach()}
         if task is not None:
@@ -220,87 +223,3 @@ class DistillationLoss(nn.Module):
             total = total + cfg.attentions.weight * attn
             terms["attention"] = attn.detach()
         return total, terms
-
-
-# ------------------------------------------------------------------------------------------ student building
-def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[str, nn.ModuleList]:
-    """The ``nn.ModuleList`` of transformer layers (``bert.encoder.layer``, ``distilbert.transformer.layer`` ...)."""
-    num_layers = num_layers if num_layers is not None else _num_layers(model.config)
-    for name, module in model.named_modules():
-        if (
-            isinstance(module, nn.ModuleList)
-            and len(module) == num_layers
-            and name.rsplit(".", 1)[-1] in ("layer", "layers", "h", "block")
-        ):
-            return name, module
-    raise ValueError(f"could not find the list of {num_layers} transformer layers in {type(model).__name__}")
-
-
-def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
-    """A smaller model of the teacher's architecture made of copies of the chosen teacher layers (0-based).
-
-    Embeddings, pooler and task head are copied too, so the student starts as the teacher with layers dropped.
-    It is an ordinary model: ``save_pretrained`` / ``from_pretrained`` need nothing else.
-    """
-    t_layers = _num_layers(teacher.config)
-    layers = list(layers)
-    if not layers:
-        raise ValueError("student_from_teacher needs at least one layer")
-    for index in layers:
-        if not 0 <= index < t_layers:
-            raise RecipeError(
-                "model.student.from_teacher_layers",
-                index,
-                f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}",
-            )
-    name, teacher_layers = find_layer_list(teacher)
-    kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
-    original = teacher.get_submodule(name)
-    # Deep-copy the teacher without its layers, then put the chosen ones in.
-    parent_name, _, attr = name.rpartition(".")
-    parent = teacher.get_submodule(parent_name) if parent_name else teacher
-    setattr(parent, attr, nn.ModuleList())
-    try:
-        student = copy.deepcopy(teacher)
-    finally:
-        setattr(parent, attr, original)
-    student_parent = student.get_submodule(parent_name) if parent_name else student
-    setattr(student_parent, attr, kept)
-    for new_index, layer in enumerate(kept):  # some layers know their own index (e.g. for caches)
-        if hasattr(layer, "layer_idx"):
-            layer.layer_idx = new_index
-    student.config.num_hidden_layers = len(layers)
-    pruned = getattr(teacher.config, "pruned_heads", None) or {}
-    if pruned:
-        student.config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(layers) if old in pruned}
-    student.train(teacher.training)
-    for parameter in student.parameters():
-        parameter.requires_grad_(True)
-    return student
-
-
-def check_teacher_student(
-    student: PreTrainedModel, teacher: PreTrainedModel, student_tokenizer=None, teacher_tokenizer=None
-) -> None:
-    """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies."""
-    s_cfg, t_cfg = student.config, teacher.config
-    s_labels = [s_cfg.id2label[i] for i in sorted(s_cfg.id2label)]
-    t_labels = [t_cfg.id2label[i] for i in sorted(t_cfg.id2label)]
-    if s_labels != t_labels:
-        if sorted(s_labels) == sorted(t_labels):
-            raise ValueError(
-                f"teacher and student have the same labels in a different order (student {s_labels}, "
-                f"teacher {t_labels}): build the student with the teacher's label2id"
-            )
-        raise ValueError(f"teacher and student label sets differ: student {s_labels}, teacher {t_labels}")
-    if getattr(s_cfg, "vocab_size", None) != getattr(t_cfg, "vocab_size", None):
-        raise ValueError(
-            f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
-            f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer"
-        )
-    if student_tokenizer is not None and teacher_tokenizer is not None:
-        if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
-            raise ValueError(
-                "teacher and student tokenizers differ (their vocabularies are not the same): "
-                "distillation needs both models to read the same token ids"
-            )

@@ -12,15 +12,15 @@ MiniLM...): ``attention.self.{query,key,value}``, ``attention.output.dense``, ``
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .configs import PruningConfig, RecipeError
-from .distillation import find_layer_list
+from ..modules import find_layer_list, locate_layer_list, match_linears
+from ..tables import markdown_table
+from .config import PruningConfig
 
 __all__ = [
     "MagnitudePruner",
@@ -28,6 +28,7 @@ __all__ = [
     "remove_pruned_structures",
     "sparsity_report",
     "sparsity_table",
+    "structured_layers",
 ]
 
 
@@ -43,35 +44,6 @@ def cubic_sparsity(step: float, initial: float, final: float, start: float, end:
     return final + (initial - final) * (1.0 - (step - start) / (end - start)) ** 3
 
 
-def select_linears(model: nn.Module, patterns: list[str] | None, recipe_key: str) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the layers.
-
-    Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
-    alone, and so it does PEFT adapter weights (``lora_A``, ``lora_B``): a pattern must name them. A pattern that
-    matches nothing raises :class:`RecipeError` naming ``recipe_key``.
-    """
-    layer_list_name, _ = find_layer_list(model)
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if patterns is None:  # PEFT adapters (lora_A, lora_B, ...) only when a pattern names them
-        return {
-            name: m
-            for name, m in linears.items()
-            if name.startswith(layer_list_name + ".") and not any(part.startswith("lora_") for part in name.split("."))
-        }
-    targets = {}
-    for pattern in patterns:
-        matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
-        if not matched:
-            examples = ", ".join(list(linears)[:4])
-            raise RecipeError(
-                recipe_key,
-                pattern,
-                f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)",
-            )
-        targets.update(matched)
-    return targets
-
-
 @dataclass
 class _Structures:
     """The prunable linears of one BERT-style transformer layer."""
@@ -85,33 +57,34 @@ class _Structures:
     num_heads: int
 
     @classmethod
+    def find(cls, layer: nn.Module) -> tuple[_Structures | None, str]:
+        """The structures of ``layer``, or None and the reason it is not a BERT-style layer of ``nn.Linear``."""
+        paths = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
+        paths += ("intermediate.dense", "output.dense")
+        parts = []
+        for path in paths:
+            try:
+                part = layer.get_submodule(path)
+            except AttributeError:
+                return None, f"it has no {path}"
+            if not isinstance(part, nn.Linear):
+                return None, "a projection is not an nn.Linear (factorized?)"
+            parts.append(part)
+        heads = getattr(layer.attention.self, "num_attention_heads", None)
+        if heads is None:
+            return None, "it has no attention.self.num_attention_heads"
+        return cls(*parts, heads), ""
+
+    @classmethod
     def of(cls, layer: nn.Module, index: int) -> _Structures:
-        try:
-            attention = layer.attention
-            parts = (
-                attention.self.query,
-                attention.self.key,
-                attention.self.value,
-                attention.output.dense,
-                layer.intermediate.dense,
-                layer.output.dense,
-            )
-            if not all(isinstance(p, nn.Linear) for p in parts):
-                raise AttributeError("a projection is not an nn.Linear (factorized?)")
-            return cls(
-                attention.self.query,
-                attention.self.key,
-                attention.self.value,
-                attention.output.dense,
-                layer.intermediate.dense,
-                layer.output.dense,
-                attention.self.num_attention_heads,
-            )
-        except AttributeError as error:
+        """The structures of layer ``index``; ``ValueError`` naming what is missing when it has none."""
+        structures, reason = cls.find(layer)
+        if structures is None:
             raise ValueError(
                 f"structured pruning needs BERT-style layers (attention.self.query, intermediate.dense,"
-                f" ... as nn.Linear); layer {index} is a {type(layer).__name__}: {error}"
-            ) from error
+                f" ... as nn.Linear); layer {index} is a {type(layer).__name__}: {reason}"
+            )
+        return structures
 
     @property
     def head_size(self) -> int:
@@ -155,7 +128,7 @@ class MagnitudePruner:
 
     @staticmethod
     def _unstructured_targets(model: nn.Module, patterns: list[str] | None) -> dict[str, nn.Linear]:
-        return select_linears(model, patterns, "pruning.targets")
+        return match_linears(model, patterns)
 
     # ----------------------------------------------------------------------------------------- masks
     @torch.no_grad()
@@ -342,6 +315,15 @@ def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     return new
 
 
+def structured_layers(model: nn.Module) -> list[_Structures] | None:
+    """The structures of every transformer layer, or None when the model has no BERT-style layers of linears."""
+    located = locate_layer_list(model)
+    if located is None:
+        return None
+    found = [_Structures.find(layer)[0] for layer in located[1]]
+    return None if any(s is None for s in found) else found
+
+
 @torch.no_grad()
 def remove_pruned_structures(model: nn.Module) -> dict[str, object]:
     """Slice out FFN neurons and attention heads whose weights are all exactly zero; return what was removed.
@@ -349,10 +331,13 @@ def remove_pruned_structures(model: nn.Module) -> dict[str, object]:
     Heads go through the model's own ``prune_heads`` (recorded in ``config.pruned_heads``, so ``from_pretrained``
     rebuilds the smaller layers). Neurons: a BERT config has one ``intermediate_size``, so every layer keeps the
     same number; when layers have different numbers of zero neurons, only as many as the least pruned layer has
-    are removed from each (the others stay as zeros). The outputs are unchanged.
+    are removed from each (the others stay as zeros). The outputs are unchanged. A model without BERT-style layers
+    of ``nn.Linear`` (e.g. factorized ones) is left as it is (``{}``).
     """
-    _, layer_list = find_layer_list(model)
-    layers = [_Structures.of(layer, i) for i, layer in enumerate(layer_list)]
+    layers = structured_layers(model)
+    if layers is None:
+        return {}
+    layer_list = find_layer_list(model)[1]
     zero = [_zero_units(s) for s in layers]
     removed: dict[str, object] = {"heads": {}, "neurons_per_layer": 0}
     heads = {i: h for i, (_, h) in enumerate(zero) if h and len(h) < layers[i].num_heads}
@@ -387,11 +372,8 @@ def sparsity_report(model: nn.Module) -> dict:
             "zeros": zeros,
             "sparsity": zeros / max(params, 1),
         }
-        try:
-            s = _Structures.of(layer, index)
-        except ValueError:  # not a BERT-style layer: no structure counts
-            s = None
-        if s is not None:
+        s, _ = _Structures.find(layer)
+        if s is not None:  # a BERT-style layer: count its structures
             dead_neurons, dead_heads = _zero_units(s)
             row["heads"] = s.num_heads - len(dead_heads)
             row["ffn_neurons"] = s.intermediate.out_features - len(dead_neurons)
@@ -413,15 +395,26 @@ def sparsity_report(model: nn.Module) -> dict:
 
 def sparsity_table(report: dict) -> str:
     """The report as a Markdown table."""
-    lines = ["| layer | linear params | zeros | sparsity | heads | FFN neurons |", "|---|---|---|---|---|---|"]
-    for r in report["layers"]:
-        lines.append(
-            f"| {r['layer']} | {r['parameters']:,} | {r['zeros']:,} | {100 * r['sparsity']:.1f}% | "
-            f"{r.get('heads', '-')} | {r.get('ffn_neurons', '-')} |"
+    rows = [
+        (
+            r["layer"],
+            f"{r['parameters']:,}",
+            f"{r['zeros']:,}",
+            f"{100 * r['sparsity']:.1f}%",
+            r.get("heads", "-"),
+            r.get("ffn_neurons", "-"),
         )
+        for r in report["layers"]
+    ]
     t = report["total"]
-    lines.append(
-        f"| total (encoder linears) | {t['encoder_linear_parameters']:,} | {t['zeros']:,} | "
-        f"{100 * t['sparsity']:.1f}% | | |"
+    rows.append(
+        (
+            "total (encoder linears)",
+            f"{t['encoder_linear_parameters']:,}",
+            f"{t['zeros']:,}",
+            f"{100 * t['sparsity']:.1f}%",
+            "",
+            "",
+        )
     )
-    return "\n".join(lines)
+    return markdown_table(("layer", "linear params", "zeros", "sparsity", "heads", "FFN neurons"), rows)

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from .distillation import find_layer_list
+from ..modules import SettingError, find_layer_list, replace_module
+from ..tables import markdown_table
 
 logger = logging.get_logger(__name__)
 
@@ -111,11 +112,6 @@ def factorize_linear(
     return new
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 @dataclass
 class LayerFactorization:
     """One row of the low-rank report."""
@@ -140,16 +136,14 @@ def factorize_model(
     """Factorize every ``nn.Linear`` whose name matches a ``targets`` pattern, in place; return the report rows.
 
     The ranks go to ``model.config.lowrank_ranks`` so that :func:`load_lowrank` can rebuild the model. A pattern
-    that matches no linear raises ``ValueError``.
+    that matches no linear raises :class:`~hf_compress.modules.SettingError`.
     """
-    from .configs import RecipeError
-
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     names = [n for n in linears if any(fnmatch.fnmatchcase(n, p) for p in targets)]
     for pattern in targets:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in linears):
-            raise RecipeError(
-                "lowrank.targets",
+            raise SettingError(
+                "targets",
                 pattern,
                 f"matches no nn.Linear (names look like: {', '.join(list(linears)[:3])}, ...)",
             )
@@ -173,7 +167,7 @@ def factorize_model(
                 )
             )
             continue
-        _set_module(model, name, new)
+        replace_module(model, name, new)
         ranks[name] = new.rank
         r = new.rank
         rows.append(
@@ -196,22 +190,30 @@ def lowrank_report(rows: list[LayerFactorization]) -> dict:
 
 
 def lowrank_table(report: dict) -> str:
-    lines = [
-        "| layer | shape | rank | params before | params after | MACs/token before | after |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in report["layers"]:
-        lines.append(
-            f"| {r['name']} | {r['shape'][0]}x{r['shape'][1]} | {r['rank'] or '- (' + r['reason'] + ')'} "
-            f"| {r['parameters_before']:,} | {r['parameters_after']:,} | {r['flops_before']:,} | "
-            f"{r['flops_after']:,} |"
+    """The report as a Markdown table."""
+    rows = [
+        (
+            r["name"],
+            f"{r['shape'][0]}x{r['shape'][1]}",
+            r["rank"] or f"- ({r['reason']})",
+            f"{r['parameters_before']:,}",
+            f"{r['parameters_after']:,}",
+            f"{r['flops_before']:,}",
+            f"{r['flops_after']:,}",
         )
+        for r in report["layers"]
+    ]
     t = report["total"]
-    lines.append(
-        f"| total | | | {t['parameters_before']:,} | {t['parameters_after']:,} | {t['flops_before']:,} | "
-        f"{t['flops_after']:,} |"
+    rows.append(
+        (
+            "total",
+            "",
+            "",
+            *(f"{t[k]:,}" for k in ("parameters_before", "parameters_after", "flops_before", "flops_after")),
+        )
     )
-    return "\n".join(lines)
+    header = ("layer", "shape", "rank", "params before", "params after", "MACs/token before", "after")
+    return markdown_table(header, rows)
 
 
 @torch.no_grad()
@@ -230,7 +232,7 @@ def merge_lowrank(model: nn.Module) -> int:
             dense.weight.copy_(module.merged_weight())
             if module.second.bias is not None:
                 dense.bias.copy_(module.second.bias)
-            _set_module(model, name, dense)
+            replace_module(model, name, dense)
             merged += 1
     if merged and hasattr(model, "config") and hasattr(model.config, CONFIG_KEY):
         delattr(model.config, CONFIG_KEY)
@@ -242,7 +244,7 @@ def apply_lowrank_structure(model: nn.Module, ranks: dict[str, int]) -> None:
     for name, rank in ranks.items():
         linear = model.get_submodule(name)
         m, n = linear.weight.shape
-        _set_module(
+        replace_module(
             model,
             name,
             LowRankLinear(
@@ -284,6 +286,7 @@ def load_lowrank(path: str | os.PathLike, model_class=None, **kwargs):
 
 
 def is_factorized(model: nn.Module) -> bool:
+    """Whether ``model`` has :class:`LowRankLinear` layers."""
     return any(isinstance(m, LowRankLinear) for m in model.modules())
 
 
@@ -291,9 +294,5 @@ def default_targets(model: nn.Module) -> list[str]:
     """The FFN linears of every transformer layer by exact name (BERT: ``intermediate.dense``, ``output.dense``)."""
     name, layers = find_layer_list(model)
     if not hasattr(layers[0], "intermediate"):
-        raise ValueError(f"no default low-rank targets for {type(model).__name__}: give lowrank.targets")
+        raise SettingError("targets", None, f"{type(model).__name__} has no FFN (intermediate) layers: give targets")
     return [f"{name}.{i}.{part}.dense" for i in range(len(layers)) for part in ("intermediate", "output")]
-
-
-def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

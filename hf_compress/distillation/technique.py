@@ -1,0 +1,157 @@
+"""DistillationCallback: knowledge distillation from a teacher, as a technique that contributes the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from ..configs import RecipeError
+from ..students import check_teacher_student
+from ..tables import markdown_table
+from ..technique import Technique, register_technique
+from .config import DistillationConfig
+from .losses import DistillationLoss
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["DistillationCallback"]
+
+
+@register_technique
+class DistillationCallback(Technique):
+    """Distil ``teacher`` into the trained model: soft targets, hidden states and attention maps (see
+    :class:`~hf_compress.distillation.DistillationConfig` for the loss).
+
+    ``DistillationCallback(DistillationConfig(...), teacher=teacher)``; it adds to the loss, so it trains under
+    :class:`~hf_compress.trainer.CompressionTrainer` (which builds it from ``teacher=`` and the recipe's
+    ``distillation`` block). The teacher runs in eval mode under ``no_grad``; it is prepared by Accelerate in
+    evaluation mode when training starts (placed on the device, never wrapped for distributed training), never
+    in the optimizer and never in a checkpoint. The projections of the hidden-state term (when the widths differ)
+    are this technique's parameters: trained with the model, kept in ``distillation_state.pt`` in each checkpoint.
+    """
+
+    name = "distillation"
+    config_class = DistillationConfig
+    order = 0  # no surgery
+    report_name = "distillation_report"
+    contributes_loss = True
+    resources = ("teacher", "teacher_processing_class")
+
+    def __init__(
+        self,
+        config: DistillationConfig | None = None,
+        *,
+        teacher: PreTrainedModel,
+        teacher_processing_class: Any = None,
+        **settings: Any,
+    ):
+        super().__init__(config, **settings)
+        if teacher is None:
+            raise ValueError("DistillationCallback needs a teacher model (teacher=...)")
+        self.teacher = teacher
+        self.teacher_processing_class = teacher_processing_class
+        self.loss_module: DistillationLoss | None = None
+        self.last_logged: dict[str, float] = {}
+        teacher.eval()
+        teacher.requires_grad_(False)
+
+    @classmethod
+    def from_recipe(cls, config: DistillationConfig, **resources: Any) -> DistillationCallback:
+        if resources.get("teacher") is None:
+            raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")
+        return cls(
+            config, teacher=resources["teacher"], teacher_processing_class=resources.get("teacher_processing_class")
+        )
+
+    @classmethod
+    def default_config(cls, **resources: Any) -> DistillationConfig | None:
+        return DistillationConfig() if resources.get("teacher") is not None else None
+
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        if recipe.model is not None and recipe.model.teacher is None:
+            raise RecipeError(
+                "distillation", "set", "the 'distillation' block needs a teacher: set model.teacher, or drop the block"
+            )
+
+    def describe(self) -> str:
+        return "(distilled)"
+
+    # --------------------------------------------------------------------------------------------- hooks
+    def prepare(self, model: nn.Module) -> None:
+        check_teacher_student(model, self.teacher, self._processing_class, self.teacher_processing_class)
+        device = next(model.parameters()).device
+        self.teacher.to(device)
+        self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
+        if self.loss_module.needs_attentions:
+            for m in (model, self.teacher):  # attention maps come from the eager path; models that cannot
+                if m._can_set_attn_implementation():  # switch (BERT) fall back to it by themselves
+                    m.set_attn_implementation("eager")
+
+    _processing_class = None
+
+    def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        self._processing_class = processing_class  # the student's tokenizer, checked against the teacher's
+        super().on_init_end(args, state, control, model=model, **kwargs)
+
+    def prepare_frozen_models(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
+        self.teacher = prepare(self.teacher)
+        self.teacher.eval()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.loss_module.parameters()) if self.loss_module is not None else []
+
+    def has_state(self) -> bool:
+        return self.loss_module is not None and len(self.loss_module.state_dict()) > 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loss_module.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_module.load_state_dict(state)
+
+    def state_missing(self, path: str, step: int) -> None:
+        logger.warning(f"{path} not found: the distillation projections restart from their initial values")
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        return {
+            "output_hidden_states": self.loss_module.needs_hidden_states,
+            "output_attentions": self.loss_module.needs_attentions,
+        }
+
+    def loss(
+        self, inputs: dict[str, Any], outputs: Any, loss: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The distillation loss of the student's ``outputs`` on ``inputs`` (``loss`` is the task loss)."""
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**teacher_inputs, **self.forward_kwargs())
+        return self.loss_module(
+            outputs, teacher_outputs, inputs.get("labels"), inputs.get("attention_mask"), task_loss=loss
+        )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.last_logged.update({k: v for k, v in logs.items() if k.startswith("loss_")})
+
+    def report(self) -> dict[str, Any]:
+        m = self.loss_module
+        return {
+            "temperature": self.config.temperature,
+            "alpha": self.config.alpha,
+            "hidden_states_layer_map": m.hidden_layer_map or None,
+            "attentions_layer_map": m.attention_layer_map or None,
+            "projections": len(m.projections),
+            "last_logged_terms": dict(self.last_logged),
+        }
+
+    def report_markdown(self, report: dict[str, Any]) -> str:
+        rows = [(key, "-" if value is None else value) for key, value in report.items() if key != "last_logged_terms"]
+        rows += [(f"last logged {key}", value) for key, value in report["last_logged_terms"].items()]
+        return markdown_table(("setting", "value"), rows)

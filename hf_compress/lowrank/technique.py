@@ -1,0 +1,93 @@
+"""LowRankCallback: factorize the targeted linears once, before the optimizer is built; report; merge on request."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+from transformers.utils import logging
+
+from ..configs import RecipeError
+from ..technique import Technique, register_technique
+from .config import LowRankConfig
+from .layers import (
+    CONFIG_KEY,
+    default_targets,
+    factorize_model,
+    is_factorized,
+    load_lowrank,
+    lowrank_report,
+    lowrank_table,
+    merge_lowrank,
+)
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["LowRankCallback"]
+
+
+@register_technique
+class LowRankCallback(Technique):
+    """SVD-factorize linears when the Trainer is built (before its optimizer), then train the factors.
+
+    ``LowRankCallback(rank_ratio=0.5)`` or ``LowRankCallback(LowRankConfig(...))``. The per-layer report (rank,
+    parameters and multiply-adds before and after) is logged and saved as ``lowrank_report.{json,md}`` in
+    ``output_dir`` at the end of training; with ``merge=True`` the factors are folded back into dense layers then.
+    It comes first in the surgery order, so that pruning and QAT see the factorized layers. The ranks are kept in
+    the model config: such a model loads with :func:`~hf_compress.lowrank.load_lowrank` (or ``hf-compress``'s own
+    loading), and exports as two MatMuls per factorized layer.
+    """
+
+    name = "lowrank"
+    config_class = LowRankConfig
+    order = 10
+    report_name = "lowrank_report"
+
+    def __init__(self, config: LowRankConfig | None = None, **settings: Any):
+        super().__init__(config, **settings)
+        self.factorization: dict | None = None
+
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        pruning = getattr(recipe, "pruning", None)
+        if recipe.lowrank.targets is None and pruning is not None and pruning.structure == "neurons":
+            raise RecipeError(
+                "pruning.structure",
+                "neurons",
+                "cannot compose with the 'lowrank' block: FFN neurons are rows and columns of the FFN linears, "
+                "which lowrank (by default) replaces by two factors; use structure: unstructured or heads, "
+                "set lowrank.targets to other layers, or drop one of the two blocks",
+            )
+
+    def describe(self) -> str:
+        c = self.config
+        rule = (
+            f"rank {c.rank}" if c.rank else f"rank ratio {c.rank_ratio:g}" if c.rank_ratio else f"energy {c.energy:g}"
+        )
+        return f"low-rank ({rule})"
+
+    def prepare(self, model: nn.Module) -> None:
+        if self.model is not None:
+            raise RuntimeError("LowRankCallback factorizes when the Trainer is built; the model was replaced since")
+        if is_factorized(model):  # e.g. loaded with load_lowrank: train the factors as they are
+            return
+        c = self.config
+        rows = factorize_model(model, c.targets or default_targets(model), c.rank, c.rank_ratio, c.energy)
+        self.factorization = lowrank_report(rows)
+        logger.warning(f"Low-rank factorization:\n{lowrank_table(self.factorization)}")
+
+    def report(self) -> dict | None:
+        return self.factorization
+
+    def report_markdown(self, report: dict[str, Any]) -> str:
+        return lowrank_table(report)
+
+    def finish(self, model: nn.Module) -> None:
+        if self.config.merge:
+            logger.info(f"merged {merge_lowrank(model)} factorized layers back into dense ones")
+
+    @classmethod
+    def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
+        """A model saved with factorized layers (its config names the ranks), else None."""
+        return load_lowrank(path, model_class) if getattr(config, CONFIG_KEY, None) else None

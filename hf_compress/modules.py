@@ -1,0 +1,83 @@
+"""Model mechanics every technique shares: the transformer layer list, target matching, submodule replacement.
+
+These are plain torch functions. A setting that does not fit the model raises :class:`SettingError`, a
+``ValueError`` naming the setting (``targets``), not its recipe key: the technique that owns the setting adds the
+key path (``pruning.targets``) when it reports the error from a recipe.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from torch import nn
+
+__all__ = ["SettingError", "find_layer_list", "locate_layer_list", "match_linears", "replace_module"]
+
+#: Names that the list of transformer layers goes by (BERT ``layer``, Llama ``layers``, GPT-2 ``h``, T5 ``block``).
+LAYER_LIST_NAMES = ("layer", "layers", "h", "block")
+
+
+class SettingError(ValueError):
+    """A technique setting that does not fit the model: names the setting, the value and what is allowed."""
+
+    def __init__(self, setting: str, value: Any, allowed: str):
+        self.setting, self.value, self.allowed = setting, value, allowed
+        super().__init__(f"'{setting}': got {value!r}; {allowed}")
+
+
+def locate_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[str, nn.ModuleList] | None:
+    """The ``nn.ModuleList`` of transformer layers (``bert.encoder.layer``, ``distilbert.transformer.layer`` ...)
+    and its name, or None; ``num_layers`` defaults to ``model.config.num_hidden_layers``."""
+    if num_layers is None:
+        num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.ModuleList)
+            and (num_layers is None or len(module) == int(num_layers))
+            and name.rsplit(".", 1)[-1] in LAYER_LIST_NAMES
+        ):
+            return name, module
+    return None
+
+
+def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[str, nn.ModuleList]:
+    """:func:`locate_layer_list`, with a ``ValueError`` when the model has no such list."""
+    found = locate_layer_list(model, num_layers)
+    if found is None:
+        count = num_layers if num_layers is not None else getattr(model.config, "num_hidden_layers", "?")
+        raise ValueError(f"could not find the list of {count} transformer layers in {type(model).__name__}")
+    return found
+
+
+def match_linears(model: nn.Module, patterns: list[str] | None, setting: str = "targets") -> dict[str, nn.Linear]:
+    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the layers.
+
+    Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
+    alone, and so it does PEFT adapter weights (``lora_A``, ``lora_B``): a pattern must name them. A pattern that
+    matches nothing raises :class:`SettingError` naming ``setting``.
+    """
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if patterns is None:
+        layer_list_name, _ = find_layer_list(model)
+        return {
+            name: m
+            for name, m in linears.items()
+            if name.startswith(layer_list_name + ".") and not any(part.startswith("lora_") for part in name.split("."))
+        }
+    targets = {}
+    for pattern in patterns:
+        matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
+        if not matched:
+            examples = ", ".join(list(linears)[:4])
+            raise SettingError(
+                setting, pattern, f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)"
+            )
+        targets.update(matched)
+    return targets
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` of ``model`` (``bert.encoder.layer.0.output.dense``)."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)

@@ -1,0 +1,60 @@
+"""The ``pruning`` recipe block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..configs import RecipeError, check_range, check_schedule
+
+__all__ = ["PruningConfig"]
+
+
+@dataclass
+class PruningConfig:
+    """Gradual magnitude pruning (Zhu & Gupta, 2017, "To prune, or not to prune").
+
+    Sparsity follows the cubic schedule ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_end - t_0))^3`` between
+    ``start`` and ``end`` (flat before and after), counted in optimizer steps; masks are recomputed every
+    ``update_every`` optimizer steps and applied after every one.
+
+    Attributes:
+        structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of ``intermediate.dense`` with
+            the matching column of ``output.dense``) or ``heads`` (attention heads: q/k/v rows and output columns).
+        final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
+        initial_sparsity: s_i, the fraction pruned at ``start``.
+        start_epoch / end_epoch: the ramp in epochs (floats); or ``start_step`` / ``end_step`` in optimizer steps.
+        update_every: recompute masks every this many optimizer steps during the ramp.
+        scope: ``per_layer`` (every layer pruned to the same sparsity) or ``global`` (one ranking across layers).
+            Neurons are always per layer: a BERT config has a single ``intermediate_size``, so every layer must
+            keep the same number of neurons to load with plain ``from_pretrained`` after physical removal.
+        targets: ``fnmatch`` patterns of module names to prune (unstructured); default: every ``nn.Linear`` inside
+            the transformer layers (embeddings, LayerNorm, pooler and task head excluded).
+        norm: the norm that scores a structure: ``l1`` or ``l2``.
+    """
+
+    final_sparsity: float = 0.5
+    structure: Literal["unstructured", "neurons", "heads"] = "unstructured"
+    initial_sparsity: float = 0.0
+    start_epoch: float | None = None
+    end_epoch: float | None = None
+    start_step: int | None = None
+    end_step: int | None = None
+    update_every: int = 100
+    scope: Literal["per_layer", "global"] = "per_layer"
+    targets: list[str] | None = None
+    norm: Literal["l1", "l2"] = "l2"
+
+    def __post_init__(self) -> None:
+        check_range("final_sparsity", self.final_sparsity, 0.0, 1.0, high_open=True)
+        check_range("initial_sparsity", self.initial_sparsity, 0.0, self.final_sparsity)
+        check_range("update_every", self.update_every, 1)
+        check_schedule(self, ("start", "end"), required=True)
+        if self.structure == "neurons" and self.scope == "global":
+            raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")
+        if self.targets is not None and self.structure != "unstructured":
+            raise RecipeError(
+                "targets",
+                self.targets,
+                "targets apply to unstructured pruning; structures are found in every transformer layer",
+            )

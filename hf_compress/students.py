@@ -1,0 +1,84 @@
+"""Students and teachers: a student made of some of the teacher's layers, and the check that a teacher can teach a
+student (same labels, same vocabulary). These belong to the recipe's ``model`` block, whatever the techniques."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from torch import nn
+from transformers import PreTrainedModel
+
+from .modules import SettingError, find_layer_list
+
+__all__ = ["check_teacher_student", "student_from_teacher"]
+
+
+def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A smaller model of the teacher's architecture made of copies of the chosen teacher layers (0-based).
+
+    Embeddings, pooler and task head are copied too, so the student starts as the teacher with layers dropped.
+    It is an ordinary model: ``save_pretrained`` / ``from_pretrained`` need nothing else.
+    """
+    t_layers = int(teacher.config.num_hidden_layers)
+    layers = list(layers)
+    if not layers:
+        raise ValueError("student_from_teacher needs at least one layer")
+    for index in layers:
+        if not 0 <= index < t_layers:
+            raise SettingError(
+                "from_teacher_layers",
+                index,
+                f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}",
+            )
+    name, teacher_layers = find_layer_list(teacher)
+    kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
+    original = teacher.get_submodule(name)
+    # Deep-copy the teacher without its layers, then put the chosen ones in.
+    parent_name, _, attr = name.rpartition(".")
+    parent = teacher.get_submodule(parent_name) if parent_name else teacher
+    setattr(parent, attr, nn.ModuleList())
+    try:
+        student = copy.deepcopy(teacher)
+    finally:
+        setattr(parent, attr, original)
+    student_parent = student.get_submodule(parent_name) if parent_name else student
+    setattr(student_parent, attr, kept)
+    for new_index, layer in enumerate(kept):  # some layers know their own index (e.g. for caches)
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = new_index
+    student.config.num_hidden_layers = len(layers)
+    pruned = getattr(teacher.config, "pruned_heads", None) or {}
+    if pruned:
+        student.config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(layers) if old in pruned}
+    student.train(teacher.training)
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    return student
+
+
+def check_teacher_student(
+    student: PreTrainedModel, teacher: PreTrainedModel, student_tokenizer=None, teacher_tokenizer=None
+) -> None:
+    """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies."""
+    s_cfg, t_cfg = student.config, teacher.config
+    s_labels = [s_cfg.id2label[i] for i in sorted(s_cfg.id2label)]
+    t_labels = [t_cfg.id2label[i] for i in sorted(t_cfg.id2label)]
+    if s_labels != t_labels:
+        if sorted(s_labels) == sorted(t_labels):
+            raise ValueError(
+                f"teacher and student have the same labels in a different order (student {s_labels}, "
+                f"teacher {t_labels}): build the student with the teacher's label2id"
+            )
+        raise ValueError(f"teacher and student label sets differ: student {s_labels}, teacher {t_labels}")
+    if getattr(s_cfg, "vocab_size", None) != getattr(t_cfg, "vocab_size", None):
+        raise ValueError(
+            f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
+            f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer"
+        )
+    if student_tokenizer is not None and teacher_tokenizer is not None:
+        if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+            raise ValueError(
+                "teacher and student tokenizers differ (their vocabularies are not the same): "
+                "distillation needs both models to read the same token ids"
+            )

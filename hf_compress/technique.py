@@ -1,0 +1,351 @@
+"""The shape every compression technique has, and the registry that recipes, the trainer and export iterate.
+
+A technique is a :class:`Technique`: a ``TrainerCallback`` with a recipe key, a config dataclass and a place in
+the surgery order. Its lifecycle, driven by the Trainer's events::
+
+    on_init_end     -> prepare(model)                  surgery, once, before the optimizer is built
+    on_train_begin  -> schedule(steps_per_epoch)       epochs -> optimizer steps
+                       load_state_dict(...)            resuming: from the checkpoint folder
+                       begin(step)
+    step events     -> the technique's own hooks       (on_step_end, on_optimizer_step, ...)
+    on_log          -> log_values(step)                added to the Trainer's logs
+    on_save         -> state_dict()                    saved as <name>_state.pt in the checkpoint folder
+    on_train_end    -> report()                        <report_name>.json and .md in output_dir; finish(model)
+
+and, for export (class methods: they work on any model, trained here or loaded from a folder)::
+
+    restore_saved(model, folder, config)  put back what save_pretrained does not keep (e.g. observer ranges)
+    prepare_for_export(model)             fold, slice or merge on the export copy -> ExportFacts
+
+Adding a technique is its module, its config dataclass and ``@register_technique`` on its class (imported by
+``hf_compress/__init__.py``); nothing else names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .configs import RecipeError
+from .files import atomic_write_json, atomic_write_text, save_torch_state
+from .modules import SettingError
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "ExportFacts",
+    "Technique",
+    "get_technique",
+    "load_pretrained",
+    "optimizer_steps",
+    "restore_saved",
+    "register_technique",
+    "registered_techniques",
+]
+
+
+def optimizer_steps(epoch: float | None, step: int | None, steps_per_epoch: float) -> int | None:
+    """A schedule point in optimizer steps: ``step`` as given, else ``round(epoch * steps_per_epoch)``."""
+    if step is not None:
+        return step
+    return None if epoch is None else round(epoch * steps_per_epoch)
+
+
+def optimizer_steps_per_epoch(args: TrainingArguments, state: TrainerState, train_dataloader=None) -> float:
+    """Optimizer steps in one epoch: micro-batches / gradient accumulation (``max_steps / epochs`` if unsized)."""
+    if train_dataloader is not None and hasattr(train_dataloader, "__len__"):
+        return max(math.ceil(len(train_dataloader) / args.gradient_accumulation_steps), 1)
+    return state.max_steps / max(state.num_train_epochs, 1)
+
+
+@dataclass
+class ExportFacts:
+    """What a technique's :meth:`Technique.prepare_for_export` found: entries for the export report (JSON-ready)
+    and artifacts for the int8 route (e.g. the activation ranges QAT learned)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+class Technique(TrainerCallback):
+    """Base class of every technique. Subclasses set the class attributes and override the hooks they need.
+
+    Construct with a config or with its fields as keywords: ``GradualPruningCallback(PruningConfig(...))`` or
+    ``GradualPruningCallback(final_sparsity=0.8, ...)``. Works with the plain ``transformers.Trainer``; a technique
+    that contributes a loss (``contributes_loss``) needs :class:`~hf_compress.trainer.CompressionTrainer`.
+    """
+
+    #: The recipe key of its block (``pruning``); the state file is ``<name>_state.pt``.
+    name: ClassVar[str]
+    #: The config dataclass of its block.
+    config_class: ClassVar[type]
+    #: Place in the surgery order: lower first (low-rank 10, pruning 20, QAT 30), so that later techniques see
+    #: earlier ones' layers. Export undoes them in the reverse order.
+    order: ClassVar[int] = 0
+    #: Stem of the report written in ``output_dir`` at the end of training (``None``: no report).
+    report_name: ClassVar[str | None] = None
+    #: Also keep the state beside the final model (an export from that folder needs it).
+    keeps_state_with_model: ClassVar[bool] = False
+    #: Adds a term to the training loss (:meth:`loss`): needs CompressionTrainer.
+    contributes_loss: ClassVar[bool] = False
+    #: The run's other models it takes in :meth:`from_recipe` (``("teacher", ...)``).
+    resources: ClassVar[tuple[str, ...]] = ()
+    state_file: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.state_file = f"{cls.name}_state.pt"
+
+    def __init__(self, config: Any = None, **settings: Any):
+        if config is not None and settings:
+            raise TypeError(f"give a {self.config_class.__name__} or its fields as keywords, not both")
+        if config is None:
+            config = self.config_class(**settings)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.model: nn.Module | None = None
+        #: The checkpoint folder the Trainer resumed from (CompressionTrainer sets it; else ``output_dir``'s).
+        self.resume_from: str | None = None
+        #: Set by CompressionTrainer for techniques whose loss it adds.
+        self.loss_routed = False
+
+    # ------------------------------------------------------------------------------------ recipe side
+    @classmethod
+    def from_recipe(cls, config: Any, **resources: Any) -> Technique:
+        """The technique for a recipe block; ``resources`` are the run's other models (``teacher``, ...)."""
+        return cls(config)
+
+    @classmethod
+    def default_config(cls, **resources: Any) -> Any | None:
+        """A config to run with when the recipe has no block but ``resources`` call for it (default: none)."""
+        return None
+
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        """Raise :class:`RecipeError` when this block does not compose with the rest of ``recipe``."""
+
+    def describe(self) -> str:
+        """A few words for results tables: ``neurons sparsity 0.5`` follows the model's name, a parenthesised
+        ``(distilled)`` qualifies it; empty (the default) when the technique does not change what the model is."""
+        return ""
+
+    # ------------------------------------------------------------------------------------ hooks
+    def prepare(self, model: nn.Module) -> None:
+        """Model surgery, once, before the optimizer is built (called again only for another model)."""
+
+    def schedule(self, steps_per_epoch: float) -> None:
+        """Turn the config's epochs into optimizer steps."""
+
+    def begin(self, step: int) -> None:
+        """Training (re)starts at optimizer step ``step``, with the state restored when resuming."""
+
+    def has_state(self) -> bool:
+        """Whether checkpoints must hold this technique's state to resume exactly."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_missing(self, path: str, step: int) -> None:
+        """Resuming from a checkpoint without this technique's state file (the default: a warning)."""
+        logger.warning(f"{path} not found: {self.name} state restarts from what the loaded weights hold")
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained with the model but not part of it (kept in this technique's state)."""
+        return []
+
+    def prepare_frozen_models(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
+        """Hand models that run beside the trained one (a teacher) to ``prepare`` (Accelerate, evaluation mode)."""
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for the model's forward pass (``output_hidden_states=True``)."""
+        return {}
+
+    def loss(
+        self, inputs: dict[str, Any], outputs: Any, loss: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss with this technique's terms, and the detached terms to log (``kd``, ...)."""
+        raise NotImplementedError
+
+    def log_values(self, step: int) -> dict[str, float]:
+        """Figures added to each training log entry."""
+        return {}
+
+    def report(self) -> dict[str, Any] | None:
+        """The end-of-training report (JSON-ready), or None."""
+        return None
+
+    def report_markdown(self, report: dict[str, Any]) -> str:
+        """The report as Markdown."""
+        return ""
+
+    def finish(self, model: nn.Module) -> None:
+        """End of training, after the report (e.g. fold factors back)."""
+
+    def compact(self, model: nn.Module) -> None:
+        """Shrink the trained model for ``save_pretrained``, once any export of it is done (slice pruned units)."""
+
+    # ------------------------------------------------------------------------------------ export side
+    @classmethod
+    def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
+        """Load a model whose saved structure is this technique's (``config`` is its ``PretrainedConfig``), or
+        None when it is not (then plain ``from_pretrained`` does)."""
+        return None
+
+    @classmethod
+    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: Any | None) -> None:
+        """Put back, on a model loaded from ``folder``, what ``save_pretrained`` does not keep."""
+
+    @classmethod
+    def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
+        """Make the export copy plain for ONNX, in place (a no-op on a model without this technique's layers)."""
+        return ExportFacts()
+
+    @classmethod
+    def reference_note(cls, model: nn.Module) -> str | None:
+        """How the trained model's outputs differ from a plain model's (the parity reference), if they do."""
+        return None
+
+    @classmethod
+    def card_tags(cls, report: dict[str, Any]) -> list[str]:
+        """Model-card tags this technique adds for an export report."""
+        return []
+
+    @classmethod
+    def card_section(cls, report: dict[str, Any]) -> list[str]:
+        """Model-card lines this technique adds for an export report."""
+        return []
+
+    # ------------------------------------------------------------------------------------ the events
+    def _prepare(self, model: nn.Module) -> None:
+        if model is self.model:
+            return
+        try:
+            self.prepare(model)
+        except SettingError as error:  # the recipe layer names the key
+            raise RecipeError(f"{self.name}.{error.setting}", error.value, error.allowed) from None
+        self.model = model
+
+    def _state_path(self, args: TrainingArguments, step: int, folder: str | None = None) -> str:
+        folder = folder or os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        return os.path.join(folder, self.state_file)
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            self._prepare(model)
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model=None,
+        train_dataloader=None,
+        **kwargs,
+    ):
+        if self.contributes_loss and not self.loss_routed:
+            raise RuntimeError(
+                f"{type(self).__name__} adds a term to the loss: train with hf_compress.CompressionTrainer "
+                "(a plain Trainer would train without it)"
+            )
+        if model is not None:
+            self._prepare(model)
+        self.schedule(optimizer_steps_per_epoch(args, state, train_dataloader))
+        if state.global_step > 0 and self.has_state():  # resuming
+            path = self._state_path(args, state.global_step, self.resume_from)
+            if os.path.isfile(path):
+                self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            else:
+                self.state_missing(path, state.global_step)
+        self.begin(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self.model is None:
+            return
+        extra = self.log_values(state.global_step)
+        logs.update(extra)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(extra)
+
+    def on_save(self, args, state, control, **kwargs):
+        path = self._state_path(args, state.global_step)
+        if self.has_state() and state.is_world_process_zero and os.path.isdir(os.path.dirname(path)):
+            save_torch_state(self.state_dict(), path)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and self.model is not None:
+            report = self.report()
+            if report is not None and self.report_name:
+                table = self.report_markdown(report)
+                logger.warning(f"{type(self).__name__} report:\n{table}")
+                atomic_write_json(os.path.join(args.output_dir, f"{self.report_name}.json"), report)
+                atomic_write_text(os.path.join(args.output_dir, f"{self.report_name}.md"), table + "\n")
+            if self.keeps_state_with_model and self.has_state():
+                save_torch_state(self.state_dict(), os.path.join(args.output_dir, self.state_file))
+        if model is not None:
+            self.finish(model)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Technique]] = {}
+
+
+def register_technique(cls: type[Technique]) -> type[Technique]:
+    """Class decorator: make ``cls`` a recipe block and a step of training and export."""
+    if not (isinstance(cls, type) and issubclass(cls, Technique)):
+        raise TypeError(f"{cls!r} is not a Technique subclass")
+    for attribute in ("name", "config_class"):
+        if attribute not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must set the class attribute '{attribute}'")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"the recipe key '{cls.name}' is taken by {existing.__name__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered_techniques() -> list[type[Technique]]:
+    """Every registered technique, in surgery order."""
+    return sorted(_REGISTRY.values(), key=lambda cls: cls.order)
+
+
+def get_technique(name: str) -> type[Technique] | None:
+    """The technique registered under the recipe key ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+def load_pretrained(path: str | os.PathLike, model_class: type) -> nn.Module:
+    """Load a model saved by ``save_pretrained`` after compression: plain ``model_class.from_pretrained`` unless a
+    technique saved another structure (factorized layers)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    for technique in registered_techniques():
+        model = technique.load_pretrained(path, model_class, config)
+        if model is not None:
+            return model
+    return model_class.from_pretrained(path)
+
+
+def restore_saved(model: nn.Module, folder: str | os.PathLike, configs: dict[str, Any]) -> None:
+    """Put back on ``model`` what each technique keeps beside the weights in ``folder`` (``configs``: the recipe's
+    technique blocks by name), e.g. the QAT observers an int8 export from that folder needs."""
+    for technique in registered_techniques():
+        technique.restore_saved(model, folder, configs.get(technique.name))
