@@ -1,10 +1,10 @@
-"""Export through Optimum, as a pipeline of steps: ONNX fp32, and int8 by QAT ranges, dynamic or static quantization.
+"""Export through Optimum, as a pipeline of steps: ONNX fp32, and int8 by one of the registered int8 routes.
 
 :func:`export_model` runs::
 
     copy        a CPU copy of the trained model (PEFT adapters merged: the model as plain transformers)
-    techniques  each registered technique's ``prepare_for_export``, undoing the surgery in reverse order (fold
-                fake-quant layers, slice pruned neurons and heads, ...), collecting report entries and artifacts
+    techniques  each registered technique's ``prepare_for_export``, undoing the surgery in reverse order (each
+                makes its layers plain for ONNX), collecting report entries and artifacts for the int8 route
     onnx        Optimum's ONNX exporter
     int8        the route named by ``export.int8``, looked up in :data:`~hf_compress.int8.INT8_ROUTES`
     evaluate    the exported model through ONNX Runtime: parity with PyTorch and the task metric
@@ -176,7 +176,7 @@ def export_model(
     report.
 
     With ``data.eval_dataset`` and ``data.data_collator``, the exported model is run through ONNX Runtime: max
-    |logit diff| and argmax agreement against ``model`` as given (with its fake quantization, if any), and
+    |logit diff| and argmax agreement against ``model`` as given (as it computes in training, if it differs), and
     ``compute_metrics`` on ONNX Runtime's own logits. ``static`` needs ``data.calibration_dataset``.
 
     The folder is built under a temporary name and renamed into place at the end: an interrupted or failed export
@@ -262,8 +262,8 @@ def _write_onnx(
 def _evaluate(
     model: nn.Module, prepared: nn.Module, route: Int8Route | None, onnx_path: Path, task: Task, data: ExportData
 ) -> dict[str, Any]:
-    """The ``evaluate`` step. The reference is the trained model as is for int8 (QAT: with its fake quantization),
-    the prepared copy for fp32."""
+    """The ``evaluate`` step. The reference is the trained model as is for int8 (what training simulated, the
+    techniques' ``reference_note`` says how), the prepared copy for fp32."""
     reference = model if route is not None else prepared
     notes = [note for t in registered_techniques() if (note := t.reference_note(reference))]
     return compare_with_pytorch(

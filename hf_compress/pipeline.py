@@ -265,20 +265,20 @@ class _Run:
         name = _student_name(trainer, layers)
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
-        if self.recipe.export is not None and self.recipe.export.onnx:  # before compact(): QAT layers stay intact
+        if self.recipe.export is not None and self.recipe.export.onnx:  # before compact(): layers as trained
             try:  # this run's own export folder (the output_dir was checked): a rerun replaces it
                 self.export_report = trainer.export(base_model=self.student_path, overwrite=True)
             except Exception as error:  # the trained student is saved all the same; run_recipe re-raises
                 self.export_error = error
                 self.export_report = error.report if isinstance(error, MetricDropError) else None
             self.trainer_export_dir = getattr(trainer, "export_dir", None)
-        for technique in trainer.techniques:  # the saved student is genuinely smaller (pruned structures sliced)
+        for technique in trainer.techniques:  # the saved student is genuinely smaller
             technique.compact(trainer.model)
         return self._finish(trainer, name, self.args.output_dir, seconds)
 
 
 def _student_name(trainer: CompressionTrainer, layers: list[int] | None) -> str:
-    """``student (distilled), teacher layers [0, 2, 4], neurons sparsity 0.5``: what the techniques did."""
+    """``student (<qualifier>), teacher layers [0, 2, 4], <description>``: what the techniques did."""
     words = [word for t in trainer.techniques if (word := t.describe())]
     name = " ".join(["student", *(w for w in words if w.startswith("("))])
     parts = [f"teacher layers {layers}"] if layers else []
@@ -361,7 +361,7 @@ def export_trained_model(
     """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
 
     The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on; what
-    the techniques kept beside the weights is put back first (e.g. the QAT observers that ``int8="qat"`` needs).
+    the techniques kept beside the weights is put back first (what an int8 route may need, e.g. learned ranges).
     ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
     :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced.
     """

@@ -6,7 +6,7 @@ a recipe can say is exactly what the Python API can say::
 
     model: {teacher: path-or-hub-id, student: {from_teacher_layers: [0, 2, 4]}}
     data: {task: ner, train_file: train.txt, validation_file: valid.txt}
-    distillation: {temperature: 2.0, alpha: 0.5, hidden_states: {weight: 1.0, layer_map: {0: 1, 1: 3, 2: 5}}}
+    <technique key>: {...}           # one block per registered technique, e.g. its schedule and targets
     training: {num_train_epochs: 3, learning_rate: 1.0e-4}
 
 Every problem (unknown key, wrong type, value out of range, blocks that do not compose) raises
@@ -44,7 +44,7 @@ class Recipe:
         model / data / export: :class:`ModelConfig`, :class:`DataConfig`, :class:`ExportConfig` (or None).
         training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
         techniques: the technique blocks that are set, by recipe key, in surgery order; each is also an attribute
-            (``recipe.pruning``, None when absent). A technique is off when its block is absent.
+            (``recipe.<key>``, None when absent). A technique is off when its block is absent.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-        """Read a YAML recipe; ``overrides`` maps dotted keys (``distillation.alpha``) to values."""
+        """Read a YAML recipe; ``overrides`` maps dotted keys (``training.learning_rate``) to values."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"recipe file not found: {path}")

@@ -133,6 +133,12 @@ class Technique(TrainerCallback):
         return None
 
     @classmethod
+    def example_config(cls) -> Any:
+        """A small config that acts within a few optimizer steps of a tiny model: what the documentation shows and
+        what the contract tests (every registered technique gets them) train with."""
+        return cls.config_class()
+
+    @classmethod
     def check_recipe(cls, recipe: Any) -> None:
         """Raise :class:`RecipeError` when this block does not compose with the rest of ``recipe``."""
 

@@ -49,13 +49,13 @@ class _RecipeInCheckpoints(TrainerCallback):
 
 
 class CompressionTrainer(Trainer):
-    """``Trainer`` + the techniques of a ``recipe`` (and distillation from a ``teacher``).
+    """``Trainer`` + the techniques of a ``recipe`` (and the ``teacher`` the techniques that learn from one use).
 
     Args:
-        teacher: the teacher model, for a technique that distils (with the recipe's ``distillation`` block, or its
-            defaults when the recipe has none). It is put in eval mode, frozen, prepared by Accelerate in
-            evaluation mode when training starts, and kept out of the optimizer, the distributed wrapper and the
-            checkpoints.
+        teacher: the teacher model, for the techniques that take one (configured by their recipe block, or by the
+            defaults a technique has for a teacher given without one). Those techniques keep it in eval mode and
+            frozen; it is prepared by Accelerate in evaluation mode when training starts, and kept out of the
+            optimizer, the distributed wrapper and the checkpoints.
         recipe: a :class:`Recipe`, a dict or a YAML path: one technique per technique block.
         teacher_processing_class: the teacher's tokenizer, checked against the student's when both are given.
         All other arguments are those of :class:`transformers.Trainer`; technique callbacks given in ``callbacks``

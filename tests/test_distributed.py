@@ -16,6 +16,7 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).parent / "distributed" / "prune_two_processes.py"
+TECHNIQUES_SCRIPT = Path(__file__).parent / "distributed" / "techniques_two_processes.py"
 
 
 def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
@@ -54,6 +55,46 @@ def test_two_processes_hold_identical_masks(tmp_path):
         assert ranks[0][part]
         for key, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][key]), key
+
+
+def _assert_equal_states(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_states(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal_states(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+    reason="accelerate CLI not installed",
+)
+def test_every_technique_agrees_across_two_processes(tmp_path):
+    """The contract's 'two processes agree', for every registered technique; and the teacher of those that take
+    one is prepared by Accelerate in evaluation mode: not DDP-wrapped (the student is), not in the optimizer."""
+    from hf_compress import registered_techniques
+
+    done = _accelerate_launch(str(TECHNIQUES_SCRIPT), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    for technique in registered_techniques():
+        first, second = ranks[0][technique.name], ranks[1][technique.name]
+        assert first["weights"] and first["wrapped"] == "DistributedDataParallel", technique.name
+        _assert_equal_states(first["weights"], second["weights"], f"{technique.name} weights")
+        _assert_equal_states(first["state"], second["state"], f"{technique.name} state")
+        if "teacher" in technique.resources:
+            assert first["teacher_type"] == "BertForTokenClassification"  # not DistributedDataParallel
+            assert first["teacher_in_optimizer"] is False and first["teacher_training"] is False
 
 
 def _launch_cli(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:

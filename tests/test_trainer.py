@@ -204,3 +204,55 @@ def test_alpha_extremes(tokenizer, tiny_ner_teacher, tmp_path, alpha):
         expected = log["loss_task"] if alpha == 1.0 else log["loss_kd"]
         assert log["loss"] == pytest.approx(expected, abs=2e-4)
     assert os.path.isdir(tmp_path)
+
+
+def test_the_teacher_is_prepared_by_accelerate_and_gives_the_same_loss(tokenizer, tmp_path):
+    """The teacher goes through ``accelerator.prepare_model(..., evaluation_mode=True)`` when training starts; it is
+    not in the optimizer nor in any checkpoint, and the loss is the distillation loss computed by hand."""
+    from hf_compress.distillation import DistillationConfig, DistillationLoss, LayerLossConfig
+
+    torch.manual_seed(0)
+    student = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=2))
+    teacher = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, hidden_size=48)).eval()
+    teacher_before = flat_params(teacher).clone()
+    config = DistillationConfig(alpha=0.3, temperature=3.0, hidden_states=LayerLossConfig(weight=0.5))
+    recipe = {"distillation": {"alpha": 0.3, "temperature": 3.0, "hidden_states": {"weight": 0.5}}}
+    prepared = []
+    trainer = CompressionTrainer(
+        model=student,
+        teacher=teacher,
+        recipe=recipe,
+        args=args_for(tmp_path, max_steps=4, save_strategy="steps", save_steps=2),
+        train_dataset=ner_dataset(tokenizer),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
+    real_prepare = trainer.accelerator.prepare_model
+    trainer.accelerator.prepare_model = lambda m, **kw: prepared.append((m, kw)) or real_prepare(m, **kw)
+    trainer.train()
+    assert [kw for m, kw in prepared if m is teacher] == [{"evaluation_mode": True}]  # once, for evaluation
+    distiller = next(t for t in trainer.techniques if isinstance(t, DistillationCallback))
+    assert distiller.teacher is teacher and not teacher.training and torch.equal(flat_params(teacher), teacher_before)
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimized for p in teacher.parameters())
+    assert all(id(p) in optimized for p in distiller.loss_module.parameters())  # the projections are trained
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        assert set(load_file(folder / "model.safetensors")) == set(student.state_dict())
+        projections = torch.load(folder / DistillationCallback.state_file, weights_only=True)
+        assert set(projections) == set(distiller.loss_module.state_dict())  # the projections, not the teacher
+
+    # the loss of a batch: what the pre-refactor trainer computed (teacher on the student's device, same module)
+    batch = DataCollatorForTokenClassification(tokenizer)([ner_dataset(tokenizer, n=8, seed=5)[i] for i in range(8)])
+    by_hand = DistillationLoss(config, student.config, teacher.config)
+    by_hand.load_state_dict(distiller.loss_module.state_dict())
+    student.train()
+    torch.manual_seed(11)
+    loss = trainer.compute_loss(student, dict(batch))
+    torch.manual_seed(11)
+    outputs = student(**batch, output_hidden_states=True, output_attentions=False)
+    with torch.no_grad():
+        teacher_outputs = teacher(
+            **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True, output_attentions=False
+        )
+    expected, _ = by_hand(outputs, teacher_outputs, batch["labels"], batch["attention_mask"])
+    assert torch.equal(loss, expected)

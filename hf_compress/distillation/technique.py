@@ -14,7 +14,7 @@ from ..configs import RecipeError
 from ..students import check_teacher_student
 from ..tables import markdown_table
 from ..technique import Technique, register_technique
-from .config import DistillationConfig
+from .config import DistillationConfig, LayerLossConfig
 from .losses import DistillationLoss
 
 logger = logging.get_logger(__name__)
@@ -67,6 +67,10 @@ class DistillationCallback(Technique):
         return cls(
             config, teacher=resources["teacher"], teacher_processing_class=resources.get("teacher_processing_class")
         )
+
+    @classmethod
+    def example_config(cls) -> DistillationConfig:
+        return DistillationConfig(alpha=0.5, hidden_states=LayerLossConfig(weight=1.0))
 
     @classmethod
     def default_config(cls, **resources: Any) -> DistillationConfig | None:

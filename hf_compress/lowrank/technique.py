@@ -49,6 +49,10 @@ class LowRankCallback(Technique):
         self.factorization: dict | None = None
 
     @classmethod
+    def example_config(cls) -> LowRankConfig:
+        return LowRankConfig(rank=4)
+
+    @classmethod
     def check_recipe(cls, recipe: Any) -> None:
         pruning = getattr(recipe, "pruning", None)
         if recipe.lowrank.targets is None and pruning is not None and pruning.structure == "neurons":

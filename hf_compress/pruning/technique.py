@@ -42,6 +42,10 @@ class GradualPruningCallback(Technique):
         self.start_step = self.end_step = 0
         self.step = 0  # the last optimizer step seen
 
+    @classmethod
+    def example_config(cls) -> PruningConfig:
+        return PruningConfig(final_sparsity=0.5, start_step=0, end_step=4, update_every=1)
+
     def describe(self) -> str:
         return f"{self.config.structure} sparsity {self.config.final_sparsity:g}"
 

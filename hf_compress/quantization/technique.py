@@ -55,6 +55,10 @@ class QATCallback(Technique):
         self.start_step, self.freeze_step = 0, None
         self.phase = "off"
 
+    @classmethod
+    def example_config(cls) -> QuantizationConfig:
+        return QuantizationConfig(start_step=1, freeze_observers_step=4)
+
     def prepare(self, model: nn.Module) -> None:
         reduce_range = resolve_reduce_range(self.config.reduce_range)
         c = self.config
