@@ -21,6 +21,7 @@ from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_writ
 from .modules import SettingError
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
 from .students import check_teacher_student, student_from_teacher
+from .tables import markdown_table
 from .tasks import Task, check_data_files, get_task, task_of_model_class
 from .technique import get_technique, load_pretrained, restore_saved
 from .trainer import CompressionTrainer
@@ -333,14 +334,14 @@ def results_table(results: list[ModelResult]) -> str:
     """A Markdown table of the results."""
     metric_names = [m for m in ("f1", "precision", "recall", "accuracy") if any(m in r.metrics for r in results)]
     header = ["model", "layers", "params (M)", "size (MB)", *[f"dev {m}" for m in metric_names], "train time (s)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         cells = [r.name, str(r.layers), f"{r.parameters / 1e6:.1f}", f"{r.size_mb:.1f}"]
         cells += [f"{100 * r.metrics[m]:.2f}" if m in r.metrics else "-" for m in metric_names]
         given = "- (given)" if r.name == "teacher" else "-"
         cells.append(f"{r.train_seconds:.0f}" if r.train_seconds is not None else given)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -> None:

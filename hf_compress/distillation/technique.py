@@ -57,6 +57,7 @@ class DistillationCallback(Technique):
         self.teacher_processing_class = teacher_processing_class
         self.loss_module: DistillationLoss | None = None
         self.last_logged: dict[str, float] = {}
+        self.student_processing_class: Any = None  # the trained model's tokenizer, from the Trainer
         teacher.eval()
         teacher.requires_grad_(False)
 
@@ -88,7 +89,7 @@ class DistillationCallback(Technique):
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
-        check_teacher_student(model, self.teacher, self._processing_class, self.teacher_processing_class)
+        check_teacher_student(model, self.teacher, self.student_processing_class, self.teacher_processing_class)
         device = next(model.parameters()).device
         self.teacher.to(device)
         self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
@@ -97,10 +98,8 @@ class DistillationCallback(Technique):
                 if m._can_set_attn_implementation():  # switch (BERT) fall back to it by themselves
                     m.set_attn_implementation("eager")
 
-    _processing_class = None
-
     def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        self._processing_class = processing_class  # the student's tokenizer, checked against the teacher's
+        self.student_processing_class = processing_class  # checked against the teacher's in prepare()
         super().on_init_end(args, state, control, model=model, **kwargs)
 
     def prepare_frozen_models(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
