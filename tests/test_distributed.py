@@ -19,6 +19,14 @@ SCRIPT = Path(__file__).parent / "distributed" / "prune_two_processes.py"
 TECHNIQUES_SCRIPT = Path(__file__).parent / "distributed" / "techniques_two_processes.py"
 
 
+def needs_accelerate(test):
+    """Mark a two-process test: ``distributed``, skipped without the accelerate CLI beside this Python."""
+    missing = shutil.which("accelerate") is None and not os.path.exists(
+        os.path.join(os.path.dirname(sys.executable), "accelerate")
+    )
+    return pytest.mark.distributed(pytest.mark.skipif(missing, reason="accelerate CLI not installed")(test))
+
+
 def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
     """``accelerate launch --multi_gpu --num_processes 2 ARGS``: two CPU processes on a machine without GPUs."""
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
@@ -33,12 +41,7 @@ def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.distributed
-@pytest.mark.skipif(
-    shutil.which("accelerate") is None
-    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
-    reason="accelerate CLI not installed",
-)
+@needs_accelerate
 def test_two_processes_hold_identical_masks(tmp_path):
     done = _accelerate_launch(str(SCRIPT), str(tmp_path))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -72,12 +75,7 @@ def _assert_equal_states(a, b, where: str) -> None:
         assert a == b, where
 
 
-@pytest.mark.distributed
-@pytest.mark.skipif(
-    shutil.which("accelerate") is None
-    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
-    reason="accelerate CLI not installed",
-)
+@needs_accelerate
 def test_every_technique_agrees_across_two_processes(tmp_path):
     """The contract's 'two processes agree', for every registered technique; and the teacher of those that take
     one is prepared by Accelerate in evaluation mode: not DDP-wrapped (the student is), not in the optimizer."""
