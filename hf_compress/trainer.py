@@ -83,6 +83,10 @@ class CompressionTrainer(Trainer):
         for callback in reversed(from_recipe):  # first, so that reporting integrations see their logs
             self.callback_handler.callbacks.remove(callback)
             self.callback_handler.callbacks.insert(0, callback)
+        names = [t.name for t in self.techniques]
+        if len(names) != len(set(names)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"techniques given twice (in the recipe and in callbacks?): {twice}; give each once")
         self._frozen_prepared = False
         self._loss_terms: dict[str, torch.Tensor] = {}
         self._loss_term_steps = 0
