@@ -224,6 +224,8 @@ class ExportConfig:
         reduce_range: 7-bit weights (levels ``[-64, 64]``) for ``dynamic`` and ``static``; ``auto``: exactly when
             this CPU's u8 x s8 kernel saturates (AVX2 or AVX-512 without VNNI). ``qat`` always uses what training
             used (``auto`` or that value; another is refused).
+        embeddings: ``int8``: the int8 model stores the word-embedding table int8 per row (its ``Gather`` reads
+            levels and scales); ``fp32`` keeps it float. ``qat`` follows training (``quantization.embeddings``).
         opset: ONNX opset (default: Optimum's choice for the architecture; at least 14, the first with the
             attention the exporter emits).
         max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
@@ -234,6 +236,7 @@ class ExportConfig:
     int8: str = "none"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
+    embeddings: Literal["int8", "fp32"] = "int8"
     opset: int | None = None
     max_metric_drop: float | None = None
 

@@ -252,6 +252,7 @@ def _write_onnx(
             data.calibration_dataset,
             config.calibration,
             config.reduce_range,
+            route.embedding_tables(prepared.model, prepared.artifacts, config.embeddings),
         )
         shutil.copy(fp32_dir / "config.json", folder / "config.json")
         return details

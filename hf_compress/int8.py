@@ -255,6 +255,23 @@ def _weight_range(
     return trained, None
 
 
+def _quantize_embeddings(path: Path, tables: list[str]) -> str:
+    """Store the embedding ``tables`` of the ONNX model at ``path`` int8 per row, in place; say what was done."""
+    import onnx
+
+    from .quantization.embeddings import quantize_embedding_gathers
+
+    if not tables:
+        return "fp32"
+    model = onnx.load(str(path))
+    done = quantize_embedding_gathers(model, tables)
+    if not done:
+        logger.warning(f"no Gather reads {tables} alone in {path}: the embeddings stay fp32")
+        return "fp32"
+    onnx.save(model, str(path))
+    return "int8 per row"
+
+
 class Int8Route:
     """One way to make the int8 model from the fp32 ONNX export. Register an instance in :data:`INT8_ROUTES`
     (:func:`register_int8_route`); ``export.int8`` names it."""
@@ -287,6 +304,14 @@ class Int8Route:
     def trained_reduce_range(self, artifacts: dict[str, Any]) -> bool | None:
         """The weight range training used (``None``: the route chooses, see :func:`_weight_range`)."""
         return None
+
+    def embedding_tables(self, model, artifacts: dict[str, Any], embeddings: str) -> list[str]:
+        """The embedding tables (initializer names) to store int8 per row: the word embeddings when ``embeddings``
+        (``export.embeddings``) is ``int8``."""
+        if embeddings != "int8" or not hasattr(model, "get_input_embeddings"):
+            return []
+        table = model.get_input_embeddings()
+        return [f"{name}.weight" for name, module in model.named_modules() if module is table]
 
     def quantize(
         self,
@@ -373,6 +398,11 @@ class QATRoute(Int8Route):
     def trained_reduce_range(self, artifacts) -> bool | None:
         return getattr(artifacts["qat_ranges"], "reduce_range", None)
 
+    def embedding_tables(self, model, artifacts, embeddings: str) -> list[str]:
+        """What training saw: the tables fake-quantized in QAT (``quantization.embeddings``), whatever
+        ``export.embeddings`` says."""
+        return list(artifacts.get("qat_embedding_tables", []))
+
     def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
         tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
@@ -403,6 +433,7 @@ def quantize_onnx(
     calibration_dataset,
     calibration: CalibrationConfig,
     reduce_range: bool | str = "auto",
+    embedding_tables: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
     details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
@@ -410,6 +441,8 @@ def quantize_onnx(
     ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
     kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
+    ``embedding_tables``: initializers whose ``Gather`` becomes int8 per row
+    (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`).
     """
     from optimum.onnxruntime import ORTQuantizer
 
@@ -440,5 +473,6 @@ def quantize_onnx(
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)
+    details["embeddings"] = _quantize_embeddings(Path(out_dir) / ONNX_FILE, list(embedding_tables))
     logger.info(f"int8 ({route.name}) model written from {path}")
     return details

@@ -70,7 +70,11 @@ def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_pat
     dequantized = {out for out, n in producer.items() if n.op_type == "DequantizeLinear"}
     readers = [n for n in graph.node if dequantized & set(n.input)]
     assert {n.name for n in readers} == targets and len(targets) == 6 * NUM_LAYERS
-    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
+    int8 = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8}
+    int8 = {name: levels for name, levels in int8.items() if levels.ndim == 2}
+    table = int8.pop("bert.embeddings.word_embeddings.weight_int8")  # trained int8 per row (quantization.embeddings)
+    assert table.shape == (len(tokenizer), 32) and set(np.abs(table).max(axis=1).tolist()) == {0, 127}  # 0: [PAD]
+    weights = list(int8.values())
     assert len(weights) == 6 * NUM_LAYERS  # each output channel's largest |level| is qmax: the range training used
     assert all(np.abs(w).max(axis=0).tolist() == [qmax] * w.shape[1] for w in weights)
 
@@ -231,5 +235,6 @@ def test_the_recipe_reduce_range_reaches_the_export(tokenizer, tmp_path):
     report = trainer.export(tmp_path / "int8")
     assert report["reduce_range"] is True and report["weight_levels"] == "[-64, 64]"
     graph = onnx.load(tmp_path / "int8" / "model.onnx").graph
-    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
+    int8 = [t for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
+    weights = [numpy_helper.to_array(t) for t in int8 if "word_embeddings" not in t.name]  # Gather: no saturation
     assert weights and all(int(np.abs(w).max()) == 64 for w in weights)

@@ -29,6 +29,8 @@ class QuantizationConfig:
             kernel adds pairs of products with int16 saturation (AVX2 or AVX-512 without VNNI); ``auto``: exactly
             when this machine's kernel does (:func:`~hf_compress.quantization.int8_kernel`). The ``qat`` export
             uses the weights training saw.
+        embeddings: also fake-quantize the word embeddings, int8 per row (the ``qat`` export's int8 table is then
+            what training saw); false keeps them fp32 in training and in the ``qat`` export.
     """
 
     start_epoch: float | None = None
@@ -38,6 +40,7 @@ class QuantizationConfig:
     targets: list[str] | None = None
     averaging_constant: float = 0.01
     reduce_range: bool | Literal["auto"] = "auto"
+    embeddings: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):

@@ -288,12 +288,16 @@ def qat_modules(model: nn.Module) -> dict[str, FakeQuantLinear]:
 
 
 def set_qat_phase(model: nn.Module, phase: str) -> None:
-    """Apply a :func:`qat_phase` (``off``, ``observing``, ``frozen``) to every fake-quant layer."""
+    """Apply a :func:`qat_phase` (``off``, ``observing``, ``frozen``) to every fake-quant layer and embedding."""
     if phase not in ("off", "observing", "frozen"):
         raise ValueError(f"unknown QAT phase {phase!r}; allowed: off, observing, frozen")
+    from .embeddings import qat_embeddings
+
     for module in qat_modules(model).values():
         module.fake_quant_enabled = phase != "off"
         module.observer_enabled = phase == "observing"
+    for embedding in qat_embeddings(model).values():
+        embedding.fake_quant_enabled = phase != "off"
 
 
 def activation_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:

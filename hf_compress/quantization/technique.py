@@ -12,6 +12,7 @@ from transformers.utils import logging
 from ..tables import markdown_table
 from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
 from .config import QuantizationConfig
+from .embeddings import convert_embeddings_to_qat, remove_embedding_qat
 from .fake_quant import (
     convert_to_qat,
     load_qat_state_dict,
@@ -63,6 +64,8 @@ class QATCallback(Technique):
         reduce_range = resolve_reduce_range(self.config.reduce_range)
         c = self.config
         convert_to_qat(model, c.targets, c.averaging_constant, reduce_range)  # bad targets fail here
+        if c.embeddings:
+            convert_embeddings_to_qat(model)
         if reduce_range:
             logger.info("QAT: 7-bit weights (reduce_range), levels [-64, 64]")
 
@@ -154,15 +157,20 @@ class QATCallback(Technique):
         if not os.path.isfile(path):
             return
         convert_to_qat(model, config.targets if config is not None else None)
+        if config is None or config.embeddings:
+            convert_embeddings_to_qat(model)
         load_qat_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
         set_qat_phase(model, "frozen")
 
     @classmethod
     def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
-        """Fold fake-quant layers back into plain linears; their observed ranges go to the int8 route."""
+        """Fold fake-quant layers and embeddings back into plain ones; their observed ranges and the embedding tables
+        trained int8 go to the int8 route."""
         quantized = list(qat_modules(model))
         ranges = remove_qat(model)
-        return ExportFacts(artifacts={"qat_layers": quantized, "qat_ranges": ranges} if quantized else {})
+        tables = [f"{name}.weight" for name in remove_embedding_qat(model)]
+        artifacts = {"qat_layers": quantized, "qat_ranges": ranges, "qat_embedding_tables": tables}
+        return ExportFacts(artifacts=artifacts if quantized else {})
 
     @classmethod
     def reference_note(cls, model: nn.Module) -> str | None:
