@@ -1,0 +1,28 @@
+"""Vocabulary trimming: the word pieces a corpus uses (and the alphabet), with the embedding rows to match.
+
+``config.py`` holds the settings, ``trim.py`` the mechanics (tokenizer rewrite, embedding slicing, report).
+"""
+
+from .config import VocabularyConfig
+from .trim import (
+    alphabet_ids,
+    check_supported_tokenizer,
+    count_pieces,
+    kept_ids,
+    tokenization_changes,
+    trim_embeddings,
+    trim_tokenizer,
+    trim_vocabulary,
+)
+
+__all__ = [
+    "VocabularyConfig",
+    "alphabet_ids",
+    "check_supported_tokenizer",
+    "count_pieces",
+    "kept_ids",
+    "tokenization_changes",
+    "trim_embeddings",
+    "trim_tokenizer",
+    "trim_vocabulary",
+]

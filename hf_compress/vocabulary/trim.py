@@ -1,0 +1,219 @@
+"""Vocabulary trimming: keep the word pieces a corpus uses (and the alphabet), slice the embedding rows to match.
+
+WordPiece tokenizes a word greedily, longest known prefix first. Removing pieces never makes a longer prefix
+known, so a word whose pieces are all kept tokenizes exactly as before; a word that used a removed piece falls
+back to shorter pieces (down to single characters, which ``keep_alphabet`` keeps). The trimmed model and
+tokenizer are ordinary: they save and load with ``AutoModel*.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import VocabularyConfig
+
+__all__ = [
+    "alphabet_ids",
+    "check_supported_tokenizer",
+    "count_pieces",
+    "kept_ids",
+    "tokenization_changes",
+    "trim_embeddings",
+    "trim_tokenizer",
+    "trim_vocabulary",
+]
+
+#: The tokenizer models vocabulary trimming rewrites.
+SUPPORTED_MODELS = ("WordPiece",)
+
+
+def check_supported_tokenizer(tokenizer) -> dict[str, Any]:
+    """The fast tokenizer's JSON, or ``ValueError`` naming what is supported."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(
+            f"vocabulary trimming needs a fast tokenizer (tokenizer.json); got {type(tokenizer).__name__}: "
+            f"supported: fast {', '.join(SUPPORTED_MODELS)} tokenizers (BERT, MiniLM, ELECTRA, ...)"
+        )
+    spec = json.loads(backend.to_str())
+    kind = spec["model"]["type"]
+    if kind not in SUPPORTED_MODELS:
+        raise ValueError(
+            f"vocabulary trimming rewrites {', '.join(SUPPORTED_MODELS)} vocabularies; this tokenizer's model is "
+            f"{kind} ({type(tokenizer).__name__}): supported: fast {', '.join(SUPPORTED_MODELS)} tokenizers"
+        )
+    return spec
+
+
+def count_pieces(tokenizer, texts: Iterable[str | Sequence[str]]) -> Counter:
+    """How often each piece id occurs when ``texts`` are tokenized (a text is a string or a list of words)."""
+    counts: Counter = Counter()
+    batch: list = []
+
+    def flush() -> None:
+        if batch:
+            words = not isinstance(batch[0], str)
+            encoded = tokenizer(batch, is_split_into_words=words, add_special_tokens=False)["input_ids"]
+            for ids in encoded:
+                counts.update(ids)
+            batch.clear()
+
+    for text in texts:
+        batch.append(list(text) if not isinstance(text, str) else text)
+        if len(batch) == 1000:
+            flush()
+    flush()
+    return counts
+
+
+def alphabet_ids(tokenizer) -> set[int]:
+    """The ids of every single-character piece and its continuation form (``##a``)."""
+    prefix = check_supported_tokenizer(tokenizer)["model"].get("continuing_subword_prefix", "##")
+    return {
+        i
+        for token, i in tokenizer.get_vocab().items()
+        if len(token) == 1 or (token.startswith(prefix) and len(token) == len(prefix) + 1)
+    }
+
+
+def kept_ids(tokenizer, counts: Counter, config: VocabularyConfig) -> list[int]:
+    """The ids to keep, in their old order: pieces counted ``min_count`` times, special and added tokens, and the
+    alphabet when ``keep_alphabet``."""
+    keep = {i for i, n in counts.items() if n >= config.min_count}
+    if not keep:
+        raise ValueError("the corpus yields no word pieces: give the training data (or extra_text_files) to keep")
+    keep |= set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    if config.keep_alphabet:
+        keep |= alphabet_ids(tokenizer)
+    return sorted(keep)
+
+
+def trim_tokenizer(tokenizer, keep: Sequence[int]):
+    """A tokenizer of the same class with only the pieces ``keep`` (old ids, ascending), renumbered 0..n-1."""
+    spec = check_supported_tokenizer(tokenizer)
+    new_id = {old: new for new, old in enumerate(keep)}
+    token_of = {i: token for token, i in spec["model"]["vocab"].items()}
+    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
+    for added in spec.get("added_tokens") or []:
+        added["id"] = new_id[added["id"]]
+    _renumber_post_processor(spec.get("post_processor"), new_id)
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        Path(folder, "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        if os.path.isfile(os.path.join(folder, "vocab.txt")):
+            Path(folder, "vocab.txt").write_text("".join(token_of[old] + "\n" for old in keep), encoding="utf-8")
+        config_path = Path(folder, "tokenizer_config.json")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        decoder = config.get("added_tokens_decoder") or {}
+        config["added_tokens_decoder"] = {str(new_id[int(i)]): token for i, token in decoder.items()}
+        config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+        return AutoTokenizer.from_pretrained(folder)
+
+
+def _renumber_post_processor(processor: dict | None, new_id: dict[int, int]) -> None:
+    if not processor:
+        return
+    if processor.get("type") == "Sequence":
+        for inner in processor.get("processors", []):
+            _renumber_post_processor(inner, new_id)
+    for special in (processor.get("special_tokens") or {}).values():  # TemplateProcessing
+        special["ids"] = [new_id[i] for i in special["ids"]]
+    for key in ("sep", "cls"):  # BertProcessing / RobertaProcessing: [token, id]
+        if isinstance(processor.get(key), list):
+            processor[key][1] = new_id[processor[key][1]]
+
+
+@torch.no_grad()
+def trim_embeddings(model: nn.Module, keep: Sequence[int]) -> None:
+    """Keep the rows ``keep`` (old ids, ascending) of the input embeddings (and of an untied output layer), in
+    place, and set ``config.vocab_size`` (and ``pad_token_id``)."""
+    index = torch.tensor(list(keep), dtype=torch.long)
+    new_id = {old: new for new, old in enumerate(keep)}
+    old = model.get_input_embeddings()
+    padding = new_id.get(old.padding_idx) if old.padding_idx is not None else None
+    new = nn.Embedding(
+        len(keep), old.embedding_dim, padding_idx=padding, device=old.weight.device, dtype=old.weight.dtype
+    )
+    new.weight.copy_(old.weight.index_select(0, index.to(old.weight.device)))
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = output is not None and output.weight is old.weight
+    model.set_input_embeddings(new)
+    if output is not None and not tied:
+        sliced = nn.Linear(output.in_features, len(keep), bias=output.bias is not None)
+        sliced.weight.copy_(output.weight.index_select(0, index.to(output.weight.device)))
+        if output.bias is not None:
+            sliced.bias.copy_(output.bias.index_select(0, index.to(output.bias.device)))
+        model.set_output_embeddings(sliced)
+    model.config.vocab_size = len(keep)
+    if getattr(model.config, "pad_token_id", None) is not None:
+        model.config.pad_token_id = new_id.get(model.config.pad_token_id)
+    if tied:
+        model.tie_weights()
+
+
+def tokenization_changes(old_tokenizer, new_tokenizer, texts: Iterable[str | Sequence[str]]) -> dict[str, float]:
+    """Over ``texts``: how many pieces the old tokenizer produces, and the fraction of them in words that the new
+    tokenizer splits differently."""
+    total = changed = 0
+    for text in texts:
+        words = list(text) if not isinstance(text, str) else text.split()
+        for word in words:
+            before = old_tokenizer.tokenize(word)
+            total += len(before)
+            if new_tokenizer.tokenize(word) != before:
+                changed += len(before)
+    return {"pieces": total, "changed_fraction": changed / max(total, 1)}
+
+
+def _embedding_parameters(model: nn.Module) -> int:
+    return model.get_input_embeddings().weight.numel()
+
+
+def trim_vocabulary(
+    model: nn.Module,
+    tokenizer,
+    corpus: Iterable[str | Sequence[str]],
+    config: VocabularyConfig | None = None,
+    validation: Iterable[str | Sequence[str]] | None = None,
+):
+    """Trim ``model`` (in place) and ``tokenizer`` (a new one) to the pieces ``corpus`` uses; return both and a report.
+
+    ``corpus``: the texts to keep tokenizing exactly (the training data: strings or lists of words), plus
+    ``config.extra_text_files``. The report: pieces, parameters and fp32 MB before and after, and with
+    ``validation`` the fraction of its pieces whose words tokenize differently.
+    """
+    config = config or VocabularyConfig()
+    check_supported_tokenizer(tokenizer)
+    texts = list(corpus)
+    for path in config.extra_text_files or []:
+        with open(path, encoding="utf-8") as handle:
+            texts.extend(line.strip() for line in handle if line.strip())
+    counts = count_pieces(tokenizer, texts)
+    keep = kept_ids(tokenizer, counts, config)
+    parameters_before, pieces_before = model.num_parameters(), len(tokenizer)
+    embedding_before = _embedding_parameters(model)
+    new_tokenizer = trim_tokenizer(tokenizer, keep)
+    trim_embeddings(model, keep)
+    report: dict[str, Any] = {
+        "pieces_before": pieces_before,
+        "pieces_after": len(new_tokenizer),
+        "pieces_in_corpus": len([i for i, n in counts.items() if n >= config.min_count]),
+        "parameters_before": parameters_before,
+        "parameters_after": model.num_parameters(),
+        "embedding_mb_before": embedding_before * 4 / 1e6,
+        "embedding_mb_after": _embedding_parameters(model) * 4 / 1e6,
+    }
+    if validation is not None:
+        report["validation"] = tokenization_changes(tokenizer, new_tokenizer, validation)
+    return model, new_tokenizer, report
