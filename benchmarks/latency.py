@@ -62,37 +62,43 @@ def measure_latency(
     """Batch-1 median / p90 latency (ms) and batch-``batch_size`` throughput (sentences/s) of each runner.
 
     Runners are timed interleaved, sentence by sentence and batch by batch, so that machine noise falls on all of
-    them alike.
+    them alike. ``tokenizer`` is one for all runners, or one per runner name (models with trimmed vocabularies).
     """
-    singles = [
-        tokenizer(words, is_split_into_words=True, truncation=True, max_length=128, return_tensors="np")
-        for words in sentences
-    ]
-    batches = [
-        tokenizer(
-            sentences[i : i + batch_size],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=128,
-            padding=True,
-            return_tensors="np",
-        )
-        for i in range(0, len(sentences), batch_size)
-    ]
-    singles = [dict(e) for e in singles]
-    batches = [dict(e) for e in batches]
-    for run in runners.values():
-        for encoded in singles[:warmup]:
+    tokenizers = tokenizer if isinstance(tokenizer, dict) else dict.fromkeys(runners, tokenizer)
+    encoded_by = {}
+    for name, tok in tokenizers.items():
+        singles = [
+            dict(tok(words, is_split_into_words=True, truncation=True, max_length=128, return_tensors="np"))
+            for words in sentences
+        ]
+        batches = [
+            dict(
+                tok(
+                    sentences[i : i + batch_size],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=128,
+                    padding=True,
+                    return_tensors="np",
+                )
+            )
+            for i in range(0, len(sentences), batch_size)
+        ]
+        encoded_by[name] = (singles, batches)
+    for name, run in runners.items():
+        for encoded in encoded_by[name][0][:warmup]:
             run(encoded)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for encoded in singles:
+    for index in range(len(sentences)):
         for name, run in runners.items():
+            encoded = encoded_by[name][0][index]
             start = time.perf_counter()
             run(encoded)
             times[name].append(time.perf_counter() - start)
     batch_seconds = dict.fromkeys(runners, 0.0)
-    for encoded in batches:
+    for index in range(len(encoded_by[next(iter(runners))][1])):
         for name, run in runners.items():
+            encoded = encoded_by[name][1][index]
             start = time.perf_counter()
             run(encoded)
             batch_seconds[name] += time.perf_counter() - start

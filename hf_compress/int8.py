@@ -310,8 +310,11 @@ class Int8Route:
         (``export.embeddings``) is ``int8``."""
         if embeddings != "int8" or not hasattr(model, "get_input_embeddings"):
             return []
-        table = model.get_input_embeddings()
-        return [f"{name}.weight" for name, module in model.named_modules() if module is table]
+        from torch import nn
+
+        table = model.get_input_embeddings()  # an nn.Embedding, or factorized: its narrow nn.Embedding is the table
+        inside = {id(m) for m in table.modules() if isinstance(m, nn.Embedding)}
+        return [f"{name}.weight" for name, module in model.named_modules() if id(module) in inside]
 
     def quantize(
         self,

@@ -193,3 +193,59 @@ def test_structured_pruning_of_factorized_layers_is_refused(tokenizer):
     config = PruningConfig(structure="neurons", final_sparsity=0.5, start_step=0, end_step=2)
     with pytest.raises(ValueError, match="layer 0 is a BertLayer: a projection is not an nn.Linear"):
         MagnitudePruner(model, config)
+
+
+def test_factorized_embeddings_save_load_export_and_merge(tokenizer, tmp_path):
+    """ALBERT-style: the table becomes the rank-r SVD factors; error = norm of the dropped singular values."""
+    from hf_compress import ExportConfig
+    from hf_compress.lowrank.embeddings import FactorizedEmbedding, factorize_embeddings, merge_embeddings
+
+    model = tiny_model(tokenizer).eval()
+    table = model.get_input_embeddings().weight.detach().clone()
+    singular = torch.linalg.svdvals(table.double())
+    report = factorize_embeddings(model, rank=8)
+    assert report["parameters_after"] == 8 * (len(tokenizer) + 32) < report["parameters_before"]
+    expected = float(singular[8:].pow(2).sum().sqrt() / singular.pow(2).sum().sqrt())
+    assert report["relative_error"] == pytest.approx(expected, rel=1e-9)
+    factorized = model.get_input_embeddings()
+    assert isinstance(factorized, FactorizedEmbedding) and model.config.lowrank_embedding_rank == 8
+    error = torch.linalg.matrix_norm(factorized.merged_weight().double() - table.double()) / torch.linalg.matrix_norm(
+        table.double()
+    )
+    assert float(error) == pytest.approx(expected, rel=1e-4)
+    input_ids = torch.tensor([[2, 10, 40, 3]])
+    with torch.no_grad():
+        logits = model(input_ids).logits
+    model.save_pretrained(tmp_path / "pt")
+    reloaded = load_lowrank(tmp_path / "pt")
+    assert isinstance(reloaded.get_input_embeddings(), FactorizedEmbedding)
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids).logits, logits)
+    report = export_model(model, tokenizer, tmp_path / "int8", ExportConfig(int8="dynamic"))
+    assert report["embeddings"] == "int8 per row"  # the narrow V x r table
+    graph = onnx.load(tmp_path / "int8" / "model.onnx").graph
+    assert "bert.embeddings.word_embeddings.first.weight_int8" in {t.name for t in graph.initializer}
+    with pytest.raises(ValueError, match=r"'embeddings': got 30; a rank below V H / \(V \+ H\) = 26"):
+        factorize_embeddings(tiny_model(tokenizer), rank=30)
+    assert merge_embeddings(model) and not hasattr(model.config, "lowrank_embedding_rank")
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids).logits, logits, atol=1e-5)
+
+
+def test_lowrank_recipe_factorizes_the_embeddings_only(tokenizer, tmp_path):
+    trainer = CompressionTrainer(
+        model=tiny_model(tokenizer),
+        args=args_for(tmp_path, max_steps=2),
+        recipe={"lowrank": {"embeddings": {"rank": 8}}},
+        train_dataset=ner_dataset(tokenizer, n=16),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
+    trainer.train()
+    from hf_compress.lowrank.embeddings import FactorizedEmbedding
+
+    assert isinstance(trainer.model.get_input_embeddings(), FactorizedEmbedding)
+    assert not any(type(m).__name__ == "LowRankLinear" for m in trainer.model.modules())
+    report = json.loads((tmp_path / "lowrank_report.json").read_text())
+    assert report["embeddings"]["rank"] == 8 and report["layers"] == []
+    with pytest.raises(RecipeError, match=r"lowrank\.embeddings\.rank_ratio.*exactly one"):
+        Recipe.from_dict({"lowrank": {"embeddings": {"rank": 4, "energy": 0.5}}})

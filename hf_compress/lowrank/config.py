@@ -6,7 +6,39 @@ from dataclasses import dataclass
 
 from ..configs import RecipeError, check_range
 
-__all__ = ["LowRankConfig"]
+__all__ = ["EmbeddingRankConfig", "LowRankConfig"]
+
+
+@dataclass
+class EmbeddingRankConfig:
+    """The rank of factorized word embeddings (give exactly one rule).
+
+    Attributes:
+        rank: a fixed rank ``r`` (the table becomes ``V x r`` and ``r x H``).
+        rank_ratio: a fraction of the hidden size ``H``.
+        energy: keep the smallest rank whose singular values hold this fraction of ``sum s_i^2``.
+    """
+
+    rank: int | None = None
+    rank_ratio: float | None = None
+    energy: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_rank_rule(self)
+
+
+def _check_rank_rule(config, required: bool = True) -> None:
+    given = [k for k in ("rank", "rank_ratio", "energy") if getattr(config, k) is not None]
+    if len(given) > 1 or (required and not given):
+        raise RecipeError(
+            "rank_ratio", config.rank_ratio, f"give exactly one of rank, rank_ratio, energy (got: {given or 'none'})"
+        )
+    if config.rank is not None:
+        check_range("rank", config.rank, 1)
+    if config.rank_ratio is not None:
+        check_range("rank_ratio", config.rank_ratio, 0.0, 1.0, low_open=True)
+    if config.energy is not None:
+        check_range("energy", config.energy, 0.0, 1.0, low_open=True)
 
 
 @dataclass
@@ -24,6 +56,8 @@ class LowRankConfig:
         energy: keep the smallest rank whose singular values hold this fraction of ``sum s_i^2``.
         merge: fold the factors back into one dense layer at the end of training (a plain model again, without
             the speed-up).
+        embeddings: also factorize the word embeddings (ALBERT-style) with this rank rule; with it, the linears'
+            rule may be left out to factorize the embeddings only.
     """
 
     targets: list[str] | None = None
@@ -31,16 +65,11 @@ class LowRankConfig:
     rank_ratio: float | None = None
     energy: float | None = None
     merge: bool = False
+    embeddings: EmbeddingRankConfig | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("rank", "rank_ratio", "energy") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise RecipeError(
-                "rank_ratio", self.rank_ratio, f"give exactly one of rank, rank_ratio, energy (got: {given or 'none'})"
-            )
-        if self.rank is not None:
-            check_range("rank", self.rank, 1)
-        if self.rank_ratio is not None:
-            check_range("rank_ratio", self.rank_ratio, 0.0, 1.0, low_open=True)
-        if self.energy is not None:
-            check_range("energy", self.energy, 0.0, 1.0, low_open=True)
+        _check_rank_rule(self, required=self.embeddings is None)
+
+    @property
+    def factorizes_linears(self) -> bool:
+        return any(getattr(self, k) is not None for k in ("rank", "rank_ratio", "energy"))

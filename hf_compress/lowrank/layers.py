@@ -255,7 +255,7 @@ def apply_lowrank_structure(model: nn.Module, ranks: dict[str, int]) -> None:
 
 
 def load_lowrank(path: str | os.PathLike, model_class=None, **kwargs):
-    """Load a model saved with factorized layers (``save_pretrained``): its config names the ranks.
+    """Load a model saved with factorized layers or embeddings (``save_pretrained``): its config names the ranks.
 
     ``model_class`` is an ``AutoModelFor...`` or model class (default: from the config's ``architectures``). A model
     without factorized layers loads as with plain ``from_pretrained``.
@@ -264,14 +264,20 @@ def load_lowrank(path: str | os.PathLike, model_class=None, **kwargs):
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
+    from .embeddings import EMBEDDING_CONFIG_KEY, apply_embedding_structure
+
     config = AutoConfig.from_pretrained(path)
     if model_class is None:
         model_class = getattr(transformers, (config.architectures or ["AutoModel"])[0])
     ranks = getattr(config, CONFIG_KEY, None)
-    if not ranks:
+    embedding_rank = getattr(config, EMBEDDING_CONFIG_KEY, None)
+    if not ranks and not embedding_rank:
         return model_class.from_pretrained(path, **kwargs)
     model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
-    apply_lowrank_structure(model, ranks)
+    if ranks:
+        apply_lowrank_structure(model, ranks)
+    if embedding_rank:
+        apply_embedding_structure(model, embedding_rank)
     weights = os.path.join(path, "model.safetensors")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: load_lowrank reads single-file safetensors checkpoints")

@@ -9,8 +9,10 @@ from torch import nn
 from transformers.utils import logging
 
 from ..configs import RecipeError
+from ..tables import markdown_table
 from ..technique import Technique, register_technique
 from .config import LowRankConfig
+from .embeddings import EMBEDDING_CONFIG_KEY, FactorizedEmbedding, factorize_embeddings, merge_embeddings
 from .layers import (
     CONFIG_KEY,
     default_targets,
@@ -55,7 +57,8 @@ class LowRankCallback(Technique):
     @classmethod
     def check_recipe(cls, recipe: Any) -> None:
         pruning = getattr(recipe, "pruning", None)
-        if recipe.lowrank.targets is None and pruning is not None and pruning.structure == "neurons":
+        linears = recipe.lowrank.factorizes_linears and recipe.lowrank.targets is None
+        if linears and pruning is not None and pruning.structure == "neurons":
             raise RecipeError(
                 "pruning.structure",
                 "neurons",
@@ -74,24 +77,47 @@ class LowRankCallback(Technique):
     def prepare(self, model: nn.Module) -> None:
         if self.model is not None:
             raise RuntimeError("LowRankCallback factorizes when the Trainer is built; the model was replaced since")
-        if is_factorized(model):  # e.g. loaded with load_lowrank: train the factors as they are
-            return
         c = self.config
-        rows = factorize_model(model, c.targets or default_targets(model), c.rank, c.rank_ratio, c.energy)
-        self.factorization = lowrank_report(rows)
-        logger.warning(f"Low-rank factorization:\n{lowrank_table(self.factorization)}")
+        if c.factorizes_linears and not is_factorized(model):  # (a loaded factorized model trains as it is)
+            rows = factorize_model(model, c.targets or default_targets(model), c.rank, c.rank_ratio, c.energy)
+            self.factorization = lowrank_report(rows)
+            logger.warning(f"Low-rank factorization:\n{lowrank_table(self.factorization)}")
+        if c.embeddings is not None and not isinstance(model.get_input_embeddings(), FactorizedEmbedding):
+            e = c.embeddings
+            rank_ratio = e.rank_ratio
+            report = factorize_embeddings(model, e.rank, rank_ratio, e.energy)
+            self.factorization = {**(self.factorization or lowrank_report([])), "embeddings": report}
+            logger.warning(f"Factorized word embeddings: {report}")
 
     def report(self) -> dict | None:
         return self.factorization
 
     def report_markdown(self, report: dict[str, Any]) -> str:
-        return lowrank_table(report)
+        table = lowrank_table(report)
+        embeddings = report.get("embeddings")
+        if embeddings:
+            table += "\n\n" + markdown_table(
+                ("word embeddings", "shape", "rank", "params before", "params after", "relative error"),
+                [
+                    (
+                        "factorized",
+                        "x".join(map(str, embeddings["shape"])),
+                        embeddings["rank"],
+                        f"{embeddings['parameters_before']:,}",
+                        f"{embeddings['parameters_after']:,}",
+                        f"{embeddings['relative_error']:.4f}",
+                    )
+                ],
+            )
+        return table
 
     def finish(self, model: nn.Module) -> None:
         if self.config.merge:
             logger.info(f"merged {merge_lowrank(model)} factorized layers back into dense ones")
+            merge_embeddings(model)
 
     @classmethod
     def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
         """A model saved with factorized layers (its config names the ranks), else None."""
-        return load_lowrank(path, model_class) if getattr(config, CONFIG_KEY, None) else None
+        saved = getattr(config, CONFIG_KEY, None) or getattr(config, EMBEDDING_CONFIG_KEY, None)
+        return load_lowrank(path, model_class) if saved else None

@@ -1,0 +1,127 @@
+"""Benchmark: the word embeddings of an int8 export, CoNLL-2003 dev: dense vs int8 table vs trimmed vocabulary.
+
+From one fine-tuned model (``--teacher``, or trained here from ``--encoder``), each exported to ONNX int8 by
+dynamic quantization (the MatMuls of the layers int8 per channel), side by side in one run:
+
+* dense, fp32 table: the export as it was (only the layers int8);
+* dense, int8 table: the word-embedding table int8 per row (``export.embeddings: int8``);
+* trimmed, fp32 table / trimmed, int8 table: the vocabulary trimmed to the pieces of the training split (plus the
+  specials and the alphabet; ``hf_compress.vocabulary.trim_vocabulary``), so every training sentence tokenizes as
+  before, then exported both ways.
+
+The ONNX fp32 export of the dense model is the speed reference. For each: dev F1 computed from ONNX Runtime's
+outputs (each model with its own tokenizer), ONNX file MB, batch-1 median/p90 and batch-32 throughput measured
+interleaved. Writes ``embeddings_conll.{json,md}``. Not covered yet: factorized embeddings and a distilled student.
+
+    python benchmarks/embeddings_conll.py --train_file ../shared/data/conll2003/train.txt \\
+        --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
+from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runner, write_results
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from hf_compress import Recipe
+from hf_compress.pipeline import export_trained_model
+from hf_compress.tasks import get_task
+from hf_compress.vocabulary import VocabularyConfig, trim_vocabulary
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    parser.add_argument("--min_count", type=int, default=1, help="keep pieces the training split uses this often")
+    add_run_arguments(parser, "embeddings_conll")
+    return parser.parse_args()
+
+
+def trimmed_model(args: argparse.Namespace, dense: str) -> tuple[str, dict]:
+    """The dense model with its vocabulary trimmed to the training split, saved in ``work_dir/trimmed``."""
+    out = os.path.join(args.work_dir, "trimmed")
+    recipe = Recipe.from_dict({"data": data_block(args)})
+    task = get_task("ner")
+    raw = task.load_raw(recipe.data)
+    model = AutoModelForTokenClassification.from_pretrained(dense)
+    tokenizer = AutoTokenizer.from_pretrained(dense)
+    model, tokenizer, report = trim_vocabulary(
+        model,
+        tokenizer,
+        raw["train"]["tokens"],
+        VocabularyConfig(min_count=args.min_count),
+        validation=raw["validation"]["tokens"],
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, report
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    dense = fine_tuned_model(args)
+    trimmed, trim_report = trimmed_model(args, dense)
+    print(f"trimmed: {trim_report}")
+    variants = {
+        "ONNX fp32 (reference)": (dense, "none", "fp32"),
+        "int8, dense, fp32 table": (dense, "dynamic", "fp32"),
+        "int8, dense, int8 table": (dense, "dynamic", "int8"),
+        "int8, trimmed, fp32 table": (trimmed, "dynamic", "fp32"),
+        "int8, trimmed, int8 table": (trimmed, "dynamic", "int8"),
+    }
+    folders, rows, tokenizers = {}, {}, {}
+    for name, (model_dir, route, embeddings) in variants.items():
+        folders[name] = os.path.join(
+            args.work_dir, name.replace(", ", "-").replace(" ", "_").replace("(", "").replace(")", "")
+        )
+        recipe = Recipe.from_dict({"data": data_block(args), "export": {"embeddings": embeddings}})
+        report = export_trained_model(model_dir, folders[name], route, recipe, overwrite=True)
+        tokenizers[name] = AutoTokenizer.from_pretrained(folders[name])
+        rows[name] = {
+            "size_mb": report["size_mb"],
+            "dev_f1": report["metrics"]["f1"],
+            "pieces": len(tokenizers[name]),
+            "embeddings": report.get("embeddings", "fp32"),
+            "parity": report["parity"],
+        }
+        print(f"{name}: {report['size_mb']:.1f} MB, dev F1 {100 * report['metrics']['f1']:.2f}", flush=True)
+    runners = {name: onnx_runner(folder, args.threads) for name, folder in folders.items()}
+    latency = measure_latency(runners, tokenizers, dev_sentences(args, args.latency_sentences))
+    reference = latency["ONNX fp32 (reference)"]
+    for name, stats in latency.items():
+        rows[name].update(stats)
+        rows[name]["batch1_speedup"] = reference["batch1_median_ms"] / stats["batch1_median_ms"]
+        rows[name]["batch32_speedup"] = stats["batch32_sentences_per_s"] / reference["batch32_sentences_per_s"]
+    report = {
+        "command": command_line("embeddings_conll.py", args),
+        "model": dense,
+        "threads": args.threads,
+        "trimming": trim_report,
+        "runs": rows,
+        "total_seconds": time.time() - started,
+    }
+    table = markdown_table(
+        [
+            ("model", lambda name, r: name),
+            ("pieces", lambda name, r: f"{r['pieces']:,}"),
+            ("ONNX MB", lambda name, r: f"{r['size_mb']:.1f}"),
+            ("dev F1 (ONNX Runtime)", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
+            *LATENCY_COLUMNS,
+            ("batch-1 speed-up", lambda name, r: f"{r['batch1_speedup']:.2f}x"),
+            ("batch-32 speed-up", lambda name, r: f"{r['batch32_speedup']:.2f}x"),
+        ],
+        rows,
+    )
+    write_results(args.output_dir, "embeddings_conll", report, table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
