@@ -16,9 +16,9 @@ from .distillation import (
     hidden_state_loss,
     soft_target_loss,
 )
-from .export import ExportData, export_model  # noqa: E402  (after the techniques: export iterates them)
+from .export import ExportData, export_model
 from .lowrank import LowRankCallback, LowRankConfig, factorize_linear, load_lowrank, merge_lowrank
-from .pipeline import run_recipe  # noqa: E402
+from .pipeline import run_recipe
 from .pruning import (
     GradualPruningCallback,
     MagnitudePruner,
@@ -28,10 +28,11 @@ from .pruning import (
     sparsity_report,
 )
 from .quantization import QATCallback, QuantizationConfig, convert_to_qat, remove_qat
-from .recipe import Recipe  # noqa: E402
-from .students import student_from_teacher  # noqa: E402
-from .technique import Technique, register_technique, registered_techniques  # noqa: E402
-from .trainer import CompressionTrainer  # noqa: E402
+from .recipe import Recipe
+from .students import student_from_teacher
+from .technique import Technique, register_technique, registered_techniques
+from .trainer import CompressionTrainer
+from .vocabulary import VocabularyConfig, trim_vocabulary
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "RecipeError",
     "StudentConfig",
     "Technique",
+    "VocabularyConfig",
     "attention_loss",
     "convert_to_qat",
     "cubic_sparsity",
@@ -74,4 +76,5 @@ __all__ = [
     "soft_target_loss",
     "sparsity_report",
     "student_from_teacher",
+    "trim_vocabulary",
 ]

@@ -122,8 +122,15 @@ def _max_positions(model: nn.Module) -> int | None:
     return int(limit) if limit else None
 
 
-def _check_inputs(model: nn.Module, eval_dataset, max_metric_drop) -> None:
-    """Refuse what would fail deep inside ONNX Runtime, with the reason (the config checked itself)."""
+def _check_inputs(model: nn.Module, tokenizer, eval_dataset, max_metric_drop) -> None:
+    """Refuse what would fail deep inside ONNX Runtime, or compute on wrong ids, with the reason (the config checked
+    itself)."""
+    rows = getattr(model.config, "vocab_size", None)
+    if tokenizer is not None and rows is not None and len(tokenizer) > rows:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} pieces but the model's embeddings only {rows} rows "
+            "(vocab_size): the ids would be wrong; export with the tokenizer the model was trimmed or trained with"
+        )
     limit = _max_positions(model)
     if eval_dataset is not None and limit is not None and "input_ids" in eval_dataset.column_names:
         longest = max((len(ids) for ids in eval_dataset["input_ids"]), default=0)
@@ -192,7 +199,7 @@ def export_model(
     prepared = prepare_for_export(model)
     if route is not None:
         route.check_inputs(prepared.artifacts, data.calibration_dataset)
-    _check_inputs(prepared.model, data.eval_dataset if data.evaluates else None, config.max_metric_drop)
+    _check_inputs(prepared.model, tokenizer, data.eval_dataset if data.evaluates else None, config.max_metric_drop)
     output_dir = Path(output_dir)
     with staged_directory(output_dir, overwrite=overwrite, marker=REPORT_FILE) as staging:
         details = _write_onnx(prepared, task, staging, route, config, data)

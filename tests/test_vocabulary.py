@@ -73,3 +73,14 @@ def test_bad_input_is_named(tokenizer):
         trim_vocabulary(_model(tokenizer), bpe, CORPUS)
     with pytest.raises(ValueError, match="min_count"):
         VocabularyConfig(min_count=0)
+
+
+def test_a_trimmed_model_with_the_untrimmed_tokenizer_is_refused_at_export(tokenizer, tmp_path):
+    from hf_compress import export_model
+
+    trimmed, new_tokenizer, _ = trim_vocabulary(_model(tokenizer), tokenizer, CORPUS)
+    with pytest.raises(ValueError, match=r"tokenizer has \d+ pieces but the model's embeddings only \d+ rows"):
+        export_model(trimmed, tokenizer, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
+    report = export_model(trimmed, new_tokenizer, tmp_path / "right")
+    assert report["parameters"] == trimmed.num_parameters()
