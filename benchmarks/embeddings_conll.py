@@ -7,11 +7,14 @@ dynamic quantization (the MatMuls of the layers int8 per channel), side by side 
 * dense, int8 table: the word-embedding table int8 per row (``export.embeddings: int8``);
 * trimmed, fp32 table / trimmed, int8 table: the vocabulary trimmed to the pieces of the training split (plus the
   specials and the alphabet; ``hf_compress.vocabulary.trim_vocabulary``), so every training sentence tokenizes as
-  before, then exported both ways.
+  before, then exported both ways;
+* factorized (rank r), int8 table: the table replaced by its rank-r SVD factors (``V x r`` int8 per row, then
+  ``r x H``), for each of ``--embedding_ranks``, without fine-tuning afterwards.
 
 The ONNX fp32 export of the dense model is the speed reference. For each: dev F1 computed from ONNX Runtime's
 outputs (each model with its own tokenizer), ONNX file MB, batch-1 median/p90 and batch-32 throughput measured
-interleaved. Writes ``embeddings_conll.{json,md}``. Not covered yet: factorized embeddings and a distilled student.
+interleaved. Writes ``embeddings_conll.{json,md}``. Not covered yet: a distilled 3-layer student, and fine-tuning
+after factorization.
 
     python benchmarks/embeddings_conll.py --train_file ../shared/data/conll2003/train.txt \\
         --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
@@ -38,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     parser.add_argument("--min_count", type=int, default=1, help="keep pieces the training split uses this often")
+    parser.add_argument("--embedding_ranks", default="128,192", help="ranks of the factorized tables")
     add_run_arguments(parser, "embeddings_conll")
     return parser.parse_args()
 
@@ -62,6 +66,18 @@ def trimmed_model(args: argparse.Namespace, dense: str) -> tuple[str, dict]:
     return out, report
 
 
+def factorized_model(args: argparse.Namespace, dense: str, rank: int) -> tuple[str, dict]:
+    """The dense model with its word embeddings factorized at ``rank``, saved in ``work_dir/factorized-<rank>``."""
+    from hf_compress.lowrank.embeddings import factorize_embeddings
+
+    out = os.path.join(args.work_dir, f"factorized-{rank}")
+    model = AutoModelForTokenClassification.from_pretrained(dense)
+    report = factorize_embeddings(model, rank=rank)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(dense).save_pretrained(out)
+    return out, report
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +92,10 @@ def main() -> None:
         "int8, trimmed, fp32 table": (trimmed, "dynamic", "fp32"),
         "int8, trimmed, int8 table": (trimmed, "dynamic", "int8"),
     }
+    factorizations = {}
+    for rank in [int(r) for r in args.embedding_ranks.split(",") if r]:
+        folder, factorizations[rank] = factorized_model(args, dense, rank)
+        variants[f"int8, factorized (rank {rank}), int8 table"] = (folder, "dynamic", "int8")
     folders, rows, tokenizers = {}, {}, {}
     for name, (model_dir, route, embeddings) in variants.items():
         folders[name] = os.path.join(
@@ -104,6 +124,7 @@ def main() -> None:
         "model": dense,
         "threads": args.threads,
         "trimming": trim_report,
+        "factorizations": factorizations,
         "runs": rows,
         "total_seconds": time.time() - started,
     }
