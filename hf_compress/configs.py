@@ -18,6 +18,7 @@ __all__ = [
     "ModelConfig",
     "RecipeError",
     "StudentConfig",
+    "VocabularyConfig",
     "check_range",
     "check_schedule",
 ]
@@ -96,16 +97,40 @@ MIN_OPSET = 14
 
 # --------------------------------------------------------------------------------------------------- blocks
 @dataclass
+class VocabularyConfig:
+    """Keep the word pieces a corpus uses, and the ones every word needs to stay tokenizable.
+
+    Attributes:
+        min_count: keep a piece the corpus produces at least this many times (1: every piece it produces, so that
+            every corpus sentence tokenizes exactly as before).
+        extra_text_files: more text (one text per line) whose pieces are kept too.
+        keep_alphabet: keep every single-character piece and its continuation form (``a``, ``##a``): any word made
+            of characters the tokenizer knew stays tokenizable without ``[UNK]``.
+    """
+
+    min_count: int = 1
+    extra_text_files: list[str] | None = None
+    keep_alphabet: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("min_count", self.min_count, 1)
+
+
+@dataclass
 class StudentConfig:
     """Where the student comes from: an existing model, or a subset of the teacher's layers.
 
     Attributes:
         name_or_path: a local folder or hub id of the student model (fine-tuned or a pretrained encoder).
         from_teacher_layers: build the student from these teacher layers (0-based), copying embeddings and head.
+        vocabulary: trim the student's vocabulary to the pieces the training data uses (and the alphabet) before
+            training (:func:`~hf_compress.vocabulary.trim_vocabulary`); a teacher keeps its own and reads the same
+            words, its ids translated.
     """
 
     name_or_path: str | None = None
     from_teacher_layers: list[int] | None = None
+    vocabulary: VocabularyConfig | None = None
 
     def __post_init__(self) -> None:
         if self.name_or_path is not None and self.from_teacher_layers is not None:

@@ -19,12 +19,13 @@ from transformers.utils import logging
 from .export import MetricDropError
 from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_write_text, check_output_dir
 from .modules import SettingError
-from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
+from .recipe import DataConfig, ExportConfig, Recipe, RecipeError, VocabularyConfig
 from .students import check_teacher_student, student_from_teacher
 from .tables import markdown_table
 from .tasks import Task, check_data_files, get_task, task_of_model_class
 from .technique import get_technique, load_pretrained, restore_saved
 from .trainer import CompressionTrainer
+from .vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
@@ -250,6 +251,25 @@ class _Run:
             seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
         return self._finish(trainer, "teacher", output_dir, seconds)
 
+    def _trim_student_vocabulary(self, config: VocabularyConfig) -> None:
+        """The student keeps the pieces of the training data (and the alphabet); the data is tokenized again with
+        its tokenizer, which splits every training sentence as before. The teacher keeps its own tokenizer."""
+        self.student, self.tokenizer, report = trim_vocabulary(
+            self.student,
+            self.tokenizer,
+            self.task.texts(self.raw["train"], self.data),
+            config,
+            validation=self.task.texts(self.raw["validation"], self.data),
+        )
+        self.tokenized = None
+        logger.warning(
+            f"student vocabulary trimmed: {report['pieces_before']} -> {report['pieces_after']} pieces, "
+            f"{100 * report['validation']['changed_fraction']:.1f}% of the validation pieces split differently"
+        )
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            atomic_write_json(os.path.join(self.args.output_dir, "vocabulary_report.json"), report)
+
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
         if layers is not None:
@@ -257,6 +277,8 @@ class _Run:
                 self.student = student_from_teacher(self.teacher, layers)
             except SettingError as error:
                 raise RecipeError(f"model.student.{error.setting}", error.value, error.allowed) from None
+        if self.recipe.model.student.vocabulary is not None:
+            self._trim_student_vocabulary(self.recipe.model.student.vocabulary)
         uses_teacher = any("teacher" in get_technique(name).resources for name in self.recipe.techniques)
         if self.teacher is not None and not uses_teacher:
             logger.warning("no technique block uses the teacher: the student is fine-tuned without it")

@@ -27,10 +27,27 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .configs import CalibrationConfig, DataConfig, ExportConfig, ModelConfig, RecipeError, StudentConfig
+from .configs import (
+    CalibrationConfig,
+    DataConfig,
+    ExportConfig,
+    ModelConfig,
+    RecipeError,
+    StudentConfig,
+    VocabularyConfig,
+)
 from .technique import get_technique, registered_techniques
 
-__all__ = ["CalibrationConfig", "DataConfig", "ExportConfig", "ModelConfig", "Recipe", "RecipeError", "StudentConfig"]
+__all__ = [
+    "CalibrationConfig",
+    "DataConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "Recipe",
+    "RecipeError",
+    "StudentConfig",
+    "VocabularyConfig",
+]
 
 #: The blocks every recipe may have besides the techniques', with their config classes.
 _BLOCKS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "export": ExportConfig}

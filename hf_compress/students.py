@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from .modules import SettingError, find_layer_list
 
-__all__ = ["check_teacher_student", "student_from_teacher"]
+__all__ = ["check_teacher_student", "student_from_teacher", "vocabulary_map"]
 
 
 def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
@@ -59,8 +59,12 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
 
 def check_teacher_student(
     student: PreTrainedModel, teacher: PreTrainedModel, student_tokenizer=None, teacher_tokenizer=None
-) -> None:
-    """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies."""
+) -> list[int] | None:
+    """Raise a clear error when a teacher cannot teach this student: different labels or vocabularies.
+
+    Returns None when both read the same ids; with a student tokenizer whose pieces are a subset of the teacher's
+    (a trimmed vocabulary), the teacher id of every student id, to translate the student's inputs for the teacher.
+    """
     s_cfg, t_cfg = student.config, teacher.config
     s_labels = [s_cfg.id2label[i] for i in sorted(s_cfg.id2label)]
     t_labels = [t_cfg.id2label[i] for i in sorted(t_cfg.id2label)]
@@ -71,14 +75,35 @@ def check_teacher_student(
                 f"teacher {t_labels}): build the student with the teacher's label2id"
             )
         raise ValueError(f"teacher and student label sets differ: student {s_labels}, teacher {t_labels}")
+    both = student_tokenizer is not None and teacher_tokenizer is not None
+    if both and student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        return vocabulary_map(student, student_tokenizer, teacher_tokenizer)
     if getattr(s_cfg, "vocab_size", None) != getattr(t_cfg, "vocab_size", None):
         raise ValueError(
             f"teacher and student vocabularies differ: vocab_size {t_cfg.vocab_size} (teacher) vs "
-            f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer"
+            f"{s_cfg.vocab_size} (student); distillation needs the same tokenizer (or a trimmed copy of it)"
         )
-    if student_tokenizer is not None and teacher_tokenizer is not None:
-        if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
-            raise ValueError(
-                "teacher and student tokenizers differ (their vocabularies are not the same): "
-                "distillation needs both models to read the same token ids"
-            )
+    return None
+
+
+def vocabulary_map(student: PreTrainedModel, student_tokenizer, teacher_tokenizer) -> list[int]:
+    """The teacher id of every student piece, when the student's vocabulary is a subset of the teacher's (trimmed);
+    else ``ValueError``."""
+    teacher_vocab = teacher_tokenizer.get_vocab()
+    student_vocab = student_tokenizer.get_vocab()
+    unknown = [piece for piece in student_vocab if piece not in teacher_vocab]
+    if unknown:
+        raise ValueError(
+            f"teacher and student tokenizers differ (the student has pieces the teacher does not know, e.g. "
+            f"{unknown[:3]}): distillation needs both models to read the same words, with the same tokenizer or "
+            "the student's trimmed from the teacher's"
+        )
+    if student.config.vocab_size < len(student_vocab):
+        raise ValueError(
+            f"the student tokenizer has {len(student_vocab)} pieces but the student only {student.config.vocab_size} "
+            "embedding rows"
+        )
+    mapping = [teacher_tokenizer.unk_token_id or 0] * student.config.vocab_size
+    for piece, index in student_vocab.items():
+        mapping[index] = teacher_vocab[piece]
+    return mapping

@@ -84,3 +84,65 @@ def test_a_trimmed_model_with_the_untrimmed_tokenizer_is_refused_at_export(token
     assert not (tmp_path / "wrong").exists()
     report = export_model(trimmed, new_tokenizer, tmp_path / "right")
     assert report["parameters"] == trimmed.num_parameters()
+
+
+def _write_conll(path, words, n, seed) -> None:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        for _ in range(rng.randint(3, 8)):
+            lines.append(f"{rng.choice(words)} NN O {rng.choice(['O', 'O', 'B-PER', 'B-LOC'])}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def test_a_recipe_distils_into_a_student_with_a_trimmed_vocabulary(tokenizer, tmp_path):
+    """The student's vocabulary is cut to the training data's pieces; the teacher keeps its own and reads the same
+    words (ids translated): finite distillation losses, metrics on the same words, a plain student folder."""
+    import json
+    import math
+
+    from conftest import WORDS
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from hf_compress import Recipe, run_recipe
+    from hf_compress.pipeline import default_training_arguments
+
+    torch.manual_seed(0)
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]  # the data's label list
+    teacher_dir = tmp_path / "teacher"
+    BertForTokenClassification(tiny_bert_config(len(tokenizer), labels)).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    train_words, other_words = WORDS[:30], WORDS[30:]
+    _write_conll(tmp_path / "train.txt", train_words, 40, seed=0)
+    _write_conll(tmp_path / "valid.txt", train_words[:10] + other_words, 12, seed=1)
+    recipe = Recipe.from_dict(
+        {
+            "model": {"teacher": str(teacher_dir), "student": {"from_teacher_layers": [0, 2], "vocabulary": {}}},
+            "data": {
+                "task": "ner",
+                "train_file": str(tmp_path / "train.txt"),
+                "validation_file": str(tmp_path / "valid.txt"),
+            },
+            "distillation": {"alpha": 0.5, "hidden_states": {"weight": 1.0}},
+            "export": {"int8": "dynamic"},
+            "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "use_cpu": True, "logging_steps": 1},
+        }
+    )
+    out = tmp_path / "out"
+    results = run_recipe(recipe, default_training_arguments(str(out), recipe.training))
+    student_tokenizer = AutoTokenizer.from_pretrained(out)
+    student = AutoModelForTokenClassification.from_pretrained(out)
+    assert student.config.vocab_size == len(student_tokenizer) < len(tokenizer)
+    train_sentences = [line.split()[0] for line in (tmp_path / "train.txt").read_text().splitlines() if line]
+    assert student_tokenizer.tokenize(" ".join(train_sentences)) == tokenizer.tokenize(" ".join(train_sentences))
+    report = json.loads((out / "vocabulary_report.json").read_text())
+    assert report["pieces_after"] == len(student_tokenizer) and report["validation"]["changed_fraction"] > 0
+    history = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
+    kd = [entry["loss_kd"] for entry in history if "loss_kd" in entry]
+    assert kd and all(math.isfinite(v) for v in kd) and any("loss_hidden" in entry for entry in history)
+    student_row, exported = results[1], results[-1]
+    assert "f1" in student_row.metrics and "f1" in exported.metrics  # both scored on the validation words
+    assert len(AutoTokenizer.from_pretrained(exported.path)) == len(student_tokenizer)

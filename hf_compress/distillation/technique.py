@@ -58,6 +58,7 @@ class DistillationCallback(Technique):
         self.loss_module: DistillationLoss | None = None
         self.last_logged: dict[str, float] = {}
         self.student_processing_class: Any = None  # the trained model's tokenizer, from the Trainer
+        self.teacher_ids: torch.Tensor | None = None
         teacher.eval()
         teacher.requires_grad_(False)
 
@@ -89,8 +90,12 @@ class DistillationCallback(Technique):
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
-        check_teacher_student(model, self.teacher, self.student_processing_class, self.teacher_processing_class)
+        mapping = check_teacher_student(
+            model, self.teacher, self.student_processing_class, self.teacher_processing_class
+        )
         device = next(model.parameters()).device
+        # a student with a trimmed vocabulary: its ids are translated to the teacher's (the same words, same pieces)
+        self.teacher_ids = None if mapping is None else torch.tensor(mapping, dtype=torch.long, device=device)
         self.teacher.to(device)
         self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
         if self.loss_module.needs_attentions:
@@ -132,6 +137,9 @@ class DistillationCallback(Technique):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The distillation loss of the student's ``outputs`` on ``inputs`` (``loss`` is the task loss)."""
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        if self.teacher_ids is not None:
+            ids = teacher_inputs["input_ids"]
+            teacher_inputs["input_ids"] = self.teacher_ids.to(ids.device)[ids]
         self.teacher.eval()
         with torch.no_grad():
             teacher_outputs = self.teacher(**teacher_inputs, **self.forward_kwargs())

@@ -37,6 +37,10 @@ class Task(abc.ABC):
         """The raw ``train`` (and ``validation`` when there is one) splits."""
 
     @abc.abstractmethod
+    def texts(self, split, data: DataConfig) -> list:
+        """The texts of a raw split as the tokenizer reads them (strings, or word lists for NER)."""
+
+    @abc.abstractmethod
     def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
         """Label names in id order."""
 

@@ -110,6 +110,12 @@ class TextClassificationTask(Task):
                 )
         return select_first(raw, data)
 
+    def texts(self, split, data: DataConfig) -> list[str]:
+        texts = list(split[data.text_column])
+        if data.text_pair_column:
+            texts += list(split[data.text_pair_column])
+        return texts
+
     def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
         feature = raw["train"].features[data.label_column]
         if isinstance(feature, ClassLabel):

@@ -161,6 +161,9 @@ class TokenClassificationTask(Task):
                     )
         return select_first(raw, data)
 
+    def texts(self, split, data: DataConfig) -> list[list[str]]:
+        return list(split["tokens"])
+
     def label_list(self, raw: DatasetDict, data: DataConfig) -> list[str]:
         feature = raw["train"].features["ner_tags"]
         if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
