@@ -1,7 +1,8 @@
-"""Benchmark: the word embeddings of an int8 export, CoNLL-2003 dev: dense vs int8 table vs trimmed vocabulary.
+"""Benchmark: the word embeddings of an int8 export, CoNLL-2003 dev: dense vs int8 table vs trimmed vs factorized.
 
-From one fine-tuned model (``--teacher``, or trained here from ``--encoder``), each exported to ONNX int8 by
-dynamic quantization (the MatMuls of the layers int8 per channel), side by side in one run:
+For the fine-tuned teacher (``--teacher``, or trained here from ``--encoder``) and for a student distilled from
+it (``--student_layers``, logits + hidden states, ``--student_epochs``), each exported to ONNX int8 by dynamic
+quantization (the MatMuls of the layers int8 per channel), side by side in one run:
 
 * dense, fp32 table: the export as it was (only the layers int8);
 * dense, int8 table: the word-embedding table int8 per row (``export.embeddings: int8``);
@@ -13,8 +14,9 @@ dynamic quantization (the MatMuls of the layers int8 per channel), side by side 
 
 The ONNX fp32 export of the dense model is the speed reference. For each: dev F1 computed from ONNX Runtime's
 outputs (each model with its own tokenizer), ONNX file MB, batch-1 median/p90 and batch-32 throughput measured
-interleaved. Writes ``embeddings_conll.{json,md}``. Not covered yet: a distilled 3-layer student, and fine-tuning
-after factorization.
+interleaved. Writes ``embeddings_conll.{json,md}``. The student is trained once, with its full vocabulary: trimming
+before or after training gives the same rows for the training pieces (their tokenization and gradients are the
+same; the unused rows never enter the loss). Not covered: fine-tuning after factorization.
 
     python benchmarks/embeddings_conll.py --train_file ../shared/data/conll2003/train.txt \\
         --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
@@ -29,10 +31,10 @@ import time
 import torch
 from common import add_data_arguments, add_run_arguments, command_line, data_block, dev_sentences, fine_tuned_model
 from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runner, write_results
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from hf_compress import Recipe
-from hf_compress.pipeline import export_trained_model
+from hf_compress import Recipe, run_recipe
+from hf_compress.pipeline import default_training_arguments, export_trained_model
 from hf_compress.tasks import get_task
 from hf_compress.vocabulary import VocabularyConfig, trim_vocabulary
 
@@ -42,18 +44,20 @@ def parse_args() -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--min_count", type=int, default=1, help="keep pieces the training split uses this often")
     parser.add_argument("--embedding_ranks", default="128,192", help="ranks of the factorized tables")
+    parser.add_argument("--student_layers", default="0,2,4", help="teacher layers of the distilled student ('' none)")
+    parser.add_argument("--student_epochs", type=float, default=3.0, help="distillation epochs of the student")
     add_run_arguments(parser, "embeddings_conll")
     return parser.parse_args()
 
 
-def trimmed_model(args: argparse.Namespace, dense: str) -> tuple[str, dict]:
-    """The dense model with its vocabulary trimmed to the training split, saved in ``work_dir/trimmed``."""
-    out = os.path.join(args.work_dir, "trimmed")
+def trimmed_model(args: argparse.Namespace, source: str, label: str) -> tuple[str, dict]:
+    """``source`` with its vocabulary trimmed to the training split, saved in ``work_dir/<label>-trimmed``."""
+    out = os.path.join(args.work_dir, f"{label}-trimmed")
     recipe = Recipe.from_dict({"data": data_block(args)})
     task = get_task("ner")
     raw = task.load_raw(recipe.data)
-    model = AutoModelForTokenClassification.from_pretrained(dense)
-    tokenizer = AutoTokenizer.from_pretrained(dense)
+    model = AutoModelForTokenClassification.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
     model, tokenizer, report = trim_vocabulary(
         model,
         tokenizer,
@@ -66,16 +70,61 @@ def trimmed_model(args: argparse.Namespace, dense: str) -> tuple[str, dict]:
     return out, report
 
 
-def factorized_model(args: argparse.Namespace, dense: str, rank: int) -> tuple[str, dict]:
-    """The dense model with its word embeddings factorized at ``rank``, saved in ``work_dir/factorized-<rank>``."""
+def factorized_model(args: argparse.Namespace, source: str, label: str, rank: int) -> tuple[str, dict]:
+    """``source`` with its word embeddings factorized at ``rank``, saved in ``work_dir/<label>-factorized-<rank>``."""
     from hf_compress.lowrank.embeddings import factorize_embeddings
 
-    out = os.path.join(args.work_dir, f"factorized-{rank}")
-    model = AutoModelForTokenClassification.from_pretrained(dense)
+    out = os.path.join(args.work_dir, f"{label}-factorized-{rank}")
+    model = AutoModelForTokenClassification.from_pretrained(source)
     report = factorize_embeddings(model, rank=rank)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(dense).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
     return out, report
+
+
+def distilled_student(args: argparse.Namespace, teacher: str) -> str:
+    """A student of the teacher's ``--student_layers``, distilled (logits, hidden states) ``--student_epochs``."""
+    training = {
+        "num_train_epochs": args.student_epochs,
+        "learning_rate": 1e-4,
+        "warmup_ratio": 0.06,
+        "weight_decay": 0.01,
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "seed": 42,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 100,
+    }
+    layers = [int(x) for x in args.student_layers.split(",")]
+    recipe = Recipe.from_dict(
+        {
+            "model": {"teacher": teacher, "student": {"from_teacher_layers": layers}},
+            "data": data_block(args),
+            "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}},
+            "training": training,
+        }
+    )
+    out = os.path.join(args.work_dir, "student")
+    results = run_recipe(recipe, default_training_arguments(out, training))
+    return results[-1].path
+
+
+def variants_of(args: argparse.Namespace, label: str, source: str) -> tuple[dict, dict]:
+    """The int8 exports to make of ``source``: (model folder, route, table) by row name; and what was done."""
+    trimmed, trim_report = trimmed_model(args, source, label)
+    print(f"{label} trimmed: {trim_report}", flush=True)
+    variants = {
+        f"{label}: int8, dense, fp32 table": (source, "dynamic", "fp32"),
+        f"{label}: int8, dense, int8 table": (source, "dynamic", "int8"),
+        f"{label}: int8, trimmed, fp32 table": (trimmed, "dynamic", "fp32"),
+        f"{label}: int8, trimmed, int8 table": (trimmed, "dynamic", "int8"),
+    }
+    factorizations = {}
+    for rank in [int(r) for r in args.embedding_ranks.split(",") if r]:
+        folder, factorizations[rank] = factorized_model(args, source, label, rank)
+        variants[f"{label}: int8, factorized (rank {rank}), int8 table"] = (folder, "dynamic", "int8")
+    return variants, {"trimming": trim_report, "factorizations": factorizations}
 
 
 def main() -> None:
@@ -83,24 +132,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     dense = fine_tuned_model(args)
-    trimmed, trim_report = trimmed_model(args, dense)
-    print(f"trimmed: {trim_report}")
-    variants = {
-        "ONNX fp32 (reference)": (dense, "none", "fp32"),
-        "int8, dense, fp32 table": (dense, "dynamic", "fp32"),
-        "int8, dense, int8 table": (dense, "dynamic", "int8"),
-        "int8, trimmed, fp32 table": (trimmed, "dynamic", "fp32"),
-        "int8, trimmed, int8 table": (trimmed, "dynamic", "int8"),
-    }
-    factorizations = {}
-    for rank in [int(r) for r in args.embedding_ranks.split(",") if r]:
-        folder, factorizations[rank] = factorized_model(args, dense, rank)
-        variants[f"int8, factorized (rank {rank}), int8 table"] = (folder, "dynamic", "int8")
+    variants = {"teacher: ONNX fp32 (reference)": (dense, "none", "fp32")}
+    done = {}
+    teacher_variants, done["teacher"] = variants_of(args, "teacher", dense)
+    variants.update(teacher_variants)
+    if args.student_layers:
+        student = distilled_student(args, dense)
+        student_variants, done["student"] = variants_of(args, "student", student)
+        variants.update(student_variants)
     folders, rows, tokenizers = {}, {}, {}
     for name, (model_dir, route, embeddings) in variants.items():
-        folders[name] = os.path.join(
-            args.work_dir, name.replace(", ", "-").replace(" ", "_").replace("(", "").replace(")", "")
-        )
+        folders[name] = os.path.join(args.work_dir, "".join(c if c.isalnum() else "-" for c in name).strip("-"))
         recipe = Recipe.from_dict({"data": data_block(args), "export": {"embeddings": embeddings}})
         report = export_trained_model(model_dir, folders[name], route, recipe, overwrite=True)
         tokenizers[name] = AutoTokenizer.from_pretrained(folders[name])
@@ -108,13 +150,14 @@ def main() -> None:
             "size_mb": report["size_mb"],
             "dev_f1": report["metrics"]["f1"],
             "pieces": len(tokenizers[name]),
+            "layers": AutoConfig.from_pretrained(model_dir).num_hidden_layers,
             "embeddings": report.get("embeddings", "fp32"),
             "parity": report["parity"],
         }
         print(f"{name}: {report['size_mb']:.1f} MB, dev F1 {100 * report['metrics']['f1']:.2f}", flush=True)
     runners = {name: onnx_runner(folder, args.threads) for name, folder in folders.items()}
     latency = measure_latency(runners, tokenizers, dev_sentences(args, args.latency_sentences))
-    reference = latency["ONNX fp32 (reference)"]
+    reference = latency["teacher: ONNX fp32 (reference)"]
     for name, stats in latency.items():
         rows[name].update(stats)
         rows[name]["batch1_speedup"] = reference["batch1_median_ms"] / stats["batch1_median_ms"]
@@ -123,14 +166,14 @@ def main() -> None:
         "command": command_line("embeddings_conll.py", args),
         "model": dense,
         "threads": args.threads,
-        "trimming": trim_report,
-        "factorizations": factorizations,
+        "compression": done,
         "runs": rows,
         "total_seconds": time.time() - started,
     }
     table = markdown_table(
         [
             ("model", lambda name, r: name),
+            ("layers", lambda name, r: str(r["layers"])),
             ("pieces", lambda name, r: f"{r['pieces']:,}"),
             ("ONNX MB", lambda name, r: f"{r['size_mb']:.1f}"),
             ("dev F1 (ONNX Runtime)", lambda name, r: f"{100 * r['dev_f1']:.2f}"),
