@@ -282,7 +282,7 @@ def _evaluate(
         data.compute_metrics,
         task.pipeline_tag,
         batch_size=data.batch_size,
-        reference=notes[0] if len(notes) == 1 else " + ".join(["PyTorch", *notes]) if notes else "PyTorch",
+        reference="; ".join(notes) or "PyTorch",
     )
 
 

@@ -301,11 +301,11 @@ class _Run:
 
 
 def _student_name(trainer: CompressionTrainer, layers: list[int] | None) -> str:
-    """``student (<qualifier>), teacher layers [0, 2, 4], <description>``: what the techniques did."""
-    words = [word for t in trainer.techniques if (word := t.describe())]
-    name = " ".join(["student", *(w for w in words if w.startswith("("))])
+    """``student (<qualifiers>), teacher layers [0, 2, 4], <descriptions>``: what the techniques did."""
+    qualifiers = [t.qualifier for t in trainer.techniques if t.qualifier]
+    name = f"student ({', '.join(qualifiers)})" if qualifiers else "student"
     parts = [f"teacher layers {layers}"] if layers else []
-    return ", ".join([name, *parts, *(w for w in words if not w.startswith("("))])
+    return ", ".join([name, *parts, *(word for t in trainer.techniques if (word := t.describe()))])
 
 
 def _checkpoint_for(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | bool | None:
@@ -394,7 +394,7 @@ def export_trained_model(
     from .int8 import INT8_ROUTES
 
     check_model_source(model_dir, "model_dir")
-    if int8 != "none" and int8 in INT8_ROUTES:
+    if int8 in INT8_ROUTES:
         INT8_ROUTES[int8].check_saved(model_dir)
     saved_recipe = Path(model_dir) / "recipe.yaml"
     if recipe is None:

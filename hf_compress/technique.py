@@ -142,9 +142,12 @@ class Technique(TrainerCallback):
     def check_recipe(cls, recipe: Any) -> None:
         """Raise :class:`RecipeError` when this block does not compose with the rest of ``recipe``."""
 
+    #: A word that qualifies the trained model's name in results tables (``student (distilled)``), if any.
+    qualifier: ClassVar[str] = ""
+
     def describe(self) -> str:
-        """A few words for results tables: ``neurons sparsity 0.5`` follows the model's name, a parenthesised
-        ``(distilled)`` qualifies it; empty (the default) when the technique does not change what the model is."""
+        """A few words after the model's name in results tables (``neurons sparsity 0.5``); empty (the default) when
+        the technique does not change what the model is."""
         return ""
 
     # ------------------------------------------------------------------------------------ hooks

@@ -41,6 +41,7 @@ class DistillationCallback(Technique):
     report_name = "distillation_report"
     contributes_loss = True
     resources = ("teacher", "teacher_processing_class")
+    qualifier = "distilled"
 
     def __init__(
         self,
@@ -84,9 +85,6 @@ class DistillationCallback(Technique):
             raise RecipeError(
                 "distillation", "set", "the 'distillation' block needs a teacher: set model.teacher, or drop the block"
             )
-
-    def describe(self) -> str:
-        return "(distilled)"
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:

@@ -84,8 +84,7 @@ class LowRankCallback(Technique):
             logger.warning(f"Low-rank factorization:\n{lowrank_table(self.factorization)}")
         if c.embeddings is not None and not isinstance(model.get_input_embeddings(), FactorizedEmbedding):
             e = c.embeddings
-            rank_ratio = e.rank_ratio
-            report = factorize_embeddings(model, e.rank, rank_ratio, e.energy)
+            report = factorize_embeddings(model, e.rank, e.rank_ratio, e.energy)
             self.factorization = {**(self.factorization or lowrank_report([])), "embeddings": report}
             logger.warning(f"Factorized word embeddings: {report}")
 
