@@ -1,14 +1,17 @@
-"""Benchmark: the word embeddings of an int8 export, CoNLL-2003 dev: dense vs int8 table vs trimmed vs factorized.
+"""Benchmark: the word embeddings of an int8 export, CoNLL-2003 dev: dense, int8/int4 tables, trimmed, factorized.
 
 For the fine-tuned teacher (``--teacher``, or trained here from ``--encoder``) and for a student distilled from
 it (``--student_layers``, logits + hidden states, ``--student_epochs``), each exported to ONNX int8 by dynamic
 quantization (the MatMuls of the layers int8 per channel), side by side in one run:
 
-* dense, fp32 table: the export as it was (only the layers int8);
-* dense, int8 table: the word-embedding table int8 per row (``export.embeddings: int8``);
-* trimmed, fp32 table / trimmed, int8 table: the vocabulary trimmed to the pieces of the training split (plus the
-  specials and the alphabet; ``hf_compress.vocabulary.trim_vocabulary``), so every training sentence tokenizes as
-  before, then exported both ways;
+* dense, fp32 tables: only the layers int8;
+* dense, int8 tables: every embedding table int8 per row (``export.embeddings: int8``, the default);
+* dense, int4 table: the word-embedding table 4-bit in blocks of 64 values, positions int8 per row
+  (``export.embeddings: int4``);
+* trimmed to the corpus, int4 table: the vocabulary trimmed to the pieces of the training split (plus the specials
+  and the alphabet; ``hf_compress.vocabulary.trim_vocabulary``), so every training sentence tokenizes as before;
+* trimmed to the corpus and the first ids, int8 / int4 table: also the pieces text can produce among the first
+  ``--keep_first_ids`` ids (the commonest pieces of a BERT vocabulary);
 * factorized (rank r), int8 table: the table replaced by its rank-r SVD factors (``V x r`` int8 per row, then
   ``r x H``), for each of ``--embedding_ranks``, without fine-tuning afterwards.
 
@@ -43,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     parser.add_argument("--min_count", type=int, default=1, help="keep pieces the training split uses this often")
+    parser.add_argument("--keep_first_ids", type=int, default=22000, help="also keep the reachable ids below this")
     parser.add_argument("--embedding_ranks", default="128,192", help="ranks of the factorized tables")
     parser.add_argument("--student_layers", default="0,2,4", help="teacher layers of the distilled student ('' none)")
     parser.add_argument("--student_epochs", type=float, default=3.0, help="distillation epochs of the student")
@@ -50,9 +54,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def trimmed_model(args: argparse.Namespace, source: str, label: str) -> tuple[str, dict]:
-    """``source`` with its vocabulary trimmed to the training split, saved in ``work_dir/<label>-trimmed``."""
-    out = os.path.join(args.work_dir, f"{label}-trimmed")
+def trimmed_model(args: argparse.Namespace, source: str, label: str, keep_first_ids: int | None) -> tuple[str, dict]:
+    """``source`` with its vocabulary trimmed to the training split (and the reachable ids below
+    ``keep_first_ids``), saved in ``work_dir/<label>-trimmed[-<keep_first_ids>]``."""
+    out = os.path.join(args.work_dir, f"{label}-trimmed" + (f"-{keep_first_ids}" if keep_first_ids else ""))
     recipe = Recipe.from_dict({"data": data_block(args)})
     task = get_task("ner")
     raw = task.load_raw(recipe.data)
@@ -62,7 +67,7 @@ def trimmed_model(args: argparse.Namespace, source: str, label: str) -> tuple[st
         model,
         tokenizer,
         raw["train"]["tokens"],
-        VocabularyConfig(min_count=args.min_count),
+        VocabularyConfig(min_count=args.min_count, keep_first_ids=keep_first_ids),
         validation=raw["validation"]["tokens"],
     )
     model.save_pretrained(out)
@@ -112,19 +117,23 @@ def distilled_student(args: argparse.Namespace, teacher: str) -> str:
 
 def variants_of(args: argparse.Namespace, label: str, source: str) -> tuple[dict, dict]:
     """The int8 exports to make of ``source``: (model folder, route, table) by row name; and what was done."""
-    trimmed, trim_report = trimmed_model(args, source, label)
-    print(f"{label} trimmed: {trim_report}", flush=True)
+    trimmed, trim_report = trimmed_model(args, source, label, None)
+    wider, wider_report = trimmed_model(args, source, label, args.keep_first_ids)
+    print(f"{label} trimmed: {trim_report}; with the first ids: {wider_report}", flush=True)
+    first = f"corpus + first {args.keep_first_ids:,} ids"
     variants = {
-        f"{label}: int8, dense, fp32 table": (source, "dynamic", "fp32"),
-        f"{label}: int8, dense, int8 table": (source, "dynamic", "int8"),
-        f"{label}: int8, trimmed, fp32 table": (trimmed, "dynamic", "fp32"),
-        f"{label}: int8, trimmed, int8 table": (trimmed, "dynamic", "int8"),
+        f"{label}: int8, dense, fp32 tables": (source, "dynamic", "fp32"),
+        f"{label}: int8, dense, int8 tables": (source, "dynamic", "int8"),
+        f"{label}: int8, dense, int4 table": (source, "dynamic", "int4"),
+        f"{label}: int8, trimmed to corpus, int4 table": (trimmed, "dynamic", "int4"),
+        f"{label}: int8, trimmed to {first}, int8 tables": (wider, "dynamic", "int8"),
+        f"{label}: int8, trimmed to {first}, int4 table": (wider, "dynamic", "int4"),
     }
     factorizations = {}
     for rank in [int(r) for r in args.embedding_ranks.split(",") if r]:
         folder, factorizations[rank] = factorized_model(args, source, label, rank)
         variants[f"{label}: int8, factorized (rank {rank}), int8 table"] = (folder, "dynamic", "int8")
-    return variants, {"trimming": trim_report, "factorizations": factorizations}
+    return variants, {"trimming": trim_report, "trimming_first_ids": wider_report, "factorizations": factorizations}
 
 
 def main() -> None:

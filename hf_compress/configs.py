@@ -106,14 +106,21 @@ class VocabularyConfig:
         extra_text_files: more text (one text per line) whose pieces are kept too.
         keep_alphabet: keep every single-character piece and its continuation form (``a``, ``##a``): any word made
             of characters the tokenizer knew stays tokenizable without ``[UNK]``.
+        keep_first_ids: also keep the pieces with ids below this that text can produce (not ``[unused0]``, nor a
+            cased piece in an uncased vocabulary). BERT-style WordPiece vocabularies list pieces by decreasing
+            frequency in their pre-training corpus, so these are the commonest words: unseen text then splits into
+            other pieces less often than with the corpus's pieces alone.
     """
 
     min_count: int = 1
     extra_text_files: list[str] | None = None
     keep_alphabet: bool = True
+    keep_first_ids: int | None = None
 
     def __post_init__(self) -> None:
         check_range("min_count", self.min_count, 1)
+        if self.keep_first_ids is not None:
+            check_range("keep_first_ids", self.keep_first_ids, 1)
 
 
 @dataclass
@@ -249,8 +256,10 @@ class ExportConfig:
         reduce_range: 7-bit weights (levels ``[-64, 64]``) for ``dynamic`` and ``static``; ``auto``: exactly when
             this CPU's u8 x s8 kernel saturates (AVX2 or AVX-512 without VNNI). ``qat`` always uses what training
             used (``auto`` or that value; another is refused).
-        embeddings: ``int8``: the int8 model stores the word-embedding table int8 per row (its ``Gather`` reads
-            levels and scales); ``fp32`` keeps it float. ``qat`` follows training (``quantization.embeddings``).
+        embeddings: how the int8 model stores the word-embedding table: ``int8`` per row (its ``Gather`` reads
+            levels and scales), ``int4`` in blocks of 64 values (about 7x smaller than fp32; ONNX Runtime's
+            ``GatherBlockQuantized``), ``fp32``. With ``int8`` or ``int4`` the other embedding tables (positions,
+            token types) are int8 per row. ``qat`` follows training (``quantization.embeddings``).
         opset: ONNX opset (default: Optimum's choice for the architecture; at least 14, the first with the
             attention the exporter emits).
         max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
@@ -261,7 +270,7 @@ class ExportConfig:
     int8: str = "none"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
-    embeddings: Literal["int8", "fp32"] = "int8"
+    embeddings: Literal["int8", "int4", "fp32"] = "int8"
     opset: int | None = None
     max_metric_drop: float | None = None
 

@@ -255,8 +255,9 @@ def _weight_range(
     return trained, None
 
 
-def _quantize_embeddings(path: Path, tables: list[str]) -> str:
-    """Store the embedding ``tables`` of the ONNX model at ``path`` int8 per row, in place; say what was done."""
+def _quantize_embeddings(path: Path, tables: dict[str, str]) -> dict[str, str] | str:
+    """Store the embedding ``tables`` (initializer -> format) of the ONNX model at ``path`` quantized, in place;
+    return each table's format (``"fp32"`` when none is quantized)."""
     import onnx
 
     from .quantization.embeddings import quantize_embedding_gathers
@@ -266,10 +267,10 @@ def _quantize_embeddings(path: Path, tables: list[str]) -> str:
     model = onnx.load(str(path))
     done = quantize_embedding_gathers(model, tables)
     if not done:
-        logger.warning(f"no Gather reads {tables} alone in {path}: the embeddings stay fp32")
+        logger.warning(f"no Gather reads {list(tables)} alone in {path}: the embeddings stay fp32")
         return "fp32"
     onnx.save(model, str(path))
-    return "int8 per row"
+    return done
 
 
 class Int8Route:
@@ -305,16 +306,21 @@ class Int8Route:
         """The weight range training used (``None``: the route chooses, see :func:`_weight_range`)."""
         return None
 
-    def embedding_tables(self, model, artifacts: dict[str, Any], embeddings: str) -> list[str]:
-        """The embedding tables (initializer names) to store int8 per row: the word embeddings when ``embeddings``
-        (``export.embeddings``) is ``int8``."""
-        if embeddings != "int8" or not hasattr(model, "get_input_embeddings"):
-            return []
+    def embedding_tables(self, model, artifacts: dict[str, Any], embeddings: str) -> dict[str, str]:
+        """The embedding tables (initializer -> format) to store quantized, for ``export.embeddings`` (``int8``,
+        ``int4`` or ``fp32``): the word embeddings in that format, every other embedding table (positions, token
+        types) int8 per row."""
+        if embeddings == "fp32" or not hasattr(model, "get_input_embeddings"):
+            return {}
         from torch import nn
 
         table = model.get_input_embeddings()  # an nn.Embedding, or factorized: its narrow nn.Embedding is the table
-        inside = {id(m) for m in table.modules() if isinstance(m, nn.Embedding)}
-        return [f"{name}.weight" for name, module in model.named_modules() if id(module) in inside]
+        words = {id(m) for m in table.modules() if isinstance(m, nn.Embedding)}
+        return {
+            f"{name}.weight": embeddings if id(module) in words else "int8"
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Embedding)
+        }
 
     def quantize(
         self,
@@ -401,10 +407,10 @@ class QATRoute(Int8Route):
     def trained_reduce_range(self, artifacts) -> bool | None:
         return getattr(artifacts["qat_ranges"], "reduce_range", None)
 
-    def embedding_tables(self, model, artifacts, embeddings: str) -> list[str]:
-        """What training saw: the tables fake-quantized in QAT (``quantization.embeddings``), whatever
-        ``export.embeddings`` says."""
-        return list(artifacts.get("qat_embedding_tables", []))
+    def embedding_tables(self, model, artifacts, embeddings: str) -> dict[str, str]:
+        """What training saw: the tables fake-quantized in QAT, in its format (``quantization.embeddings``),
+        whatever ``export.embeddings`` says."""
+        return dict(artifacts.get("qat_embedding_tables", {}))
 
     def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
@@ -436,7 +442,7 @@ def quantize_onnx(
     calibration_dataset,
     calibration: CalibrationConfig,
     reduce_range: bool | str = "auto",
-    embedding_tables: list[str] | tuple[str, ...] = (),
+    embedding_tables: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
     details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
@@ -444,7 +450,7 @@ def quantize_onnx(
     ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
     kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
-    ``embedding_tables``: initializers whose ``Gather`` becomes int8 per row
+    ``embedding_tables``: initializers whose ``Gather`` reads a quantized table, with its format
     (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`).
     """
     from optimum.onnxruntime import ORTQuantizer
@@ -476,6 +482,6 @@ def quantize_onnx(
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)
-    details["embeddings"] = _quantize_embeddings(Path(out_dir) / ONNX_FILE, list(embedding_tables))
+    details["embeddings"] = _quantize_embeddings(Path(out_dir) / ONNX_FILE, dict(embedding_tables or {}))
     logger.info(f"int8 ({route.name}) model written from {path}")
     return details

@@ -28,11 +28,11 @@ from hf_compress.quantization.fake_quant import _int8_probe_model
 NUM_LAYERS = 2
 
 
-def _qat_model(tokenizer, tmp_path, reduce_range: bool):
+def _qat_model(tokenizer, tmp_path, reduce_range: bool, embeddings: str = "int8"):
     """A tiny BERT trained 8 steps, QAT from step 2, observers frozen at step 6: ranges seen on real batches."""
     torch.manual_seed(0)
     model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=NUM_LAYERS))
-    callback = QATCallback(start_step=2, freeze_observers_step=6, reduce_range=reduce_range)
+    callback = QATCallback(start_step=2, freeze_observers_step=6, reduce_range=reduce_range, embeddings=embeddings)
     trainer = Trainer(
         model=model,
         args=args_for(tmp_path / "train", num_train_epochs=2, learning_rate=3e-3),
@@ -55,9 +55,9 @@ def _layer_outputs(graph) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("reduce_range", [False, True])
-def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_path, reduce_range):
-    model = _qat_model(tokenizer, tmp_path, reduce_range)
+@pytest.mark.parametrize(("reduce_range", "embeddings"), [(False, "int8"), (True, "int8"), (False, "int4")])
+def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_path, reduce_range, embeddings):
+    model = _qat_model(tokenizer, tmp_path, reduce_range, embeddings)
     report = export_model(model, tokenizer, tmp_path / "onnx", ExportConfig(int8="qat"))
     qmax = 64 if reduce_range else 127
     assert report["reduce_range"] is reduce_range and report["weight_levels"] == f"[-{qmax}, {qmax}]"
@@ -72,8 +72,16 @@ def test_qat_export_matches_fake_quant_pytorch_layer_by_layer(tokenizer, tmp_pat
     assert {n.name for n in readers} == targets and len(targets) == 6 * NUM_LAYERS
     int8 = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8}
     int8 = {name: levels for name, levels in int8.items() if levels.ndim == 2}
-    table = int8.pop("bert.embeddings.word_embeddings.weight_int8")  # trained int8 per row (quantization.embeddings)
-    assert table.shape == (len(tokenizer), 32) and set(np.abs(table).max(axis=1).tolist()) == {0, 127}  # 0: [PAD]
+    if embeddings == "int8":  # the table in the format training saw (quantization.embeddings)
+        table = int8.pop("bert.embeddings.word_embeddings.weight_int8")
+        assert table.shape == (len(tokenizer), 32) and set(np.abs(table).max(axis=1).tolist()) == {0, 127}  # 0: [PAD]
+    else:  # 4-bit, two levels per byte, one GatherBlockQuantized (blocks of 32: the tiny model's whole row)
+        stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        packed = stored["bert.embeddings.word_embeddings.weight_int4"]
+        assert packed.dtype == np.uint8 and packed.shape == (len(tokenizer), 16)
+        (gather,) = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+        assert {a.name: helper.get_attribute_value(a) for a in gather.attribute}["block_size"] == 32
+        assert report["embeddings"] == {"bert.embeddings.word_embeddings.weight": "int4, blocks of 32"}
     weights = list(int8.values())
     assert len(weights) == 6 * NUM_LAYERS  # each output channel's largest |level| is qmax: the range training used
     assert all(np.abs(w).max(axis=0).tolist() == [qmax] * w.shape[1] for w in weights)
@@ -236,5 +244,5 @@ def test_the_recipe_reduce_range_reaches_the_export(tokenizer, tmp_path):
     assert report["reduce_range"] is True and report["weight_levels"] == "[-64, 64]"
     graph = onnx.load(tmp_path / "int8" / "model.onnx").graph
     int8 = [t for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
-    weights = [numpy_helper.to_array(t) for t in int8 if "word_embeddings" not in t.name]  # Gather: no saturation
+    weights = [numpy_helper.to_array(t) for t in int8 if ".embeddings." not in t.name]  # Gathers: no saturation
     assert weights and all(int(np.abs(w).max()) == 64 for w in weights)

@@ -29,8 +29,9 @@ class QuantizationConfig:
             kernel adds pairs of products with int16 saturation (AVX2 or AVX-512 without VNNI); ``auto``: exactly
             when this machine's kernel does (:func:`~hf_compress.quantization.int8_kernel`). The ``qat`` export
             uses the weights training saw.
-        embeddings: also fake-quantize the word embeddings, int8 per row (the ``qat`` export's int8 table is then
-            what training saw); false keeps them fp32 in training and in the ``qat`` export.
+        embeddings: also fake-quantize the word embeddings: ``int8`` (per row; ``true`` means this), ``int4``
+            (blocks of 64 values of a row), ``none`` (``false``: fp32 in training and in the ``qat`` export). The
+            ``qat`` export stores the table in the format training saw.
     """
 
     start_epoch: float | None = None
@@ -40,7 +41,7 @@ class QuantizationConfig:
     targets: list[str] | None = None
     averaging_constant: float = 0.01
     reduce_range: bool | Literal["auto"] = "auto"
-    embeddings: bool = True
+    embeddings: Literal["int8", "int4", "none"] | bool = "int8"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
@@ -48,3 +49,7 @@ class QuantizationConfig:
         if check_schedule(self, ("start", "freeze_observers"), required=False) is None:
             self.start_step = 0
         check_range("averaging_constant", self.averaging_constant, 0.0, 1.0, low_open=True)
+        if isinstance(self.embeddings, bool):
+            self.embeddings = "int8" if self.embeddings else "none"
+        if self.embeddings not in ("int8", "int4", "none"):
+            raise RecipeError("embeddings", self.embeddings, "allowed: int8, int4, none (true: int8, false: none)")

@@ -64,8 +64,8 @@ class QATCallback(Technique):
         reduce_range = resolve_reduce_range(self.config.reduce_range)
         c = self.config
         convert_to_qat(model, c.targets, c.averaging_constant, reduce_range)  # bad targets fail here
-        if c.embeddings:
-            convert_embeddings_to_qat(model)
+        if c.embeddings != "none":
+            convert_embeddings_to_qat(model, c.embeddings)
         if reduce_range:
             logger.info("QAT: 7-bit weights (reduce_range), levels [-64, 64]")
 
@@ -157,8 +157,9 @@ class QATCallback(Technique):
         if not os.path.isfile(path):
             return
         convert_to_qat(model, config.targets if config is not None else None)
-        if config is None or config.embeddings:
-            convert_embeddings_to_qat(model)
+        embeddings = "int8" if config is None else config.embeddings
+        if embeddings != "none":
+            convert_embeddings_to_qat(model, embeddings)
         load_qat_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
         set_qat_phase(model, "frozen")
 
@@ -168,7 +169,7 @@ class QATCallback(Technique):
         trained int8 go to the int8 route."""
         quantized = list(qat_modules(model))
         ranges = remove_qat(model)
-        tables = [f"{name}.weight" for name in remove_embedding_qat(model)]
+        tables = {f"{name}.weight": fmt for name, fmt in remove_embedding_qat(model).items()}
         artifacts = {"qat_layers": quantized, "qat_ranges": ranges, "qat_embedding_tables": tables}
         return ExportFacts(artifacts=artifacts if quantized else {})
 

@@ -26,6 +26,7 @@ __all__ = [
     "check_supported_tokenizer",
     "count_pieces",
     "kept_ids",
+    "reachable_ids",
     "tokenization_changes",
     "trim_embeddings",
     "trim_tokenizer",
@@ -85,15 +86,35 @@ def alphabet_ids(tokenizer) -> set[int]:
     }
 
 
+def reachable_ids(tokenizer, below: int | None = None) -> set[int]:
+    """The ids (below ``below``) of the pieces that some text can produce: the normalizer leaves the piece's text
+    unchanged and the pre-tokenizer keeps it in one word (``[unused0]`` is split at its brackets; a cased piece of
+    an uncased vocabulary is lowercased away)."""
+    prefix = check_supported_tokenizer(tokenizer)["model"].get("continuing_subword_prefix", "##")
+    backend = tokenizer.backend_tokenizer
+    normalize = backend.normalizer.normalize_str if backend.normalizer else (lambda text: text)
+    split = backend.pre_tokenizer.pre_tokenize_str if backend.pre_tokenizer else (lambda text: [(text, None)])
+    found = set()
+    for piece, i in tokenizer.get_vocab().items():
+        if below is not None and i >= below:
+            continue
+        text = piece[len(prefix) :] if piece.startswith(prefix) and len(piece) > len(prefix) else piece
+        if text and normalize(text) == text and [word for word, _ in split(text)] == [text]:
+            found.add(i)
+    return found
+
+
 def kept_ids(tokenizer, counts: Counter, config: VocabularyConfig) -> list[int]:
-    """The ids to keep, in their old order: pieces counted ``min_count`` times, special and added tokens, and the
-    alphabet when ``keep_alphabet``."""
+    """The ids to keep, in their old order: pieces counted ``min_count`` times, special and added tokens, the
+    alphabet when ``keep_alphabet``, and the reachable pieces below ``keep_first_ids``."""
     keep = {i for i, n in counts.items() if n >= config.min_count}
     if not keep:
         raise ValueError("the corpus yields no word pieces: give the training data (or extra_text_files) to keep")
     keep |= set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     if config.keep_alphabet:
         keep |= alphabet_ids(tokenizer)
+    if config.keep_first_ids is not None:
+        keep |= reachable_ids(tokenizer, below=config.keep_first_ids)
     return sorted(keep)
 
 
