@@ -7,6 +7,7 @@ from conftest import NER_LABELS, tiny_bert_config
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertForTokenClassification
 
 from hf_compress.vocabulary import VocabularyConfig, alphabet_ids, trim_vocabulary
+from hf_compress.vocabulary.trim import reachable_ids
 
 CORPUS = [["john", "smith", "said", "in", "paris"], ["the", "bank", "of", "england"], ["peter", "blackburn"]]
 VALIDATION = [["john", "went", "to", "london"], ["germany", "and", "france"]]
@@ -60,6 +61,28 @@ def test_min_count_and_alphabet(tokenizer):
         _model(tokenizer), tokenizer, counts_twice, VocabularyConfig(min_count=2, keep_alphabet=False)
     )
     assert set(new_tokenizer.get_vocab()) == {"the", *tokenizer.all_special_tokens}
+
+
+def test_keep_first_ids_adds_the_reachable_pieces_below_it(tmp_path):
+    from transformers import BertTokenizerFast
+
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "the", "London", "café", "new", "##ing"]
+    pieces += ["york", "bank", *"abcdefghijklmnopqrstuvwxyz", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    (tmp_path / "vocab.txt").write_text("\n".join(pieces) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    ids = tokenizer.get_vocab()
+    # [unused0] is split at its brackets, "London" lowercased and "café" stripped of its accent by the normalizer
+    unreachable = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "London", "café"}
+    assert reachable_ids(tokenizer) == {ids[p] for p in pieces if p not in unreachable}
+    assert reachable_ids(tokenizer, below=ids["york"]) == {ids["the"], ids["new"], ids["##ing"]}
+    model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1))
+    config = VocabularyConfig(keep_first_ids=ids["york"], keep_alphabet=False)
+    _, trimmed, _ = trim_vocabulary(model, tokenizer, [["bank"]], config)
+    kept = sorted(trimmed.get_vocab(), key=trimmed.get_vocab().get)
+    assert kept == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "new", "##ing", "bank"]
+    assert trimmed.tokenize("the newing bank") == ["the", "new", "##ing", "bank"]
+    with pytest.raises(Exception, match="keep_first_ids"):
+        VocabularyConfig(keep_first_ids=0)
 
 
 def test_bad_input_is_named(tokenizer):

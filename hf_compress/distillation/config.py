@@ -41,12 +41,19 @@ class DistillationConfig:
         alpha: weight of the task loss, in [0, 1]; ``1 - alpha`` weighs the soft-target term.
         hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
         attentions: attention-map MSE term (student and teacher need the same number of heads).
+        cache_teacher: run the teacher once per training example and read its outputs from disk on later epochs
+            (:class:`~hf_compress.distillation.cache.TeacherCache`: logits float32, mapped hidden states and
+            attention maps float16, keyed by the example's content and the teacher's fingerprint).
+        cache_dir: where the cache lives (default: ``<output_dir>/teacher_cache``); runs with the same teacher
+            may share it.
     """
 
     temperature: float = 2.0
     alpha: float = 0.5
     hidden_states: LayerLossConfig | None = None
     attentions: LayerLossConfig | None = None
+    cache_teacher: bool = False
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_range("temperature", self.temperature, 0.0, low_open=True)

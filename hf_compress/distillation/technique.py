@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,18 @@ from ..configs import RecipeError
 from ..students import check_teacher_student
 from ..tables import markdown_table
 from ..technique import Technique, register_technique
+from .cache import TeacherCache
 from .config import DistillationConfig, LayerLossConfig
 from .losses import DistillationLoss
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["DistillationCallback"]
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 @register_technique
@@ -60,6 +67,7 @@ class DistillationCallback(Technique):
         self.last_logged: dict[str, float] = {}
         self.student_processing_class: Any = None  # the trained model's tokenizer, from the Trainer
         self.teacher_ids: torch.Tensor | None = None
+        self.cache: TeacherCache | None = None
         teacher.eval()
         teacher.requires_grad_(False)
 
@@ -105,6 +113,36 @@ class DistillationCallback(Technique):
         self.student_processing_class = processing_class  # checked against the teacher's in prepare()
         super().on_init_end(args, state, control, model=model, **kwargs)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.config.cache_teacher and self.cache is None:
+            teacher = getattr(self.teacher, "module", self.teacher)
+            self.cache = TeacherCache(
+                self.config.cache_dir or os.path.join(args.output_dir, "teacher_cache"),
+                teacher,
+                list(self.loss_module.hidden_layer_map.values()),
+                list(self.loss_module.attention_layer_map.values()),
+                teacher.config.num_hidden_layers,
+                rank=args.process_index,
+            )
+            logger.info(f"teacher outputs cached in {self.cache.folder} ({len(self.cache)} examples there)")
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.cache is not None:  # every process has flushed: read each other's shards from now on
+            self.cache.flush()
+            _barrier()
+            self.cache.refresh()
+
+    def on_save(self, args, state, control, **kwargs):
+        super().on_save(args, state, control, **kwargs)
+        if self.cache is not None:
+            self.cache.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.cache is not None:
+            self.cache.flush()
+        super().on_train_end(args, state, control, **kwargs)
+
     def prepare_frozen_models(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
         self.teacher = prepare(self.teacher)
         self.teacher.eval()
@@ -138,14 +176,34 @@ class DistillationCallback(Technique):
         if self.teacher_ids is not None:
             ids = teacher_inputs["input_ids"]
             teacher_inputs["input_ids"] = self.teacher_ids.to(ids.device)[ids]
-        self.teacher.eval()
-        with torch.no_grad():
-            teacher_outputs = self.teacher(**teacher_inputs, **self.forward_kwargs())
+        teacher_outputs = self._cached(teacher_inputs, outputs) if self.cache is not None else None
+        if teacher_outputs is None:
+            self.teacher.eval()
+            with torch.no_grad():
+                teacher_outputs = self.teacher(**teacher_inputs, **self.forward_kwargs())
+            if self.cache is not None:
+                self.cache.store(teacher_inputs, teacher_outputs)
         return self.loss_module(
             outputs, teacher_outputs, inputs.get("labels"), inputs.get("attention_mask"), task_loss=loss
         )
 
+    def _cached(self, teacher_inputs: dict[str, Any], outputs: Any):
+        config = getattr(self.teacher, "module", self.teacher).config
+        shapes = {
+            "labels": outputs.logits.shape[-1],
+            "token_level": outputs.logits.dim() == 3,
+            "hidden": config.hidden_size,
+            "heads": config.num_attention_heads,
+        }
+        return self.cache.lookup(teacher_inputs, shapes)
+
+    def log_values(self, step: int) -> dict[str, float]:
+        if self.cache is None or not self.cache.hits + self.cache.misses:
+            return {}
+        return {"teacher_cache_hit_rate": round(self.cache.hits / (self.cache.hits + self.cache.misses), 4)}
+
     def on_log(self, args, state, control, logs=None, **kwargs):
+        super().on_log(args, state, control, logs=logs, **kwargs)
         if logs:
             self.last_logged.update({k: v for k, v in logs.items() if k.startswith("loss_")})
 
@@ -157,6 +215,9 @@ class DistillationCallback(Technique):
             "hidden_states_layer_map": m.hidden_layer_map or None,
             "attentions_layer_map": m.attention_layer_map or None,
             "projections": len(m.projections),
+            "teacher_cache": None
+            if self.cache is None
+            else {"folder": str(self.cache.folder), "hits": self.cache.hits, "misses": self.cache.misses},
             "last_logged_terms": dict(self.last_logged),
         }
 

@@ -1,0 +1,226 @@
+"""Cached teacher outputs: the teacher runs once per training example; later epochs read its outputs from disk.
+
+The cache is content-addressed. An example's key is a hash of the teacher's inputs at its real positions (the
+token ids, after any vocabulary translation, token types, the positions themselves), so another dataset, tokenizer
+or ``max_length`` gives other keys and is never served stale outputs; the folder is named by a fingerprint of
+the teacher (its config and every parameter) and of what is stored, so another teacher never reads it either.
+
+What is stored per example, at its real tokens only (padding is rebuilt for each batch): the logits (float32,
+they make the soft-target term), and the hidden states / attention maps of the mapped teacher layers (float16 by
+default: the intermediate terms are MSEs, and half precision halves the disk). Each process appends to its own
+shard (``shard-<rank>.bin``, an index beside it written atomically); shards are re-read (memory-mapped) at the
+start of each epoch, so with several processes an example computed by one is read by all from then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..files import atomic_write_json
+
+__all__ = ["CachedTeacherOutputs", "TeacherCache", "teacher_fingerprint"]
+
+
+@dataclass
+class CachedTeacherOutputs:
+    """What :class:`~hf_compress.distillation.losses.DistillationLoss` reads from a teacher's output: ``logits``,
+    and ``hidden_states`` / ``attentions`` indexed like a model's (``None`` for the layers not stored)."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor | None, ...] | None = None
+    attentions: tuple[torch.Tensor | None, ...] | None = None
+
+
+def teacher_fingerprint(teacher: nn.Module, stored: dict[str, Any]) -> str:
+    """A hash of the teacher's config, every parameter and buffer, and the description ``stored`` of what is kept."""
+    digest = hashlib.sha256()
+    config = getattr(teacher, "config", None)
+    digest.update((config.to_json_string(use_diff=False) if config is not None else type(teacher).__name__).encode())
+    digest.update(json.dumps(stored, sort_keys=True).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+class TeacherCache:
+    """Teacher outputs on disk, keyed by example content (module docstring).
+
+    Args:
+        folder: the cache folder (made if missing); a fingerprint of ``teacher`` and of what is stored is appended.
+        teacher: the teacher (for its fingerprint only).
+        hidden_layers / attention_layers: the 0-based teacher layers whose hidden states / attention maps are kept.
+        num_hidden_layers: the teacher's layer count (for the ``hidden_states`` tuple's length).
+        dtype: how hidden states and attention maps are stored (logits are always float32).
+        rank: this process's shard.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        teacher: nn.Module,
+        hidden_layers: Sequence[int],
+        attention_layers: Sequence[int],
+        num_hidden_layers: int,
+        dtype: torch.dtype = torch.float16,
+        rank: int = 0,
+    ):
+        self.hidden_layers = sorted(set(hidden_layers))
+        self.attention_layers = sorted(set(attention_layers))
+        self.num_hidden_layers = num_hidden_layers
+        self.dtype = dtype
+        stored = {"hidden": self.hidden_layers, "attention": self.attention_layers, "dtype": str(dtype), "v": 1}
+        self.folder = Path(folder) / teacher_fingerprint(teacher, stored)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
+        self._bin = self.folder / f"shard-{rank}.bin"
+        self._own: dict[str, list[int]] = self._read_index(rank)  # this shard's entries: key -> [offset, tokens]
+        self._index: dict[str, tuple[int, int, int]] = {}  # readable entries: key -> (shard, offset, tokens)
+        self._maps: dict[int, np.memmap] = {}
+        self.hits = self.misses = 0
+        self.refresh()
+
+    # ------------------------------------------------------------------------------------------ storage
+    def _index_path(self, rank: int) -> Path:
+        return self.folder / f"shard-{rank}.index.json"
+
+    def _read_index(self, rank: int) -> dict[str, list[int]]:
+        path = self._index_path(rank)
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def flush(self) -> None:
+        """Write this process's index (the data is already on disk)."""
+        atomic_write_json(self._index_path(self.rank), self._own)
+
+    def refresh(self) -> None:
+        """Flush, then make every shard's entries readable (call at a point all processes reach together)."""
+        self.flush()
+        self._index, self._maps = {}, {}
+        for path in sorted(self.folder.glob("shard-*.index.json")):
+            rank = int(path.name.split("-")[1].split(".")[0])
+            entries = self._read_index(rank)
+            data = self.folder / f"shard-{rank}.bin"
+            if not entries or not data.is_file() or data.stat().st_size == 0:
+                continue
+            self._maps[rank] = np.memmap(data, dtype=np.uint8, mode="r")
+            for key, (offset, tokens) in entries.items():
+                self._index[key] = (rank, offset, tokens)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # ------------------------------------------------------------------------------------------ layout
+    @staticmethod
+    def keys(inputs: dict[str, torch.Tensor]) -> list[str]:
+        """One key per example: a hash of its real positions and the teacher inputs there."""
+        mask = inputs.get("attention_mask")
+        ids = inputs["input_ids"]
+        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+        names = sorted(k for k, v in inputs.items() if torch.is_tensor(v) and v.shape[:2] == ids.shape)
+        keys = []
+        for row in range(ids.shape[0]):
+            digest = hashlib.sha1()
+            digest.update(mask[row].nonzero().cpu().numpy().astype(np.int64).tobytes())
+            for name in names:
+                digest.update(name.encode())
+                digest.update(inputs[name][row][mask[row]].cpu().numpy().astype(np.int64).tobytes())
+            keys.append(digest.hexdigest())
+        return keys
+
+    def _record(self, outputs: Any, row: int, real: torch.Tensor) -> bytes:
+        logits = outputs.logits[row]
+        parts = [(logits[real] if logits.dim() == 2 else logits).float().cpu().numpy()]
+        for layer in self.hidden_layers:
+            parts.append(outputs.hidden_states[layer + 1][row][real].to(self.dtype).cpu().numpy())
+        for layer in self.attention_layers:
+            attention = outputs.attentions[layer][row][:, real][:, :, real]
+            parts.append(attention.to(self.dtype).cpu().numpy())
+        return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+    # ------------------------------------------------------------------------------------------ use
+    def store(self, inputs: dict[str, torch.Tensor], outputs: Any) -> None:
+        """Append the outputs of the examples not stored yet."""
+        mask = inputs.get("attention_mask")
+        mask = torch.ones_like(inputs["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
+        records = []
+        for row, key in enumerate(self.keys(inputs)):
+            if key not in self._own and key not in self._index:
+                records.append((key, int(mask[row].sum()), self._record(outputs, row, mask[row])))
+        if not records:
+            return
+        with open(self._bin, "ab") as handle:
+            offset = handle.tell()
+            for key, tokens, data in records:
+                handle.write(data)
+                self._own[key] = [offset, tokens]
+                offset += len(data)
+
+    def _read(self, key: str, shapes: dict[str, Any]) -> list[torch.Tensor]:
+        """One example's stored tensors: logits, then each hidden state, then each attention map."""
+        shard, offset, n = self._index[key]
+        data = self._maps[shard]
+        labels, width, heads = shapes["labels"], shapes["hidden"], shapes["heads"]
+        stored = torch.empty((), dtype=self.dtype).numpy().dtype
+        layout = [((n, labels) if shapes["token_level"] else (labels,), np.dtype(np.float32))]
+        layout += [((n, width), stored)] * len(self.hidden_layers)
+        layout += [((heads, n, n), stored)] * len(self.attention_layers)
+        tensors = []
+        for shape, dtype in layout:
+            size = int(np.prod(shape)) * dtype.itemsize
+            tensors.append(torch.from_numpy(np.frombuffer(data[offset : offset + size], dtype=dtype).reshape(shape)))
+            offset += size
+        return tensors
+
+    def lookup(self, inputs: dict[str, torch.Tensor], shapes: dict[str, Any]) -> CachedTeacherOutputs | None:
+        """The teacher outputs of the batch ``inputs`` if every example is readable, else ``None`` (a miss).
+
+        ``shapes``: ``labels`` (the logits' last dimension), ``token_level`` (logits per token), ``hidden``
+        (the teacher width), ``heads`` (its attention heads).
+        """
+        keys = self.keys(inputs)
+        if not keys or any(key not in self._index for key in keys):
+            self.misses += 1
+            return None
+        self.hits += 1
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+        batch, length = ids.shape
+        labels, width, heads = shapes["labels"], shapes["hidden"], shapes["heads"]
+        logits = torch.zeros((batch, length, labels) if shapes["token_level"] else (batch, labels))
+        hidden = {t: torch.zeros(batch, length, width, dtype=self.dtype) for t in self.hidden_layers}
+        attention = {t: torch.zeros(batch, heads, length, length, dtype=self.dtype) for t in self.attention_layers}
+        for row, key in enumerate(keys):
+            real = mask[row].nonzero().squeeze(1)
+            record = self._read(key, shapes)
+            if shapes["token_level"]:
+                logits[row, real] = record[0]
+            else:
+                logits[row] = record[0]
+            maps = record[1 + len(self.hidden_layers) :]
+            for t, values in zip(self.hidden_layers, record[1 : 1 + len(self.hidden_layers)], strict=True):
+                hidden[t][row, real] = values
+            for t, values in zip(self.attention_layers, maps, strict=True):
+                attention[t][row][:, real[:, None], real[None, :]] = values
+        device = ids.device
+        hidden_states = attentions = None
+        if self.hidden_layers:
+            hidden_states = tuple(
+                hidden[i - 1].to(device).float() if i - 1 in hidden else None
+                for i in range(self.num_hidden_layers + 1)
+            )
+        if self.attention_layers:
+            attentions = tuple(
+                attention[i].to(device).float() if i in attention else None for i in range(self.num_hidden_layers)
+            )
+        return CachedTeacherOutputs(logits.to(device), hidden_states, attentions)
