@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainingArguments
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
 from .export import MetricDropError
@@ -132,7 +132,7 @@ def default_training_arguments(output_dir: str, training: dict[str, Any]) -> Tra
 class _Run:
     """The state of one recipe run; each method is one stage."""
 
-    def __init__(self, recipe: Recipe, args: TrainingArguments):
+    def __init__(self, recipe: Recipe, args: TrainingArguments, callbacks: list[TrainerCallback] | None = None):
         if recipe.model is None or recipe.data is None:
             missing = "model" if recipe.model is None else "data"
             raise RecipeError(missing, None, f"a recipe to run needs a '{missing}' block")
@@ -143,6 +143,7 @@ class _Run:
         self.export_report: dict | None = None
         self.export_error: Exception | None = None
         self.trainer_export_dir: str | None = None
+        self.callbacks = list(callbacks or [])
 
     def load_data(self) -> None:
         check_data_files(self.data)
@@ -211,6 +212,7 @@ class _Run:
             processing_class=self.tokenizer,
             teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
             compute_metrics=self.task.compute_metrics(model.config.id2label),
+            callbacks=self.callbacks or None,
         )
 
     def _finish(
@@ -318,9 +320,14 @@ def _checkpoint_for(resume_from_checkpoint: str | bool | None, output_dir: str) 
 
 
 def run_recipe(
-    recipe: Recipe, args: TrainingArguments, resume_from_checkpoint: str | bool | None = None
+    recipe: Recipe,
+    args: TrainingArguments,
+    resume_from_checkpoint: str | bool | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> list[ModelResult]:
     """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
+
+    ``callbacks``: more ``TrainerCallback`` objects for every trainer of the run (teacher fine-tuning, student).
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
     fine-tuned or evaluated is saved in ``args.output_dir/teacher``. An ``output_dir`` that holds a previous run is
@@ -329,7 +336,7 @@ def run_recipe(
     and the results are saved.
     """
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=bool(resume_from_checkpoint))
-    run = _Run(recipe, args)
+    run = _Run(recipe, args, callbacks)
     run.load_data()
     run.load_models()
     results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]

@@ -149,13 +149,22 @@ def test_a_recipe_distils_into_a_student_with_a_trimmed_vocabulary(tokenizer, tm
                 "train_file": str(tmp_path / "train.txt"),
                 "validation_file": str(tmp_path / "valid.txt"),
             },
-            "distillation": {"alpha": 0.5, "hidden_states": {"weight": 1.0}},
+            "distillation": {"alpha": 0.5, "hidden_states": {"weight": 1.0}, "cache_teacher": True},
             "export": {"int8": "dynamic"},
-            "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "use_cpu": True, "logging_steps": 1},
+            "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "use_cpu": True, "logging_steps": 1},
         }
     )
     out = tmp_path / "out"
-    results = run_recipe(recipe, default_training_arguments(str(out), recipe.training))
+    from transformers import TrainerCallback
+
+    class Epochs(TrainerCallback):
+        seen = 0
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            Epochs.seen += 1
+
+    results = run_recipe(recipe, default_training_arguments(str(out), recipe.training), callbacks=[Epochs()])
+    assert Epochs.seen == 2  # run_recipe's callbacks reach the student's trainer
     student_tokenizer = AutoTokenizer.from_pretrained(out)
     student = AutoModelForTokenClassification.from_pretrained(out)
     assert student.config.vocab_size == len(student_tokenizer) < len(tokenizer)
@@ -166,6 +175,8 @@ def test_a_recipe_distils_into_a_student_with_a_trimmed_vocabulary(tokenizer, tm
     history = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
     kd = [entry["loss_kd"] for entry in history if "loss_kd" in entry]
     assert kd and all(math.isfinite(v) for v in kd) and any("loss_hidden" in entry for entry in history)
+    # the teacher's outputs (on its own ids, translated from the student's) are read from the cache in epoch 2
+    assert history[-2]["teacher_cache_hit_rate"] == 0.5 and (out / "teacher_cache").is_dir()
     student_row, exported = results[1], results[-1]
     assert "f1" in student_row.metrics and "f1" in exported.metrics  # both scored on the validation words
     assert len(AutoTokenizer.from_pretrained(exported.path)) == len(student_tokenizer)

@@ -177,7 +177,9 @@ class TeacherCache:
         tensors = []
         for shape, dtype in layout:
             size = int(np.prod(shape)) * dtype.itemsize
-            tensors.append(torch.from_numpy(np.frombuffer(data[offset : offset + size], dtype=dtype).reshape(shape)))
+            tensors.append(
+                torch.from_numpy(np.frombuffer(data[offset : offset + size], dtype=dtype).reshape(shape).copy())
+            )
             offset += size
         return tensors
 

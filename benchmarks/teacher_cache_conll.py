@@ -1,0 +1,121 @@
+"""Benchmark: training time per epoch of a distilled student, online teacher vs cached teacher vs no teacher.
+
+A student of the teacher's ``--student_layers`` trained ``--epochs`` epochs on CoNLL-2003 three ways, one after
+the other in one run: without distillation; distilled with the teacher run on every batch (logits + hidden
+states); distilled with ``distillation.cache_teacher: true`` (the teacher runs on epoch 1, epochs 2+ read its
+outputs from the cache). Wall time of each epoch (the Trainer's own loop, no evaluation or checkpoint inside),
+the final training loss, and the ratio of the cached run's later epochs to the no-distillation epochs.
+Writes ``teacher_cache_conll.{json,md}``.
+
+    python benchmarks/teacher_cache_conll.py --train_file ../shared/data/conll2003/train.txt \\
+        --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from common import add_data_arguments, command_line, data_block, fine_tuned_model
+from latency import markdown_table, write_results
+from transformers import TrainerCallback
+
+from hf_compress import Recipe, run_recipe
+from hf_compress.pipeline import default_training_arguments
+
+
+class EpochTimes(TrainerCallback):
+    """Wall time of each training epoch."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    parser.add_argument("--student_layers", default="0,2,4", help="teacher layers the student is built from")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max_train_samples", type=int, help="train on the first N sentences only")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--output_dir", default="benchmarks/results", help="where teacher_cache_conll.{json,md} go")
+    parser.add_argument("--work_dir", default="benchmarks/results/teacher_cache_conll-runs", help="the runs")
+    return parser.parse_args()
+
+
+def train(args: argparse.Namespace, teacher: str, name: str, distillation: dict | None) -> dict:
+    data = {**data_block(args), "max_eval_samples": 64}
+    if args.max_train_samples:
+        data["max_train_samples"] = args.max_train_samples
+    recipe = {
+        "model": {
+            "teacher": teacher,
+            "student": {"from_teacher_layers": [int(x) for x in args.student_layers.split(",")]},
+        },
+        "data": data,
+        "export": {"onnx": False},
+        "training": {
+            "num_train_epochs": args.epochs,
+            "learning_rate": 1e-4,
+            "warmup_ratio": 0.06,
+            "per_device_train_batch_size": 32,
+            "seed": 42,
+            "save_strategy": "no",
+            "eval_strategy": "no",
+            "logging_steps": 50,
+            "disable_tqdm": True,
+        },
+    }
+    if distillation is not None:
+        recipe["distillation"] = distillation
+    recipe = Recipe.from_dict(recipe)
+    timer = EpochTimes()
+    out = os.path.join(args.work_dir, name)
+    run_recipe(
+        recipe, default_training_arguments(out, {**recipe.training, "overwrite_output_dir": True}), callbacks=[timer]
+    )
+    return {"epoch_seconds": timer.seconds}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    teacher = fine_tuned_model(args)
+    kd = {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}}
+    runs = {
+        "no distillation": train(args, teacher, "plain", None),
+        "distilled, online teacher": train(args, teacher, "online", kd),
+        "distilled, cached teacher": train(args, teacher, "cached", {**kd, "cache_teacher": True}),
+    }
+    plain = statistics.median(runs["no distillation"]["epoch_seconds"])
+    for run in runs.values():
+        seconds = run["epoch_seconds"]
+        run["first_epoch_s"] = seconds[0]
+        run["later_epochs_median_s"] = statistics.median(seconds[1:]) if len(seconds) > 1 else None
+        run["later_vs_no_distillation"] = run["later_epochs_median_s"] / plain if len(seconds) > 1 else None
+    table = markdown_table(
+        [
+            ("run", lambda name, r: name),
+            ("epoch seconds", lambda name, r: ", ".join(f"{s:.0f}" for s in r["epoch_seconds"])),
+            ("epochs 2+ median s", lambda name, r: f"{r['later_epochs_median_s']:.0f}"),
+            ("epochs 2+ / no-distillation epoch", lambda name, r: f"{r['later_vs_no_distillation']:.2f}x"),
+        ],
+        runs,
+    )
+    report = {"command": command_line("teacher_cache_conll.py", args), "model": teacher, "runs": runs}
+    write_results(args.output_dir, "teacher_cache_conll", report, table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
