@@ -260,6 +260,9 @@ class ExportConfig:
             levels and scales), ``int4`` in blocks of 64 values (about 7x smaller than fp32; ONNX Runtime's
             ``GatherBlockQuantized``), ``fp32``. With ``int8`` or ``int4`` the other embedding tables (positions,
             token types) are int8 per row. ``qat`` follows training (``quantization.embeddings``).
+        fuse: fuse the graph with ONNX Runtime's transformer fusions (attention, skip-LayerNorm, bias-GELU;
+            :mod:`~hf_compress.fusion`) before ``dynamic`` quantization, which then makes ``QAttention``. The QDQ
+            routes (``qat``, ``static``) keep the exported graph; ONNX Runtime fuses around their Q/DQ pairs itself.
         opset: ONNX opset (default: Optimum's choice for the architecture; at least 14, the first with the
             attention the exporter emits).
         max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
@@ -271,6 +274,7 @@ class ExportConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
     embeddings: Literal["int8", "int4", "fp32"] = "int8"
+    fuse: bool = True
     opset: int | None = None
     max_metric_drop: float | None = None
 

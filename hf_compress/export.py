@@ -260,6 +260,7 @@ def _write_onnx(
             config.calibration,
             config.reduce_range,
             route.embedding_tables(prepared.model, prepared.artifacts, config.embeddings),
+            prepared.model.config.model_type if config.fuse else None,
         )
         shutil.copy(fp32_dir / "config.json", folder / "config.json")
         return details

@@ -31,11 +31,15 @@ __all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_on
 ONNX_FILE = "model.onnx"
 
 
-def matmul_nodes(onnx_path: str | os.PathLike, module_names: list[str]) -> dict[str, tuple[str, str]]:
+def matmul_nodes(
+    onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
+) -> dict[str, tuple[str, str]]:
     """Map module names to ``(MatMul node name, input tensor name)`` in a graph exported by torch.onnx.
 
     The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
-    ``/bert/encoder/layer.0/output/dense/MatMul``.
+    ``/bert/encoder/layer.0/output/dense/MatMul``. In a ``fused`` graph (:mod:`~hf_compress.fusion`) the
+    attention projections live in ``Attention`` nodes: linears without a MatMul are then skipped, and every
+    ``Attention`` node is listed under its own name.
     """
     import onnx
 
@@ -50,6 +54,9 @@ def matmul_nodes(onnx_path: str | os.PathLike, module_names: list[str]) -> dict[
             missing.append(name)
         else:
             found[name] = (node.name, node.input[0])
+    if fused:
+        found.update({n.name: (n.name, n.input[0]) for n in graph.node if n.op_type == "Attention"})
+        missing = []
     if missing:
         raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
     return found
@@ -281,6 +288,10 @@ class Int8Route:
     name: str = ""
     #: How the model card says what the route did.
     description: str = ""
+    #: Whether the route quantizes a graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph`
+    #: (``export.fuse``; ``quantize`` then gets no Optimum quantizer). QDQ routes keep the exported graph: ONNX
+    #: Runtime fuses what it can around the Q/DQ pairs when it loads the model.
+    fuses_graph: bool = False
 
     @property
     def card_tags(self) -> list[str]:
@@ -340,10 +351,29 @@ class Int8Route:
 class DynamicRoute(Int8Route):
     name = "dynamic"
     description = "int8 by dynamic post-training quantization"
+    fuses_graph = True
 
     def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
-        return Path(quantizer.quantize(_quantization_config(False, node_names, reduce_range), out_dir)), {}
+        if quantizer is not None:
+            return Path(quantizer.quantize(_quantization_config(False, node_names, reduce_range), out_dir)), {}
+        # a fused graph: Optimum's quantizer cannot infer the fused operators' types; ONNX Runtime's can with a
+        # default type. The same settings: uint8 activations, int8 symmetric per-channel weights.
+        from onnx import TensorProto
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        target = Path(out_dir) / "model_quantized.onnx"
+        quantize_dynamic(
+            Path(fp32_dir) / ONNX_FILE,
+            target,
+            op_types_to_quantize=["MatMul", "Attention"],
+            per_channel=True,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=node_names,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT, "WeightSymmetric": True},
+        )
+        return target, {}
 
 
 class StaticRoute(Int8Route):
@@ -443,6 +473,7 @@ def quantize_onnx(
     calibration: CalibrationConfig,
     reduce_range: bool | str = "auto",
     embedding_tables: dict[str, str] | None = None,
+    fuse_model_type: str | None = None,
 ) -> dict[str, Any]:
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
     details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
@@ -451,7 +482,9 @@ def quantize_onnx(
     kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
     ``embedding_tables``: initializers whose ``Gather`` reads a quantized table, with its format
-    (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`).
+    (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`). ``fuse_model_type``: fuse the graph
+    first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type) when the route quantizes
+    fused graphs.
     """
     from optimum.onnxruntime import ORTQuantizer
 
@@ -464,8 +497,16 @@ def quantize_onnx(
     use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
-    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names)
-    quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
+    fused: dict[str, int] = {}
+    if fuse_model_type is not None and route.fuses_graph:
+        from .fusion import fuse_transformer_graph
+
+        fused_dir = Path(out_dir) / ".fused"
+        fused_dir.mkdir(exist_ok=True)
+        fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type)
+        fp32_dir = str(fused_dir) if fused else fp32_dir
+    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
+    quantizer = None if fused else ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
     qmax = weight_qmax(use_reduced)
     details: dict[str, Any] = {
         "quantized_matmuls": len(nodes),
@@ -479,6 +520,11 @@ def quantize_onnx(
         fp32_dir, out_dir, quantizer, nodes, use_reduced, artifacts, calibration_dataset, calibration
     )
     details.update(extra)
+    details["fused_operators"] = fused
+    if fused:
+        import shutil
+
+        shutil.rmtree(Path(out_dir) / ".fused", ignore_errors=True)
     quantized = Path(out_dir) / "model_quantized.onnx"
     if quantized.exists():  # one ONNX file per folder, named so that from_pretrained(folder) needs no file_name
         quantized.replace(Path(out_dir) / ONNX_FILE)

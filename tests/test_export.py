@@ -81,8 +81,14 @@ def test_export_routes_load_and_agree_with_pytorch(trained, tmp_path, route):
     assert parity["argmax_agreement"] >= 0.99, parity
     if route == "none":
         assert parity["max_abs_logit_diff"] < 1e-4 and parity["reference"] == "PyTorch"
+    elif route == "dynamic":  # fused first: per layer one Attention (Q, K, V) and three MatMuls, all quantized
+        fused = {"Attention": 2, "BiasGelu": 2, "SkipLayerNormalization": 4, "LayerNormalization": 1}
+        assert report["fused_operators"] == fused
+        assert report["quantized_matmuls"] == 2 * 4
+        ops = {n.op_type for n in onnx.load(out / "model.onnx").graph.node}
+        assert {"QAttention", "MatMulInteger", "GatherBlockQuantized"} & ops == {"QAttention", "MatMulInteger"}
     else:
-        assert report["quantized_matmuls"] == 2 * 6
+        assert report["quantized_matmuls"] == 2 * 6 and report["fused_operators"] == {}
     if route == "qat":
         assert parity["reference"].startswith("PyTorch with fake quantization")
     if route in ("qat", "static"):  # QDQ graphs: only the quantized MatMuls read dequantized activations
