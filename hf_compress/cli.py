@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         "than this (metric units: 0.005 = half an F1 point; default: the recipe's export.max_metric_drop)",
     )
 
+    bench = commands.add_parser(
+        "bench", help="measure models (and Optimum's own versions of their teacher): metric, MB, latency, Pareto plot"
+    )
+    bench.add_argument("candidates", nargs="+", help="model or ONNX export folders, as PATH or NAME=PATH")
+    bench.add_argument("--output_dir", required=True, help="where bench.{json,md,png} (and the references) go")
+    bench.add_argument("--teacher", help="a fine-tuned fp32 model: adds Optimum's fp32, dynamic int8, O2 + dynamic")
+    bench.add_argument("--task", default="ner", help="ner, token-classification or text-classification")
+    bench.add_argument("--dataset", help="a hub dataset with a validation split (default: conll2003 for ner)")
+    bench.add_argument("--dataset_config", help="the hub dataset's configuration (e.g. sst2 of glue)")
+    bench.add_argument("--train_file", help="local training file (its labels define the label set)")
+    bench.add_argument("--validation_file", help="the local eval file")
+    bench.add_argument("--max_eval_samples", type=int, help="evaluate on the first N examples")
+    bench.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
+    bench.add_argument("--latency_sentences", type=int, default=300, help="eval examples timed one by one")
+
     push = commands.add_parser("push", help="upload an export folder to the Hugging Face Hub")
     push.add_argument("folder", help="an export folder (model.onnx, config, tokenizer, model card)")
     push.add_argument("--repo_id", required=True, help="e.g. my-user/bert-ner-int8")
@@ -156,6 +171,32 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_command(args: argparse.Namespace) -> int:
+    from .bench import bench_markdown, candidates_from_arguments, run_bench
+    from .configs import DataConfig
+
+    try:
+        files = {"train_file": args.train_file, "validation_file": args.validation_file}
+        hub = {} if args.train_file else {"dataset": args.dataset or ("conll2003" if args.task == "ner" else None)}
+        if args.dataset_config:
+            hub["dataset_config"] = args.dataset_config
+        data = DataConfig(task=args.task, **({k: v for k, v in files.items() if v} or hub))
+        if args.max_eval_samples:
+            data.max_eval_samples = args.max_eval_samples
+        report = run_bench(
+            candidates_from_arguments(args.candidates),
+            data,
+            args.output_dir,
+            teacher=args.teacher,
+            threads=args.threads,
+            latency_sentences=args.latency_sentences,
+        )
+    except BAD_INPUT as error:
+        return _bad_input(error)
+    print(bench_markdown(report))
+    return 0
+
+
 def push_command(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
@@ -182,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(export_command(args))
     if args.command == "push":
         raise SystemExit(push_command(args))
+    if args.command == "bench":
+        raise SystemExit(bench_command(args))
     parser.error(f"unknown command {args.command!r}")
 
 

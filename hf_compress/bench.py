@@ -1,0 +1,294 @@
+"""``hf-compress bench``: compressed models beside what Optimum alone makes of their teacher, in one run.
+
+Each candidate (a PyTorch model folder, or an ONNX export folder with ``model.onnx``) and each Optimum reference
+built from ``--teacher`` (ONNX fp32; dynamic int8; ``ORTOptimizer`` O2 fusions + dynamic int8) is measured the
+same way, each with its own tokenizer and labels: the task metric computed from the model's own outputs on the
+eval set, the file size, batch-1 median / p90 latency and batch-32 throughput (timed interleaved, sentence by
+sentence, so that machine noise falls on every model alike; ONNX Runtime without spin-waiting), and the ratios to
+each reference. Writes ``bench.json``, ``bench.md`` and, with matplotlib installed (``pip install
+hf-compress[plot]``), ``bench.png``: latency against the metric, marker area proportional to MB, the Pareto
+frontier drawn and the references marked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoConfig, AutoTokenizer, EvalPrediction
+from transformers.utils import logging
+
+from .configs import DataConfig
+from .files import atomic_write_json, atomic_write_text
+from .latency import Runner, measure_latency, onnx_runner, torch_runner
+from .tables import markdown_table
+from .tasks import get_task, task_of_model_class
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["BenchModel", "optimum_references", "pareto_frontier", "run_bench"]
+
+ONNX_FILE = "model.onnx"
+
+
+@dataclass
+class BenchModel:
+    """A model to measure: ``path`` is a PyTorch model folder (or hub id) or an ONNX export folder."""
+
+    name: str
+    path: str
+    reference: bool = False
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_onnx(self) -> bool:
+        return os.path.isfile(os.path.join(self.path, ONNX_FILE))
+
+    def size_mb(self) -> float:
+        if self.is_onnx:
+            return os.path.getsize(os.path.join(self.path, ONNX_FILE)) / 1e6
+        weights = [p for p in Path(self.path).glob("*.safetensors")] or list(Path(self.path).glob("*.bin"))
+        return sum(p.stat().st_size for p in weights) / 1e6
+
+    def runner(self, threads: int) -> tuple[Runner, Any]:
+        """A runner of the model on numpy inputs, and a function from its outputs to the logits."""
+        if self.is_onnx:
+            return onnx_runner(self.path, threads), lambda out: out[0]
+        from transformers import AutoModel
+
+        config = AutoConfig.from_pretrained(self.path)
+        task = task_of_model_class(config.architectures[0])
+        model = task.auto_model_class.from_pretrained(self.path) if task else AutoModel.from_pretrained(self.path)
+        return torch_runner(model), lambda out: out.logits.numpy()
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points ``(latency, metric)`` that no other point beats on both (lower latency and higher
+    metric, one of them strictly), sorted by latency."""
+    frontier = []
+    for i, (latency, metric) in enumerate(points):
+        dominated = any(
+            (other_latency <= latency and other_metric >= metric)
+            and (other_latency < latency or other_metric > metric)
+            for j, (other_latency, other_metric) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            frontier.append(i)
+    return sorted(frontier, key=lambda i: points[i][0])
+
+
+def optimum_references(teacher: str, work_dir: str | os.PathLike, task) -> list[BenchModel]:
+    """What Optimum makes of ``teacher`` by itself: ONNX fp32, dynamic int8 (AVX-512 VNNI config, per channel),
+    and ``ORTOptimizer`` O2 then dynamic int8 (quantized by ONNX Runtime: Optimum's quantizer cannot type the fused
+    graph)."""
+    import shutil
+
+    import onnx
+    import optimum.onnxruntime as ort_models
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
+
+    work = Path(work_dir)
+    fp32 = work / "optimum-fp32"
+    if not (fp32 / ONNX_FILE).is_file():
+        getattr(ort_models, task.ort_model_class).from_pretrained(teacher, export=True).save_pretrained(fp32)
+        AutoTokenizer.from_pretrained(teacher).save_pretrained(fp32)
+    dynamic = work / "optimum-dynamic-int8"
+    if not (dynamic / ONNX_FILE).is_file():
+        quantizer = ORTQuantizer.from_pretrained(fp32, file_name=ONNX_FILE)
+        quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True), dynamic)
+        (dynamic / "model_quantized.onnx").replace(dynamic / ONNX_FILE)
+        AutoTokenizer.from_pretrained(teacher).save_pretrained(dynamic)
+    fused = work / "optimum-o2-dynamic-int8"
+    if not (fused / ONNX_FILE).is_file():
+        optimized = work / "optimum-o2"
+        ORTOptimizer.from_pretrained(fp32, file_names=[ONNX_FILE]).optimize(
+            OptimizationConfig(optimization_level=2), optimized
+        )
+        fused.mkdir(parents=True, exist_ok=True)
+        quantize_dynamic(
+            optimized / "model_optimized.onnx",
+            fused / ONNX_FILE,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        for name in os.listdir(fp32):
+            if not name.endswith(".onnx"):
+                shutil.copy(fp32 / name, fused / name)
+        shutil.rmtree(optimized, ignore_errors=True)
+    return [
+        BenchModel("Optimum: ONNX fp32", str(fp32), reference=True),
+        BenchModel("Optimum: dynamic int8", str(dynamic), reference=True),
+        BenchModel("Optimum: O2 + dynamic int8", str(fused), reference=True),
+    ]
+
+
+def _task_metric(model: BenchModel, raw, data: DataConfig, threads: int, batch_size: int = 32) -> dict[str, float]:
+    """The task metrics of ``model`` on the raw validation split, from the model's own outputs."""
+    from datasets import DatasetDict
+    from tqdm.auto import tqdm
+
+    config = AutoConfig.from_pretrained(model.path)
+    task = get_task(data.task)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    split = task.preprocess(DatasetDict({"train": raw["validation"]}), tokenizer, config.label2id, data)["train"]
+    run, to_logits = model.runner(threads)
+    collator = task.data_collator(tokenizer)
+    logits, labels = [], []
+    for batch in tqdm(DataLoader(split, batch_size=batch_size, collate_fn=collator), desc=model.name, leave=False):
+        label = batch.pop("labels").numpy()
+        feeds = {k: v.numpy() for k, v in batch.items()}
+        out = to_logits(run(feeds))
+        if out.ndim == 3:  # pad every batch to max_length so that they concatenate
+            out = np.pad(out, [(0, 0), (0, data.max_length - out.shape[1]), (0, 0)])
+            label = np.pad(label, [(0, 0), (0, data.max_length - label.shape[1])], constant_values=-100)
+        logits.append(out)
+        labels.append(label)
+    metrics = task.compute_metrics(config.id2label)(EvalPrediction(np.concatenate(logits), np.concatenate(labels)))
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def run_bench(
+    candidates: Sequence[BenchModel],
+    data: DataConfig,
+    output_dir: str | os.PathLike,
+    teacher: str | None = None,
+    threads: int = 2,
+    latency_sentences: int = 300,
+) -> dict[str, Any]:
+    """Measure ``candidates`` and the Optimum references of ``teacher`` (module docstring); write the results."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    task = get_task(data.task)
+    models = list(candidates)
+    if teacher is not None:
+        models = optimum_references(teacher, output_dir / "references", task) + models
+    raw = task.load_raw(data)
+    if "validation" not in raw:
+        raise ValueError("hf-compress bench needs an eval set: a validation split or file")
+    for model in models:
+        metrics = _task_metric(model, raw, data, threads)
+        model.results = {"path": model.path, "reference": model.reference, "size_mb": model.size_mb()}
+        model.results.update({"metric": metrics[task.metric_name], "metrics": metrics})
+        logger.info(f"{model.name}: {task.metric_name} {metrics[task.metric_name]:.4f}")
+    texts = task.texts(raw["validation"], data)[:latency_sentences]
+    runners = {m.name: m.runner(threads)[0] for m in models}
+    tokenizers = {m.name: AutoTokenizer.from_pretrained(m.path) for m in models}
+    for name, stats in measure_latency(runners, tokenizers, texts).items():
+        next(m for m in models if m.name == name).results.update(stats)
+    for model in models:
+        for reference in (m for m in models if m.reference):
+            model.results.setdefault("speedup", {})[reference.name] = {
+                "batch1": reference.results["batch1_median_ms"] / model.results["batch1_median_ms"],
+                "batch32": model.results["batch32_sentences_per_s"] / reference.results["batch32_sentences_per_s"],
+            }
+    points = [(m.results["batch1_median_ms"], m.results["metric"]) for m in models]
+    frontier = [models[i].name for i in pareto_frontier(points)]
+    report = {
+        "metric": task.metric_name,
+        "threads": threads,
+        "latency_sentences": len(texts),
+        "models": {m.name: m.results for m in models},
+        "pareto_frontier": frontier,
+    }
+    atomic_write_json(output_dir / "bench.json", report)
+    atomic_write_text(output_dir / "bench.md", bench_markdown(report))
+    plot_bench(report, output_dir / "bench.png")
+    return report
+
+
+def bench_markdown(report: dict[str, Any]) -> str:
+    """The bench table: one row per model, ratios to the fastest reference (the last one measured)."""
+    models = report["models"]
+    references = [name for name, r in models.items() if r["reference"]]
+    fastest = references[-1] if references else None
+    header = ["model", report["metric"], "MB", "batch-1 median ms", "batch-1 p90 ms", "batch-32 sentences/s"]
+    if fastest:
+        header += [f"batch-1 vs {fastest}", f"batch-32 vs {fastest}"]
+    header.append("Pareto")
+    rows = []
+    for name, r in models.items():
+        row = [
+            name,
+            f"{100 * r['metric']:.2f}",
+            f"{r['size_mb']:.1f}",
+            f"{r['batch1_median_ms']:.2f}",
+            f"{r['batch1_p90_ms']:.2f}",
+            f"{r['batch32_sentences_per_s']:.0f}",
+        ]
+        if fastest:
+            ratio = r["speedup"][fastest]
+            row += [f"{ratio['batch1']:.2f}x", f"{ratio['batch32']:.2f}x"]
+        row.append("yes" if name in report["pareto_frontier"] else "")
+        rows.append(row)
+    return markdown_table(header, rows) + "\n"
+
+
+def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
+    """Latency against the metric, marker area proportional to MB, the Pareto frontier and the references; return
+    whether the plot was written (matplotlib is an optional extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install hf-compress[plot]): no bench.png")
+        return False
+    models = report["models"]
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    for name, r in models.items():
+        axes.scatter(
+            r["batch1_median_ms"],
+            100 * r["metric"],
+            s=8 * r["size_mb"],
+            marker="s" if r["reference"] else "o",
+            alpha=0.6,
+            color="tab:gray" if r["reference"] else "tab:blue",
+        )
+        axes.annotate(
+            name, (r["batch1_median_ms"], 100 * r["metric"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
+    frontier = [models[name] for name in report["pareto_frontier"]]
+    axes.plot(
+        [r["batch1_median_ms"] for r in frontier],
+        [100 * r["metric"] for r in frontier],
+        "--",
+        color="tab:red",
+        label="Pareto frontier",
+    )
+    axes.set_xlabel(f"batch-1 median latency, ms ({report['threads']} threads)")
+    axes.set_ylabel(f"{report['metric']} (x100)")
+    axes.set_title("squares: Optimum references; marker area: file MB")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def candidates_from_arguments(values: Sequence[str]) -> list[BenchModel]:
+    """``name=path`` or ``path`` (named after its folder) -> :class:`BenchModel`."""
+    models = []
+    for value in values:
+        name, _, path = value.rpartition("=") if "=" in value else ("", "", value)
+        models.append(BenchModel(name or Path(path).name, path))
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two candidates share a name: {names}; give name=path")
+    return models
+
+
+def read_bench(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
