@@ -140,8 +140,16 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-        """Read a YAML recipe; ``overrides`` maps dotted keys (``training.learning_rate``) to values."""
+        """Read a YAML recipe; ``overrides`` maps dotted keys (``training.learning_rate``) to values.
+
+        Data files named in the file are relative to the file; those given as overrides (the command line's
+        ``--data.train_file``) to the working directory.
+        """
         path = Path(path)
+        overrides = {
+            key: os.path.abspath(value) if key in _DATA_FILE_KEYS and isinstance(value, str) and value else value
+            for key, value in (overrides or {}).items()
+        }
         if not path.is_file():
             raise FileNotFoundError(f"recipe file not found: {path}")
         with open(path, encoding="utf-8") as handle:
@@ -197,6 +205,9 @@ _YamlLoader.add_implicit_resolver(
 def load_yaml(stream) -> Any:
     """Parse YAML (a string or a file) as a recipe does: YAML 1.2 booleans, nothing but plain data."""
     return yaml.load(stream, Loader=_YamlLoader)
+
+
+_DATA_FILE_KEYS = ("data.train_file", "data.validation_file")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

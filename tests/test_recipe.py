@@ -59,6 +59,19 @@ def test_overrides_parse_values_and_create_blocks(tmp_path):
     assert recipe.distillation.hidden_states.layer_map == {0: 1, 2: 5, 1: 3}
 
 
+def test_data_files_are_relative_to_the_recipe_file_and_overrides_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    path = tmp_path / "recipes" / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"data": {"task": "ner", "train_file": "../data/train.txt"}}))
+    monkeypatch.chdir(tmp_path / "recipes")
+    recipe = Recipe.from_yaml(path, overrides={"data.validation_file": "../shared/valid.txt"})
+    assert recipe.data.train_file == str(tmp_path / "data" / "train.txt")
+    assert recipe.data.validation_file == str(tmp_path / "shared" / "valid.txt")
+    monkeypatch.chdir(tmp_path)  # a command typed from elsewhere: the override follows the working directory
+    recipe = Recipe.from_yaml("recipes/recipe.yaml", overrides={"data.train_file": "shared/train.txt"})
+    assert recipe.data.train_file == str(tmp_path / "shared" / "train.txt")
+
+
 def test_student_shorthand_string():
     recipe = Recipe.from_dict(with_change("model", {"teacher": "t", "student": "my/student"}))
     assert recipe.model.student.name_or_path == "my/student"

@@ -160,4 +160,6 @@ def test_export_agrees_with_pytorch(full_run, tmp_path):
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-4 and fp32["parity"]["argmax_agreement"] == 1.0
     int8 = full.export(tmp_path / "int8", int8="dynamic")
     assert int8["parity"]["argmax_agreement"] >= 0.95 and int8["int8"] == "dynamic"
-    assert int8["quantized_matmuls"] >= 6 * full.model.config.num_hidden_layers  # (factorized layers: two each)
+    layers = full.model.config.num_hidden_layers  # fused (export.fuse): Q, K, V in one Attention per layer
+    assert int8["fused_operators"]["Attention"] == layers
+    assert int8["quantized_matmuls"] >= 4 * layers  # (factorized layers: two MatMuls each)
