@@ -197,9 +197,9 @@ def test_quickstart_with_packaged_minilm(tmp_path):
         ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    teacher, student = json.loads((tmp_path / "quickstart" / "results.json").read_text())
-    assert teacher["layers"] == 6 and student["layers"] == 3
-    assert student["metrics"]["f1"] > 0.5
+    teacher, student, exported = json.loads((tmp_path / "quickstart" / "results.json").read_text())
+    assert teacher["layers"] == 6 and student["layers"] == 3 and exported["size_mb"] < 12
+    assert student["metrics"]["f1"] > 0.5 and exported["metrics"]["f1"] > 0.5
 
 
 def test_cli_prune_quantize_export_and_push(recipe_path, tmp_path, capsys, monkeypatch):

@@ -111,6 +111,10 @@ def _launch_cli(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
         "32",
         "--training.per_device_train_batch_size",
         "8",
+        "--export.int8",
+        "none",
+        "--export.onnx",
+        "false",
         *extra,
     )
 
