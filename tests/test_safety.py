@@ -105,3 +105,18 @@ def test_push_uploads_only_the_export_files(tmp_path, monkeypatch):
         filter_repo_objects(every_file, allow_patterns=allowed, ignore_patterns=uploads[0].get("ignore_patterns"))
     )
     assert uploaded == set(export)
+
+
+def test_files_written_atomically_get_the_usual_permissions(tmp_path):
+    """Results, reports and model cards are shared files: the umask decides, not the temporary file's 0600."""
+    import os
+    import stat
+
+    from hf_compress.files import atomic_write_json
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "results.json", {"f1": 0.9})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
