@@ -141,3 +141,18 @@ def test_resume_under_accelerate_launch_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (out / "checkpoint-1").is_dir()
+
+
+@needs_accelerate
+def test_the_teacher_cache_is_shared_by_two_processes(tmp_path):
+    """The quickstart recipe (``cache_teacher: true``) for 2 epochs in two processes: each writes its own shard in
+    epoch 1, and in epoch 2 every batch of either process is read from the shards of both."""
+    out = tmp_path / "out"
+    done = _launch_cli(out, "--training.num_train_epochs", "2", "--training.save_strategy", "no")
+    assert done.returncode == 0, done.stderr[-4000:]
+    (cache,) = (out / "teacher_cache").iterdir()
+    assert sorted(p.name for p in cache.glob("shard-*.bin")) == ["shard-0.bin", "shard-1.bin"]
+    entries = [json.loads(p.read_text()) for p in sorted(cache.glob("shard-*.index.json"))]
+    assert sum(len(e) for e in entries) == 64 and not set(entries[0]) & set(entries[1])  # each example once
+    report = json.loads((out / "distillation_report.json").read_text())["teacher_cache"]
+    assert (report["hits"], report["misses"]) == (4, 4)  # process 0: 4 batches an epoch, all of epoch 2 read

@@ -41,11 +41,19 @@ class CachedTeacherOutputs:
     attentions: tuple[torch.Tensor | None, ...] | None = None
 
 
+#: Config entries that say where a model came from or how it was saved, not what it computes (``save_pretrained``
+#: sets some of them in the saving process only).
+_METADATA_KEYS = ("architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
+
+
 def teacher_fingerprint(teacher: nn.Module, stored: dict[str, Any]) -> str:
-    """A hash of the teacher's config, every parameter and buffer, and the description ``stored`` of what is kept."""
+    """A hash of the teacher's config (what it computes), every parameter and buffer, and the description ``stored``
+    of what is kept."""
     digest = hashlib.sha256()
     config = getattr(teacher, "config", None)
-    digest.update((config.to_json_string(use_diff=False) if config is not None else type(teacher).__name__).encode())
+    settings = {k: v for k, v in config.to_dict().items() if k not in _METADATA_KEYS} if config is not None else {}
+    digest.update(type(teacher).__name__.encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps(stored, sort_keys=True).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
