@@ -27,6 +27,7 @@ from transformers.utils import logging
 
 from .configs import DataConfig
 from .files import atomic_write_json, atomic_write_text
+from .int8 import quiet_quantization_advice
 from .latency import Runner, measure_latency, onnx_runner, torch_runner
 from .tables import markdown_table
 from .tasks import get_task, task_of_model_class
@@ -115,13 +116,14 @@ def optimum_references(teacher: str, work_dir: str | os.PathLike, task) -> list[
             OptimizationConfig(optimization_level=2), optimized
         )
         fused.mkdir(parents=True, exist_ok=True)
-        quantize_dynamic(
-            optimized / "model_optimized.onnx",
-            fused / ONNX_FILE,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with quiet_quantization_advice():
+            quantize_dynamic(
+                optimized / "model_optimized.onnx",
+                fused / ONNX_FILE,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         for name in os.listdir(fp32):
             if not name.endswith(".onnx"):
                 shutil.copy(fp32 / name, fused / name)

@@ -12,10 +12,13 @@ the step :func:`hf_compress.export.export_model` runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging as std_logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,23 @@ __all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_on
 
 #: The file name of the ONNX model in an export folder (``ORTModelFor...from_pretrained(folder)`` finds it).
 ONNX_FILE = "model.onnx"
+
+
+class _NoPreprocessingAdvice(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "consider to run pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_quantization_advice() -> Iterator[None]:
+    """Hide the line ONNX Runtime's ``quantize_dynamic`` logs on every call (on the root logger) advising its
+    pre-processing script, which targets models with symbolic shapes and changes nothing here."""
+    root, advice = std_logging.getLogger(), _NoPreprocessingAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
 
 
 def matmul_nodes(
@@ -363,16 +383,17 @@ class DynamicRoute(Int8Route):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         target = Path(out_dir) / "model_quantized.onnx"
-        quantize_dynamic(
-            Path(fp32_dir) / ONNX_FILE,
-            target,
-            op_types_to_quantize=["MatMul", "Attention"],
-            per_channel=True,
-            reduce_range=reduce_range,
-            weight_type=QuantType.QInt8,
-            nodes_to_quantize=node_names,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT, "WeightSymmetric": True},
-        )
+        with quiet_quantization_advice():
+            quantize_dynamic(
+                Path(fp32_dir) / ONNX_FILE,
+                target,
+                op_types_to_quantize=["MatMul", "Attention"],
+                per_channel=True,
+                reduce_range=reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=node_names,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT, "WeightSymmetric": True},
+            )
         return target, {}
 
 

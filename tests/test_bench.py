@@ -77,3 +77,16 @@ def test_bench_measures_candidates_and_optimum_references(tokenizer, tmp_path, c
     assert table.count("\n") == 2 + len(names) and "batch-1 vs Optimum: O2 + dynamic int8" in table
     assert (out / "bench.png").stat().st_size > 10_000
     assert "| ours |" in capsys.readouterr().out
+
+
+def test_quantize_dynamic_advice_is_hidden_and_other_warnings_are_not(caplog):
+    import logging
+
+    from hf_compress.int8 import quiet_quantization_advice
+
+    with caplog.at_level(logging.WARNING), quiet_quantization_advice():
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+        logging.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    logging.warning("Please consider to run pre-processing before quantization.")  # outside: shown again
+    assert len(caplog.records) == 2
