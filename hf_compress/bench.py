@@ -12,7 +12,6 @@ frontier drawn and the references marked.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -290,7 +289,3 @@ def candidates_from_arguments(values: Sequence[str]) -> list[BenchModel]:
     if len(set(names)) != len(names):
         raise ValueError(f"two candidates share a name: {names}; give name=path")
     return models
-
-
-def read_bench(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

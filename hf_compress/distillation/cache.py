@@ -87,6 +87,7 @@ class TeacherCache:
         self.attention_layers = sorted(set(attention_layers))
         self.num_hidden_layers = num_hidden_layers
         self.dtype = dtype
+        self._stored_dtype = torch.empty((), dtype=dtype).numpy().dtype  # numpy's view of ``dtype``, read per row
         stored = {"hidden": self.hidden_layers, "attention": self.attention_layers, "dtype": str(dtype), "v": 1}
         self.folder = Path(folder) / teacher_fingerprint(teacher, stored)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -178,7 +179,7 @@ class TeacherCache:
         shard, offset, n = self._index[key]
         data = self._maps[shard]
         labels, width, heads = shapes["labels"], shapes["hidden"], shapes["heads"]
-        stored = torch.empty((), dtype=self.dtype).numpy().dtype
+        stored = self._stored_dtype
         layout = [((n, labels) if shapes["token_level"] else (labels,), np.dtype(np.float32))]
         layout += [((n, width), stored)] * len(self.hidden_layers)
         layout += [((heads, n, n), stored)] * len(self.attention_layers)
