@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -298,14 +299,23 @@ def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
             return value
         raise RecipeError(key, value, "allowed: an integer")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        number = _float_or_none(value) if isinstance(value, str) else value  # YAML 1.1 reads 3e-4 as a string
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return float(number)
         raise RecipeError(key, value, "allowed: a number")
     if hint is str:
         if isinstance(value, str):
             return value
         raise RecipeError(key, value, "allowed: a string")
     return value
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_training_arguments(training: dict[str, Any]) -> None:
@@ -329,7 +339,7 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
         hint_type = hints.get(key)
         simple = {int, float, bool, str, int | None, float | None, bool | None, str | None}
         if hint_type in simple:
-            _coerce(hint_type, value, dotted)
+            value = training[key] = _coerce(hint_type, value, dotted)
             if (
                 hint_type in (float, float | None)
                 and isinstance(value, (int, float))

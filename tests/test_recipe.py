@@ -59,6 +59,21 @@ def test_overrides_parse_values_and_create_blocks(tmp_path):
     assert recipe.distillation.hidden_states.layer_map == {0: 1, 2: 5, 1: 3}
 
 
+def test_numbers_in_exponent_notation_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads ``3e-4`` as a string; a recipe (and ``--training.learning_rate 3e-4``) means the number."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(GOOD).replace("learning_rate: 0.0001", "learning_rate: 2e-5"))
+    assert yaml.safe_load(path.read_text())["training"]["learning_rate"] == "2e-5"
+    recipe = Recipe.from_yaml(path, overrides={"distillation.temperature": "4E0"})
+    assert recipe.training["learning_rate"] == 2e-5 and recipe.distillation.temperature == 4.0
+    recipe = Recipe.from_yaml(path, overrides={"training.learning_rate": "3e-4"})
+    assert recipe.training["learning_rate"] == 3e-4
+    assert TrainingArguments(str(tmp_path / "out"), **recipe.training).learning_rate == 3e-4
+    for text in ("nan", "inf", "1e400"):
+        with pytest.raises(RecipeError, match="allowed: a number"):
+            Recipe.from_yaml(path, overrides={"training.learning_rate": text})
+
+
 def test_data_files_are_relative_to_the_recipe_file_and_overrides_to_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "recipes").mkdir()
     path = tmp_path / "recipes" / "recipe.yaml"
