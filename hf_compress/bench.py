@@ -210,17 +210,19 @@ def run_bench(
 
 
 def bench_markdown(report: dict[str, Any]) -> str:
-    """The bench table: one row per model, ratios to the fastest reference (the last one measured)."""
+    """The bench table: one row per model, numbered as in the plot, ratios to the fastest reference (the last one
+    measured)."""
     models = report["models"]
     references = [name for name, r in models.items() if r["reference"]]
     fastest = references[-1] if references else None
-    header = ["model", report["metric"], "MB", "batch-1 median ms", "batch-1 p90 ms", "batch-32 sentences/s"]
+    header = ["#", "model", report["metric"], "MB", "batch-1 median ms", "batch-1 p90 ms", "batch-32 sentences/s"]
     if fastest:
         header += [f"batch-1 vs {fastest}", f"batch-32 vs {fastest}"]
     header.append("Pareto")
     rows = []
-    for name, r in models.items():
+    for number, (name, r) in enumerate(models.items(), 1):
         row = [
+            str(number),
             name,
             f"{100 * r['metric']:.2f}",
             f"{r['size_mb']:.1f}",
@@ -237,8 +239,9 @@ def bench_markdown(report: dict[str, Any]) -> str:
 
 
 def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
-    """Latency against the metric, marker area proportional to MB, the Pareto frontier and the references; return
-    whether the plot was written (matplotlib is an optional extra)."""
+    """Latency against the metric, marker area proportional to MB, the Pareto frontier and the references; points
+    are numbered as the table's rows, with the key beside the axes. Return whether the plot was written
+    (matplotlib is an optional extra)."""
     try:
         import matplotlib
 
@@ -248,8 +251,8 @@ def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
         logger.warning("matplotlib is not installed (pip install hf-compress[plot]): no bench.png")
         return False
     models = report["models"]
-    figure, axes = plt.subplots(figsize=(8, 5.5))
-    for name, r in models.items():
+    figure, axes = plt.subplots(figsize=(11, 5.5))
+    for number, r in enumerate(models.values(), 1):
         axes.scatter(
             r["batch1_median_ms"],
             100 * r["metric"],
@@ -259,7 +262,11 @@ def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
             color="tab:gray" if r["reference"] else "tab:blue",
         )
         axes.annotate(
-            name, (r["batch1_median_ms"], 100 * r["metric"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            str(number),
+            (r["batch1_median_ms"], 100 * r["metric"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
         )
     frontier = [models[name] for name in report["pareto_frontier"]]
     axes.plot(
@@ -273,7 +280,9 @@ def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
     axes.set_ylabel(f"{report['metric']} (x100)")
     axes.set_title("squares: Optimum references; marker area: file MB")
     axes.legend(loc="lower right")
-    figure.tight_layout()
+    key = "\n".join(f"{number:>2}  {name}" for number, name in enumerate(models, 1))
+    figure.text(0.66, 0.5, key, fontsize=7, family="monospace", va="center")
+    figure.tight_layout(rect=(0, 0, 0.65, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return True
