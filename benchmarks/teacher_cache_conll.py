@@ -81,9 +81,7 @@ def train(args: argparse.Namespace, teacher: str, name: str, distillation: dict 
     recipe = Recipe.from_dict(recipe)
     timer = EpochTimes()
     out = os.path.join(args.work_dir, name)
-    run_recipe(
-        recipe, default_training_arguments(out, {**recipe.training, "overwrite_output_dir": True}), callbacks=[timer]
-    )
+    run_recipe(recipe, default_training_arguments(out, recipe.training), callbacks=[timer], overwrite_output_dir=True)
     return {"epoch_seconds": timer.seconds}
 
 

@@ -1,18 +1,18 @@
-"""``hf-compress bench``: compressed models beside what Optimum alone makes of their teacher, in one run.
+"""``hf-compress bench``: compressed models beside what a user gets from their teacher without hf-compress.
 
-Each candidate (a PyTorch model folder, or an ONNX export folder with ``model.onnx``) and each Optimum reference
-built from ``--teacher`` (ONNX fp32; dynamic int8; ``ORTOptimizer`` O2 fusions + dynamic int8) is measured the
-same way, each with its own tokenizer and labels: the task metric computed from the model's own outputs on the
-eval set, the file size, batch-1 median / p90 latency and batch-32 throughput (timed interleaved, sentence by
-sentence, so that machine noise falls on every model alike; ONNX Runtime without spin-waiting), and the ratios to
-each reference. Writes ``bench.json``, ``bench.md`` and, with matplotlib installed (``pip install
-hf-compress[plot]``), ``bench.png``: latency against the metric, marker area proportional to MB, the Pareto
-frontier drawn and the references marked.
-"""
+Each candidate (a PyTorch model folder, or an ONNX export folder with ``model.onnx``) and each reference built from
+``--teacher`` (ONNX fp32; dynamic int8; O2 fusions + dynamic int8: Optimum's own where Optimum is installed, the same
+ONNX Runtime calls otherwise, :func:`reference_models`) is measured the same way, each with its own tokenizer and
+labels: the task metric computed from the model's own outputs on the eval set, the file size, batch-1 median / p90
+latency and batch-32 throughput (timed interleaved, sentence by sentence, so that machine noise falls on every model
+alike; ONNX Runtime without spin-waiting), and the ratios to each reference. Writes ``bench.json``, ``bench.md``
+and, with matplotlib installed (``pip install hf-compress[plot]``), ``bench.png``: latency against the metric,
+marker area proportional to MB, the Pareto frontier drawn and the references marked."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +24,18 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer, EvalPrediction
 from transformers.utils import logging
 
+from .compat import optimum_available
 from .configs import DataConfig
 from .files import atomic_write_json, atomic_write_text
 from .int8 import quiet_quantization_advice
 from .latency import Runner, measure_latency, onnx_runner, torch_runner
+from .onnx_export import ONNX_FILE, export_onnx
 from .tables import markdown_table
 from .tasks import get_task, task_of_model_class
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["BenchModel", "optimum_references", "pareto_frontier", "run_bench"]
-
-ONNX_FILE = "model.onnx"
+__all__ = ["BenchModel", "pareto_frontier", "reference_models", "run_bench"]
 
 
 @dataclass
@@ -85,52 +85,103 @@ def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(frontier, key=lambda i: points[i][0])
 
 
-def optimum_references(teacher: str, work_dir: str | os.PathLike, task) -> list[BenchModel]:
-    """What Optimum makes of ``teacher`` by itself: ONNX fp32, dynamic int8 (AVX-512 VNNI config, per channel),
-    and ``ORTOptimizer`` O2 then dynamic int8 (quantized by ONNX Runtime: Optimum's quantizer cannot type the fused
-    graph)."""
-    import shutil
-
+def _reference_dynamic_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 of every operator ONNX Runtime's dynamic quantizer handles (the MatMuls, fused attention and the
+    embedding Gathers), int8 symmetric weights per channel, full range: what Optimum's
+    ``AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`` asks of it. ``DefaultTensorType`` lets
+    the quantizer type the operators of a fused graph."""
     import onnx
-    import optimum.onnxruntime as ort_models
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
 
-    work = Path(work_dir)
-    fp32 = work / "optimum-fp32"
-    if not (fp32 / ONNX_FILE).is_file():
-        getattr(ort_models, task.ort_model_class).from_pretrained(teacher, export=True).save_pretrained(fp32)
-        AutoTokenizer.from_pretrained(teacher).save_pretrained(fp32)
-    dynamic = work / "optimum-dynamic-int8"
-    if not (dynamic / ONNX_FILE).is_file():
-        quantizer = ORTQuantizer.from_pretrained(fp32, file_name=ONNX_FILE)
-        quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True), dynamic)
-        (dynamic / "model_quantized.onnx").replace(dynamic / ONNX_FILE)
-        AutoTokenizer.from_pretrained(teacher).save_pretrained(dynamic)
-    fused = work / "optimum-o2-dynamic-int8"
-    if not (fused / ONNX_FILE).is_file():
-        optimized = work / "optimum-o2"
-        ORTOptimizer.from_pretrained(fp32, file_names=[ONNX_FILE]).optimize(
-            OptimizationConfig(optimization_level=2), optimized
+    with quiet_quantization_advice():
+        quantize_dynamic(
+            source,
+            target,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "WeightSymmetric": True},
         )
-        fused.mkdir(parents=True, exist_ok=True)
-        with quiet_quantization_advice():
-            quantize_dynamic(
-                optimized / "model_optimized.onnx",
-                fused / ONNX_FILE,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+
+
+def _reference_o2(source: Path, target: Path, config) -> None:
+    """ONNX Runtime's transformer optimizer as ``ORTOptimizer`` runs it at ``optimization_level=2`` (every fusion of
+    the BERT family, graph optimization level 2)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source),
+        "bert",
+        config.num_attention_heads,
+        config.hidden_size,
+        opt_level=2,
+        optimization_options=FusionOptions("bert"),
+    )
+    optimized.save_model_to_file(str(target))
+
+
+def _copy_beside(source: Path, target: Path) -> None:
+    """The config and tokenizer files of the export ``source`` into ``target`` (not the ONNX file)."""
+    for path in source.iterdir():
+        if path.is_file() and path.suffix != ".onnx":
+            shutil.copy(path, target / path.name)
+
+
+def reference_models(teacher: str, work_dir: str | os.PathLike, task) -> list[BenchModel]:
+    """What a user gets from ``teacher`` without hf-compress: ONNX fp32, dynamic int8, and O2 fusions + dynamic int8.
+
+    With Optimum installed these are Optimum's own (``ORTModelFor...(export=True)``, ``ORTQuantizer``,
+    ``ORTOptimizer``); without it, the same ONNX Runtime calls those make, on the teacher exported by torch.onnx
+    (:mod:`~hf_compress.onnx_export`). The names say which. The O2 graph is quantized by ONNX Runtime in both
+    cases (Optimum's quantizer cannot type the fused graph).
+    """
+    work = Path(work_dir)
+    with_optimum = optimum_available()
+    prefix = "Optimum" if with_optimum else "ONNX Runtime"
+    fp32 = work / ("optimum-fp32" if with_optimum else "ort-fp32")
+    if not (fp32 / ONNX_FILE).is_file():
+        if with_optimum:
+            import optimum.onnxruntime as ort_models
+
+            getattr(ort_models, task.ort_model_class).from_pretrained(teacher, export=True).save_pretrained(fp32)
+        else:
+            model = task.auto_model_class.from_pretrained(teacher).eval()
+            export_onnx(model, fp32, task.pipeline_tag, exporter="torch")
+        AutoTokenizer.from_pretrained(teacher).save_pretrained(fp32)
+    dynamic = work / ("optimum-dynamic-int8" if with_optimum else "ort-dynamic-int8")
+    if not (dynamic / ONNX_FILE).is_file():
+        dynamic.mkdir(parents=True, exist_ok=True)
+        if with_optimum:
+            from optimum.onnxruntime import ORTQuantizer
+            from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+            quantizer = ORTQuantizer.from_pretrained(fp32, file_name=ONNX_FILE)
+            quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True), dynamic)
+            (dynamic / "model_quantized.onnx").replace(dynamic / ONNX_FILE)
+        else:
+            _reference_dynamic_int8(fp32 / ONNX_FILE, dynamic / ONNX_FILE)
+        _copy_beside(fp32, dynamic)
+    fused = work / ("optimum-o2-dynamic-int8" if with_optimum else "ort-o2-dynamic-int8")
+    if not (fused / ONNX_FILE).is_file():
+        optimized = work / ("optimum-o2" if with_optimum else "ort-o2")
+        optimized.mkdir(parents=True, exist_ok=True)
+        if with_optimum:
+            from optimum.onnxruntime import ORTOptimizer
+            from optimum.onnxruntime.configuration import OptimizationConfig
+
+            ORTOptimizer.from_pretrained(fp32, file_names=[ONNX_FILE]).optimize(
+                OptimizationConfig(optimization_level=2), optimized
             )
-        for name in os.listdir(fp32):
-            if not name.endswith(".onnx"):
-                shutil.copy(fp32 / name, fused / name)
+        else:
+            _reference_o2(fp32 / ONNX_FILE, optimized / "model_optimized.onnx", AutoConfig.from_pretrained(fp32))
+        fused.mkdir(parents=True, exist_ok=True)
+        _reference_dynamic_int8(optimized / "model_optimized.onnx", fused / ONNX_FILE)
+        _copy_beside(fp32, fused)
         shutil.rmtree(optimized, ignore_errors=True)
     return [
-        BenchModel("Optimum: ONNX fp32", str(fp32), reference=True),
-        BenchModel("Optimum: dynamic int8", str(dynamic), reference=True),
-        BenchModel("Optimum: O2 + dynamic int8", str(fused), reference=True),
+        BenchModel(f"{prefix}: ONNX fp32", str(fp32), reference=True),
+        BenchModel(f"{prefix}: dynamic int8", str(dynamic), reference=True),
+        BenchModel(f"{prefix}: O2 + dynamic int8", str(fused), reference=True),
     ]
 
 
@@ -167,14 +218,15 @@ def run_bench(
     threads: int = 2,
     latency_sentences: int = 300,
 ) -> dict[str, Any]:
-    """Measure ``candidates`` and the Optimum references of ``teacher`` (module docstring); write the results."""
+    """Measure ``candidates`` and the references made from ``teacher`` (:func:`reference_models`); write the
+    results."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     task = get_task(data.task)
     models = list(candidates)
     if teacher is not None:
-        models = optimum_references(teacher, output_dir / "references", task) + models
+        models = reference_models(teacher, output_dir / "references", task) + models
     raw = task.load_raw(data)
     if "validation" not in raw:
         raise ValueError("hf-compress bench needs an eval set: a validation split or file")
@@ -278,7 +330,7 @@ def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:
     )
     axes.set_xlabel(f"batch-1 median latency, ms ({report['threads']} threads)")
     axes.set_ylabel(f"{report['metric']} (x100)")
-    axes.set_title("squares: Optimum references; marker area: file MB")
+    axes.set_title("squares: references made from the teacher without hf-compress; marker area: file MB")
     axes.legend(loc="lower right")
     key = "\n".join(f"{number:>2}  {name}" for number, name in enumerate(models, 1))
     figure.text(0.66, 0.5, key, fontsize=7, family="monospace", va="center")

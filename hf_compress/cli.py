@@ -126,12 +126,16 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.check:
         print(recipe.to_yaml())
         return 0
-    training = {**recipe.training, **({"overwrite_output_dir": True} if args.overwrite_output_dir else {})}
-    training_args = default_training_arguments(args.output_dir, training)
+    training_args = default_training_arguments(args.output_dir, recipe.training)
     if training_args.should_log:
         logger.setLevel(logging.INFO)
     try:
-        results = run_recipe(recipe, training_args, resume_from_checkpoint=args.resume_from_checkpoint)
+        results = run_recipe(
+            recipe,
+            training_args,
+            resume_from_checkpoint=args.resume_from_checkpoint,
+            overwrite_output_dir=args.overwrite_output_dir,
+        )
     except MetricDropError as error:
         print(f"hf-compress: the export failed its quality gate: {error}", file=sys.stderr)
         return 3

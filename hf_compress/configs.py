@@ -265,8 +265,11 @@ class ExportConfig:
             one sentence at a time, slower on large batches (measured 1.2x and 0.9x), so ``false`` suits batched
             throughput. The QDQ routes (``qat``, ``static``) keep the exported graph; ONNX Runtime fuses around their
             Q/DQ pairs itself.
-        opset: ONNX opset (default: Optimum's choice for the architecture; at least 14, the first with the
-            attention the exporter emits).
+        opset: ONNX opset (default: Optimum's choice for the architecture, 18 for encoders; at least 14, the first
+            with the attention the exporter emits).
+        exporter: the ONNX exporter: ``optimum`` (Optimum's, needs ``pip install hf-compress[optimum]``), ``torch``
+            (``torch.onnx``, what Optimum would export: same inputs, outputs, axes and opset), or ``auto``: Optimum
+            where it is installed, torch otherwise (:mod:`~hf_compress.onnx_export`).
         max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
             its PyTorch source's by more than this, in the metric's units (0.005 = half an F1 point).
     """
@@ -278,6 +281,7 @@ class ExportConfig:
     embeddings: Literal["int8", "int4", "fp32"] = "int8"
     fuse: bool = True
     opset: int | None = None
+    exporter: Literal["auto", "optimum", "torch"] = "auto"
     max_metric_drop: float | None = None
 
     def __post_init__(self) -> None:
@@ -289,6 +293,13 @@ class ExportConfig:
             raise RecipeError("int8", self.int8, "int8 models are made from the ONNX export: set onnx: true")
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
             raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
+        if self.exporter == "optimum":
+            from .compat import OPTIMUM_EXTRA, optimum_available
+
+            if not optimum_available():
+                raise RecipeError(
+                    "exporter", self.exporter, f"Optimum is not installed ({OPTIMUM_EXTRA}); allowed here: auto, torch"
+                )
         if self.opset is not None and self.opset < MIN_OPSET:
             raise RecipeError(
                 "opset",

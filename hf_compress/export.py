@@ -1,17 +1,18 @@
-"""Export through Optimum, as a pipeline of steps: ONNX fp32, and int8 by one of the registered int8 routes.
+"""Export as a pipeline of steps: ONNX fp32, and int8 by one of the registered int8 routes.
 
 :func:`export_model` runs::
 
     copy        a CPU copy of the trained model (PEFT adapters merged: the model as plain transformers)
     techniques  each registered technique's ``prepare_for_export``, undoing the surgery in reverse order (each
                 makes its layers plain for ONNX), collecting report entries and artifacts for the int8 route
-    onnx        Optimum's ONNX exporter
+    onnx        Optimum's ONNX exporter where it is installed, else torch.onnx (:mod:`~hf_compress.onnx_export`)
     int8        the route named by ``export.int8``, looked up in :data:`~hf_compress.int8.INT8_ROUTES`
     evaluate    the exported model through ONNX Runtime: parity with PyTorch and the task metric
     write       model, config, tokenizer, ``export_report.{json,md}``, model card; the quality gate
 
 Only the linears inside the transformer layers are quantized (the same ``MatMul`` nodes for every route), so
-the routes differ only in how the ranges are found. The folder loads with ``ORTModelFor...from_pretrained``.
+the routes differ only in how the ranges are found. The folder loads with ``ORTModelFor...from_pretrained`` (Optimum)
+or with :class:`~hf_compress.inference.OnnxTokenClassifier` / a plain ONNX Runtime session.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers.utils import logging
 
 from .configs import ExportConfig
 from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
-from .int8 import INT8_ROUTES, ONNX_FILE, Int8Route, matmul_nodes, quantize_onnx
+from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
+from .onnx_export import ONNX_FILE, export_onnx, resolve_exporter
 from .tables import markdown_table
 from .tasks import Task, get_task, supported_model_classes, task_of_model_class
 from .technique import registered_techniques
@@ -196,6 +197,7 @@ def export_model(
     data = data or ExportData()
     task = _task_of(model)
     route = INT8_ROUTES[config.int8] if config.int8 != "none" else None
+    resolve_exporter(config.exporter)  # Optimum asked for and not installed: refused before anything is written
     prepared = prepare_for_export(model)
     if route is not None:
         route.check_inputs(prepared.artifacts, data.calibration_dataset)
@@ -235,21 +237,12 @@ def _write_onnx(
     prepared: _Prepared, task: Task, folder: Path, route: Int8Route | None, config: ExportConfig, data: ExportData
 ) -> dict[str, Any]:
     """The ``onnx`` and ``int8`` steps: ``model.onnx`` and ``config.json`` in ``folder``; the int8 details."""
-    from optimum.exporters.onnx import onnx_export_from_model
-
     work = tempfile.mkdtemp(prefix="hf-compress-export-")
     try:
         fp32_dir = folder if route is None else Path(work)
-        try:
-            onnx_export_from_model(
-                prepared.model, fp32_dir, task=task.pipeline_tag, opset=config.opset, do_validation=False
-            )
-        except (ValueError, KeyError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as error:
-            raise ValueError(
-                f"Optimum cannot export {type(prepared.model).__name__} for {task.pipeline_tag}: {error}"
-            ) from error
+        exported = export_onnx(prepared.model, fp32_dir, task.pipeline_tag, config.opset, config.exporter)
         if route is None:
-            return {}
+            return exported
         details = quantize_onnx(
             str(fp32_dir),
             str(folder),
@@ -263,7 +256,7 @@ def _write_onnx(
             prepared.model.config.model_type if config.fuse else None,
         )
         shutil.copy(fp32_dir / "config.json", folder / "config.json")
-        return details
+        return {**exported, **details}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

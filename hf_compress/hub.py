@@ -83,15 +83,17 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
         base_model=base_model if _is_hub_id(base_model) else None,
     )
     where = repo_id or "path/to/this/folder"
-    ort_class = get_task(task).ort_model_class
+    ort_class, onnx_class = get_task(task).ort_model_class, get_task(task).inference_class
     kind = INT8_ROUTES[route].description if route else "fp32"
     lines = [
         f"# {report.get('model_type', 'transformer')} for {task}, ONNX {kind}",
         "",
-        f"An ONNX model ({kind}) exported through Optimum by hf-compress, with its tokenizer and config. "
-        "The figures below were measured on the exported model itself, through ONNX Runtime.",
+        f"An ONNX model ({kind}) exported by hf-compress ({report.get('exporter', 'ONNX exporter')}), with its "
+        "tokenizer and config. The figures below were measured on the exported model itself, through ONNX Runtime.",
         "",
         "## How to use",
+        "",
+        "With Optimum (`pip install optimum-onnx[onnxruntime]`, transformers 4.57):",
         "",
         "```python",
         f"from optimum.onnxruntime import {ort_class}",
@@ -100,6 +102,15 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
         f'model = {ort_class}.from_pretrained("{where}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
         f'classifier = pipeline("{task}", model=model, tokenizer=tokenizer)',
+        'print(classifier("George Washington went to Washington."))',
+        "```",
+        "",
+        "With ONNX Runtime alone (any transformers, `pip install hf-compress`):",
+        "",
+        "```python",
+        f"from hf_compress.inference import {onnx_class}",
+        "",
+        f'classifier = {onnx_class}("{where}")',
         'print(classifier("George Washington went to Washington."))',
         "```",
         "",

@@ -3,7 +3,7 @@
 * ``qat``: a QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric
   int8 per output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
   (:func:`_dequantize_only_for`), so ONNX Runtime computes what training simulated;
-* ``dynamic``: int8 weights per channel, activation ranges computed at run time (Optimum's ``ORTQuantizer``);
+* ``dynamic``: int8 weights per channel, activation ranges computed at run time;
 * ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
 
 Each route is an :class:`Int8Route` in :data:`INT8_ROUTES`, looked up by ``export.int8``; :func:`quantize_onnx` is
@@ -25,13 +25,11 @@ from typing import Any
 from transformers.utils import logging
 
 from .configs import CalibrationConfig
+from .onnx_export import ONNX_FILE
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_onnx", "register_int8_route"]
-
-#: The file name of the ONNX model in an export folder (``ORTModelFor...from_pretrained(folder)`` finds it).
-ONNX_FILE = "model.onnx"
 
 
 class _NoPreprocessingAdvice(std_logging.Filter):
@@ -82,41 +80,93 @@ def matmul_nodes(
     return found
 
 
-def _quantization_config(is_static: bool, nodes: list[str], reduce_range: bool = False):
-    """Optimum's config for ``dynamic``/``static``: uint8 activations, int8 symmetric per-channel weights (7-bit,
-    levels ``[-64, 64]``, with ``reduce_range``), only the MatMuls ``nodes``."""
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+def _quantize_with_onnxruntime(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    nodes: list[str],
+    reduce_range: bool,
+    ranges: dict | None = None,
+) -> None:
+    """ONNX Runtime's quantizer on the MatMuls ``nodes``, with the settings of Optimum's
+    ``AutoQuantizationConfig.avx512`` as ``ORTQuantizer.quantize`` passes them: uint8 activations, int8 symmetric
+    per-channel weights (7-bit, levels ``[-64, 64]``, with ``reduce_range``). Without ``ranges``: dynamic
+    (``IntegerOps``: ``MatMulInteger``); with calibrated ``ranges``: static, a QDQ graph. The same calls on both
+    stacks, so the int8 graph does not depend on whether Optimum is installed."""
+    import onnx
+    from onnxruntime.quantization import QuantizationMode, QuantType
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    return AutoQuantizationConfig.avx512(
-        is_static=is_static,
-        use_symmetric_activations=False,
-        use_symmetric_weights=True,
-        per_channel=True,
-        reduce_range=reduce_range,
-        nodes_to_quantize=nodes,
-        operators_to_quantize=["MatMul"],
-    )
+    model = onnx.load(str(source))
+    subgraphs = any(node.op_type in ("If", "Loop", "Scan", "SequenceMap") for node in model.graph.node)
+    if subgraphs and ranges is not None:
+        raise ValueError("static int8 cannot quantize a graph with subgraphs (If/Loop nodes); use dynamic or qat")
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "per_channel": True,
+        "reduce_range": reduce_range,
+        "weight_qType": QuantType.QInt8,
+        "activation_qType": QuantType.QUInt8,
+        "tensors_range": ranges,
+        "nodes_to_quantize": nodes,
+        "nodes_to_exclude": [],
+        "op_types_to_quantize": ["MatMul"],
+        "extra_options": {
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "EnableSubgraph": subgraphs,
+            "ForceSymmetric": False,
+            "AddQDQPairToWeight": False,
+            "DedicatedQDQPair": False,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    }
+    if ranges is None:
+        quantizer = ONNXQuantizer(static=False, mode=QuantizationMode.IntegerOps, **kwargs)
+    else:
+        quantizer = QDQQuantizer(**kwargs)
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(target))
 
 
-def _calibration_ranges(quantizer, dataset, calibration: CalibrationConfig) -> dict[str, tuple[float, float]]:
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: CalibrationConfig) -> dict:
+    """Activation ranges of the MatMul inputs over ``calibration.num_samples`` examples, one at a time, by ONNX
+    Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     inputs = {"input_ids", "attention_mask", "token_type_ids"}
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in inputs])
     dataset = dataset.select(range(min(calibration.num_samples, len(dataset))))
-    if calibration.method == "minmax":
-        config = AutoCalibrationConfig.minmax(dataset)
-    elif calibration.method == "percentile":
-        config = AutoCalibrationConfig.percentiles(dataset, percentile=calibration.percentile)
-    else:
-        config = AutoCalibrationConfig.entropy(dataset)
+    import onnx
+
+    graph_inputs = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(dataset)
+
+        def get_next(self):
+            row = next(self.rows, None)
+            if row is None:
+                return None
+            return {k: np.asarray([v], dtype=np.int64) for k, v in row.items() if k in graph_inputs}
+
+    method, extra = {
+        "minmax": (CalibrationMethod.MinMax, {"moving_average": False, "averaging_constant": 0.01}),
+        "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": calibration.percentile}),
+        "entropy": (CalibrationMethod.Entropy, {"num_bins": 128, "num_quantized_bins": 128}),
+    }[calibration.method]
     with tempfile.TemporaryDirectory() as tmp:
-        return quantizer.fit(
-            dataset,
-            config,
-            onnx_augmented_model_name=os.path.join(tmp, "augmented.onnx"),
-            operators_to_quantize=["MatMul"],
+        calibrator = create_calibrator(
+            str(onnx_path),
+            op_types_to_calibrate=["MatMul"],
+            augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+            calibrate_method=method,
+            extra_options={"symmetric": False, **extra},
         )
+        calibrator.collect_data(Reader())
+        return calibrator.compute_data()
 
 
 def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
@@ -243,7 +293,7 @@ def _quantize_qat(
 
 
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
-    """Apply :func:`_dequantize_only_for` to Optimum's static QDQ graph in place; return the inputs moved."""
+    """Apply :func:`_dequantize_only_for` to the static QDQ graph in place; return the inputs moved."""
     import onnx
 
     model, moved = _dequantize_only_for(onnx.load(str(path)), set(node_names))
@@ -309,7 +359,7 @@ class Int8Route:
     #: How the model card says what the route did.
     description: str = ""
     #: Whether the route quantizes a graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph`
-    #: (``export.fuse``; ``quantize`` then gets no Optimum quantizer). QDQ routes keep the exported graph: ONNX
+    #: (``export.fuse``; ``quantize`` is then told ``fused``). QDQ routes keep the exported graph: ONNX
     #: Runtime fuses what it can around the Q/DQ pairs when it loads the model.
     fuses_graph: bool = False
 
@@ -357,14 +407,17 @@ class Int8Route:
         self,
         fp32_dir: str,
         out_dir: str,
-        quantizer,
+        fused: bool,
         nodes: dict,
         reduce_range: bool,
         artifacts,
         calibration_dataset,
         calibration: CalibrationConfig,
     ) -> tuple[Path, dict[str, Any]]:
-        """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report."""
+        """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report.
+
+        ``fused``: ``fp32_dir`` holds the graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph` (only
+        for routes with ``fuses_graph``); ``nodes``: module name -> (MatMul or Attention node, its input tensor)."""
         raise NotImplementedError
 
 
@@ -373,16 +426,17 @@ class DynamicRoute(Int8Route):
     description = "int8 by dynamic post-training quantization"
     fuses_graph = True
 
-    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+    def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
-        if quantizer is not None:
-            return Path(quantizer.quantize(_quantization_config(False, node_names, reduce_range), out_dir)), {}
-        # a fused graph: Optimum's quantizer cannot infer the fused operators' types; ONNX Runtime's can with a
-        # default type. The same settings: uint8 activations, int8 symmetric per-channel weights.
+        target = Path(out_dir) / "model_quantized.onnx"
+        if not fused:
+            _quantize_with_onnxruntime(Path(fp32_dir) / ONNX_FILE, target, node_names, reduce_range)
+            return target, {}
+        # a fused graph: the quantizer cannot infer the fused operators' types by itself; it can with a default
+        # type. The same settings: uint8 activations, int8 symmetric per-channel weights.
         from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        target = Path(out_dir) / "model_quantized.onnx"
         with quiet_quantization_advice():
             quantize_dynamic(
                 Path(fp32_dir) / ONNX_FILE,
@@ -407,16 +461,16 @@ class StaticRoute(Int8Route):
                 "int8='static' needs calibration data (calibration_dataset=...; the training set will do)"
             )
 
-    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+    def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
-        ranges = _calibration_ranges(quantizer, calibration_dataset, calibration)
-        config = _quantization_config(True, node_names, reduce_range)
-        path = quantizer.quantize(config, out_dir, calibration_tensors_range=ranges)
+        source, path = Path(fp32_dir) / ONNX_FILE, Path(out_dir) / "model_quantized.onnx"
+        ranges = _calibration_ranges(source, calibration_dataset, calibration)
+        _quantize_with_onnxruntime(source, path, node_names, reduce_range, ranges)
         details = {
             "calibration": {"method": calibration.method, "num_samples": calibration.num_samples},
             "float_readers_restored": _restrict_static_graph(Path(out_dir) / "model_quantized.onnx", node_names),
         }
-        return Path(path), details
+        return path, details
 
 
 class QATRoute(Int8Route):
@@ -463,7 +517,7 @@ class QATRoute(Int8Route):
         whatever ``export.embeddings`` says."""
         return dict(artifacts.get("qat_embedding_tables", {}))
 
-    def quantize(self, fp32_dir, out_dir, quantizer, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+    def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
         node_names = [node for node, _ in nodes.values()]
         tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
         path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
@@ -507,8 +561,6 @@ def quantize_onnx(
     first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type) when the route quantizes
     fused graphs.
     """
-    from optimum.onnxruntime import ORTQuantizer
-
     from .quantization import int8_kernel, weight_qmax
 
     if isinstance(route, str):
@@ -527,7 +579,6 @@ def quantize_onnx(
         fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type)
         fp32_dir = str(fused_dir) if fused else fp32_dir
     nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
-    quantizer = None if fused else ORTQuantizer.from_pretrained(fp32_dir, file_name=ONNX_FILE)
     qmax = weight_qmax(use_reduced)
     details: dict[str, Any] = {
         "quantized_matmuls": len(nodes),
@@ -538,7 +589,7 @@ def quantize_onnx(
     if warning:
         details["int8_warning"] = warning
     path, extra = route.quantize(
-        fp32_dir, out_dir, quantizer, nodes, use_reduced, artifacts, calibration_dataset, calibration
+        fp32_dir, out_dir, bool(fused), nodes, use_reduced, artifacts, calibration_dataset, calibration
     )
     details.update(extra)
     details["fused_operators"] = fused

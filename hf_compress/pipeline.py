@@ -16,6 +16,7 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
+from .compat import training_arguments
 from .export import MetricDropError
 from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_write_text, check_output_dir
 from .modules import SettingError
@@ -126,7 +127,7 @@ def default_training_arguments(output_dir: str, training: dict[str, Any]) -> Tra
         "logging_steps": 50,
         "report_to": "none",
     }
-    return TrainingArguments(output_dir=output_dir, **{**defaults, **training})
+    return TrainingArguments(output_dir=output_dir, **training_arguments({**defaults, **training}))
 
 
 class _Run:
@@ -324,6 +325,8 @@ def run_recipe(
     args: TrainingArguments,
     resume_from_checkpoint: str | bool | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    *,
+    overwrite_output_dir: bool = False,
 ) -> list[ModelResult]:
     """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
 
@@ -331,11 +334,13 @@ def run_recipe(
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
     fine-tuned or evaluated is saved in ``args.output_dir/teacher``. An ``output_dir`` that holds a previous run is
-    refused unless resuming or ``args.overwrite_output_dir``. If the recipe's export fails (or fails its
+    refused unless resuming or ``overwrite_output_dir`` (files are written over, none deleted; transformers 4.x's
+    ``args.overwrite_output_dir`` counts too, transformers 5 removed it). If the recipe's export fails (or fails its
     ``max_metric_drop`` gate: :class:`~hf_compress.export.MetricDropError`), the error is raised after the student
     and the results are saved.
     """
-    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=bool(resume_from_checkpoint))
+    overwrite = overwrite_output_dir or getattr(args, "overwrite_output_dir", False)
+    check_output_dir(args.output_dir, overwrite=overwrite, resume=bool(resume_from_checkpoint))
     run = _Run(recipe, args, callbacks)
     run.load_data()
     run.load_models()

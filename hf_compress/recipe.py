@@ -322,8 +322,11 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
     """Check ``training:`` keys against :class:`transformers.TrainingArguments` and simple field types."""
     from transformers import TrainingArguments
 
-    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
-    hints = typing.get_type_hints(TrainingArguments)
+    from .compat import PORTABLE_TRAINING_ARGUMENTS, training_argument_fields
+
+    # keys one stack renamed or removed are accepted on both (compat.training_arguments translates them)
+    fields = training_argument_fields() | set(PORTABLE_TRAINING_ARGUMENTS)
+    hints = {**typing.get_type_hints(TrainingArguments), **PORTABLE_TRAINING_ARGUMENTS}
     for key, value in training.items():
         dotted = f"training.{key}"
         if key == "output_dir":
@@ -344,6 +347,8 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
                 hint_type in (float, float | None)
                 and isinstance(value, (int, float))
                 and value < 0
-                and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio"}
+                and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio", "warmup_steps"}
             ):
                 raise RecipeError(dotted, value, "allowed: a number >= 0")
+            if key == "warmup_steps" and value >= 1 and value != int(value):
+                raise RecipeError(dotted, value, "allowed: a whole number of steps, or a fraction of the run below 1")

@@ -209,11 +209,13 @@ class CompressionTrainer(Trainer):
         calibration_dataset=None,
         base_model: str | None = None,
         overwrite: bool = False,
+        exporter: str | None = None,
     ) -> dict:
-        """Export the trained model through Optimum (see :func:`hf_compress.export.export_model`); return the report.
+        """Export the trained model to ONNX (see :func:`hf_compress.export.export_model`); return the report.
 
         Defaults come from the recipe's ``export`` block (an :class:`ExportConfig`): ``int8`` (``none`` or a route
-        of :data:`~hf_compress.int8.INT8_ROUTES`), calibration and opset. The exported model is evaluated on
+        of :data:`~hf_compress.int8.INT8_ROUTES`), calibration, opset and ``exporter`` (``auto``: Optimum where it
+        is installed, else torch.onnx). The exported model is evaluated on
         ``eval_dataset`` (default: the Trainer's) with the Trainer's collator and ``compute_metrics``; ``static``
         calibrates on ``calibration_dataset`` (default: the training set). The folder (default ``output_dir/onnx``
         or ``output_dir/onnx-int8-<route>``) is what :meth:`push_to_hub` uploads afterwards; an earlier export
@@ -227,6 +229,8 @@ class CompressionTrainer(Trainer):
         config = self.recipe.export or ExportConfig()
         if int8 is not None:
             config = dataclasses.replace(config, int8=int8)
+        if exporter is not None:
+            config = dataclasses.replace(config, exporter=exporter)
         int8 = config.int8
         if output_dir is None:
             output_dir = os.path.join(self.args.output_dir, "onnx" if int8 == "none" else f"onnx-int8-{int8}")

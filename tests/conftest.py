@@ -11,6 +11,11 @@ from transformers import (
     BertTokenizerFast,
 )
 
+from hf_compress.compat import optimum_available
+
+#: The ONNX exporters of this stack: Optimum's and torch.onnx on the Optimum stack, torch.onnx alone without it.
+EXPORTERS = ["optimum", "torch"] if optimum_available() else ["torch"]
+
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 WORDS = (
     "the a of in to and said on for was is at by with from he it that his as has will be "
@@ -39,7 +44,8 @@ def tokenizer_dir(tmp_path_factory) -> str:
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/&$%")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *chars, *[f"##{c}" for c in chars]]
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    # the file positionally: transformers 4 names the argument vocab_file, 5 names it vocab (and ignores vocab_file)
+    BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     return str(folder)
 
 

@@ -1,4 +1,5 @@
-"""Export through Optimum on a tiny NER model trained here with pruning + QAT: fp32 and the three int8 routes."""
+"""Export on a tiny NER model trained here with pruning + QAT: fp32 and the three int8 routes, through each ONNX
+exporter of the stack (Optimum's and torch.onnx with Optimum installed, torch.onnx without)."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import tiny_bert_config
+from conftest import EXPORTERS, tiny_bert_config
 from onnx import numpy_helper
-from optimum.onnxruntime import ORTModelForSequenceClassification, ORTModelForTokenClassification
 from test_trainer import args_for, cls_dataset
 from transformers import (
     BertForMaskedLM,
@@ -20,7 +20,9 @@ from transformers import (
 )
 
 from hf_compress import CompressionTrainer, ExportConfig, ExportData, export_model
+from hf_compress.compat import optimum_available
 from hf_compress.export import matmul_nodes
+from hf_compress.inference import OnnxTextClassifier, OnnxTokenClassifier
 from hf_compress.quantization import qat_modules
 from hf_compress.recipe import DataConfig
 from hf_compress.tasks import get_task
@@ -67,12 +69,13 @@ def trained(tokenizer, tmp_path_factory):
     return trainer
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("route", ["none", "qat", "dynamic", "static"])
-def test_export_routes_load_and_agree_with_pytorch(trained, tmp_path, route):
+def test_export_routes_load_and_agree_with_pytorch(trained, tmp_path, route, exporter):
     out = tmp_path / route
-    report = trained.export(out, int8=route)
+    report = trained.export(out, int8=route, exporter=exporter)
     assert trained.export_dir == str(out)
-    model = ORTModelForTokenClassification.from_pretrained(out)  # no file_name needed: one model.onnx
+    assert report["exporter"].startswith(exporter) and report["opset"] == 18
     assert {"config.json", "tokenizer.json", "model.onnx", "export_report.json", "export_report.md", "README.md"} <= {
         p.name for p in out.iterdir()
     }
@@ -108,17 +111,25 @@ def test_export_routes_load_and_agree_with_pytorch(trained, tmp_path, route):
         assert report["int8_kernel"].startswith("u8s8 ")
     pytorch_f1, onnx_f1 = report["pytorch_metrics"]["f1"], report["metrics"]["f1"]
     assert pytorch_f1 > 0.3 and abs(onnx_f1 - pytorch_f1) < 0.02  # a tiny model learns the sample partly
-    # ORTModel's own forward gives the report's predictions
-    encoded = trained.processing_class(["john smith said"], return_tensors="pt")
-    assert model(**encoded).logits.shape[-1] == len(trained.model.config.id2label)
+    # the folder runs as it is: ONNX Runtime alone, and Optimum's ORTModel where installed
+    entities = OnnxTokenClassifier(out)(["john smith said in paris", "the bank"])
+    labels = {name.split("-")[-1] for name in trained.model.config.id2label.values()}
+    assert len(entities) == 2 and all(e["entity_group"] in labels for found in entities for e in found)
+    if optimum_available():
+        from optimum.onnxruntime import ORTModelForTokenClassification
+
+        model = ORTModelForTokenClassification.from_pretrained(out)  # no file_name needed: one model.onnx
+        encoded = trained.processing_class(["john smith said"], return_tensors="pt")
+        assert model(**encoded).logits.shape[-1] == len(trained.model.config.id2label)
 
 
 def _initializer(graph, name):
     return next(numpy_helper.to_array(t) for t in graph.initializer if t.name == name)
 
 
-def test_qat_graph_carries_the_learned_scales_and_pruned_zeros(trained, tmp_path):
-    report = trained.export(tmp_path / "qat", int8="qat")
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_qat_graph_carries_the_learned_scales_and_pruned_zeros(trained, tmp_path, exporter):
+    report = trained.export(tmp_path / "qat", int8="qat", exporter=exporter)
     graph = onnx.load(tmp_path / "qat" / "model.onnx").graph
     layers = qat_modules(trained.model)
     nodes = {n.name: n for n in graph.node}
@@ -156,11 +167,13 @@ def test_export_errors_are_clear(trained, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="allowed: none, qat, dynamic, static"):
         export_model(plain, tokenizer, tmp_path / "d", ExportConfig(int8="int4"))
     fnet = FNetForTokenClassification(FNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_labels=3))
-    with pytest.raises(ValueError, match="Optimum cannot export FNetForTokenClassification for token-classification"):
-        export_model(fnet, None, tmp_path / "e")
+    for exporter in EXPORTERS:
+        with pytest.raises(ValueError, match=f"the {exporter} exporter cannot export FNetForTokenClassification"):
+            export_model(fnet, None, tmp_path / "e", ExportConfig(exporter=exporter))
 
 
-def test_sequence_classification_export(tokenizer, tmp_path):
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_sequence_classification_export(tokenizer, tmp_path, exporter):
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_bert_config(len(tokenizer), ["neg", "pos"], num_hidden_layers=2))
     data = cls_dataset(tokenizer)
@@ -168,11 +181,23 @@ def test_sequence_classification_export(tokenizer, tmp_path):
         model,
         tokenizer,
         tmp_path,
-        ExportConfig(int8="dynamic"),
+        ExportConfig(int8="dynamic", exporter=exporter),
         ExportData(eval_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)),
     )
     assert report["task"] == "text-classification" and report["parity"]["num_positions"] == len(data)
-    ORTModelForSequenceClassification.from_pretrained(tmp_path)
+    # the fp32 export, run by ONNX Runtime alone, classifies as the PyTorch model does
+    export_model(model, tokenizer, tmp_path / "fp32", ExportConfig(exporter=exporter))
+    texts = ["a good movie", "an awful film and a bad film"]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**encoded).logits.softmax(-1)
+    predicted = OnnxTextClassifier(tmp_path / "fp32")(texts)
+    assert [p["label"] for p in predicted] == [model.config.id2label[int(i)] for i in expected.argmax(-1)]
+    assert [p["score"] for p in predicted] == pytest.approx(expected.max(-1).values.tolist(), abs=1e-5)
+    if optimum_available():
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+
+        ORTModelForSequenceClassification.from_pretrained(tmp_path)
 
 
 def test_matmul_nodes_names_a_missing_layer(trained, tmp_path):

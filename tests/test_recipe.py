@@ -186,7 +186,7 @@ def test_vocabularies_differ(tokenizer, tiny_ner_teacher, tmp_path, tokenizer_di
     words = open(f"{tokenizer_dir}/vocab.txt").read().split("\n")
     words[10] = "zzzz"
     vocab.write_text("\n".join(words))
-    other = BertTokenizerFast(vocab_file=str(vocab))
+    other = BertTokenizerFast(str(vocab))  # positional: 4.x calls it vocab_file, 5.x vocab
     same_size = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS))
     with pytest.raises(ValueError, match="tokenizers differ"):
         _trainer(same_size, tiny_ner_teacher, tmp_path, processing_class=tokenizer, teacher_processing_class=other)

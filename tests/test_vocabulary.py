@@ -69,7 +69,7 @@ def test_keep_first_ids_adds_the_reachable_pieces_below_it(tmp_path):
     pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "the", "London", "café", "new", "##ing"]
     pieces += ["york", "bank", *"abcdefghijklmnopqrstuvwxyz", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
     (tmp_path / "vocab.txt").write_text("\n".join(pieces) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"), do_lower_case=True)
     ids = tokenizer.get_vocab()
     # [unused0] is split at its brackets, "London" lowercased and "café" stripped of its accent by the normalizer
     unreachable = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "London", "café"}

@@ -21,6 +21,7 @@ class Task(abc.ABC):
     auto_model_class: type
     metric_name: str  # the key of ``compute_metrics`` results that ranks models (``eval_<metric_name>``)
     pipeline_tag: str  # Optimum's task for the ONNX export, and the Hub's pipeline tag
+    inference_class: str  # the class of hf_compress.inference that runs an export of the task
 
     @property
     def model_class_suffix(self) -> str:

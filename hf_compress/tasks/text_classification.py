@@ -64,6 +64,7 @@ class TextClassificationTask(Task):
     auto_model_class = AutoModelForSequenceClassification
     metric_name = "accuracy"
     pipeline_tag = "text-classification"
+    inference_class = "OnnxTextClassifier"
 
     def load_raw(self, data: DataConfig) -> DatasetDict:
         if data.train_file is not None:

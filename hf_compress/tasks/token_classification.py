@@ -144,6 +144,7 @@ class TokenClassificationTask(Task):
     auto_model_class = AutoModelForTokenClassification
     metric_name = "f1"
     pipeline_tag = "token-classification"
+    inference_class = "OnnxTokenClassifier"
 
     def load_raw(self, data: DataConfig) -> DatasetDict:
         if data.train_file is not None:
