@@ -70,7 +70,13 @@ def training_argument_fields() -> frozenset[str]:
 #: ``training:`` keys a recipe may use on either stack, with their types: ``warmup_ratio`` (removed in transformers 5,
 #: where ``warmup_steps`` below 1 is a ratio), ``warmup_steps`` as a ratio (an integer count in 4.x) and
 #: ``save_safetensors`` (removed in 5, which always writes safetensors).
-PORTABLE_TRAINING_ARGUMENTS: dict[str, Any] = {"warmup_ratio": float, "warmup_steps": float, "save_safetensors": bool}
+#: ``group_by_length`` (5 spells it ``train_sampling_strategy: group_by_length``).
+PORTABLE_TRAINING_ARGUMENTS: dict[str, Any] = {
+    "warmup_ratio": float,
+    "warmup_steps": float,
+    "save_safetensors": bool,
+    "group_by_length": bool,
+}
 
 
 def training_arguments(training: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +84,9 @@ def training_arguments(training: dict[str, Any]) -> dict[str, Any]:
 
     Recipes are written once for both stacks: ``warmup_ratio: 0.06`` becomes ``warmup_steps: 0.06`` on transformers
     5 (which removed ``warmup_ratio`` and reads a ``warmup_steps`` below 1 as a ratio), and a fractional
-    ``warmup_steps`` becomes ``warmup_ratio`` on 4.x (where ``warmup_steps`` is a count).
+    ``warmup_steps`` becomes ``warmup_ratio`` on 4.x (where ``warmup_steps`` is a count); ``group_by_length: true``
+    becomes ``train_sampling_strategy: group_by_length`` on 5 and back on 4.x; ``save_safetensors`` (always true
+    here) is dropped on 5, which has no other format.
     """
     fields = training_argument_fields()
     out = dict(training)
@@ -87,6 +95,11 @@ def training_arguments(training: dict[str, Any]) -> dict[str, Any]:
     steps = out.get("warmup_steps")
     if isinstance(steps, float) and steps >= 1 and steps == int(steps):
         out["warmup_steps"] = int(steps)
+    if "group_by_length" not in fields and out.pop("group_by_length", False):
+        out["train_sampling_strategy"] = "group_by_length"
+    elif "group_by_length" in fields and out.get("train_sampling_strategy") == "group_by_length":
+        out.pop("train_sampling_strategy")
+        out["group_by_length"] = True
     ratio = out.pop("warmup_ratio", None)
     if "warmup_ratio" not in fields:  # transformers 5
         if ratio is not None:

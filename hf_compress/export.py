@@ -32,6 +32,7 @@ from transformers.utils import logging
 from .configs import ExportConfig
 from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
+from .fusion import attention_shape
 from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
 from .onnx_export import ONNX_FILE, export_onnx, resolve_exporter
 from .tables import markdown_table
@@ -254,6 +255,7 @@ def _write_onnx(
             config.reduce_range,
             route.embedding_tables(prepared.model, prepared.artifacts, config.embeddings),
             prepared.model.config.model_type if config.fuse else None,
+            attention_shape(prepared.model),
         )
         shutil.copy(fp32_dir / "config.json", folder / "config.json")
         return {**exported, **details}

@@ -21,10 +21,26 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["FUSABLE_MODEL_TYPES", "fuse_transformer_graph"]
+__all__ = ["FUSABLE_MODEL_TYPES", "attention_shape", "fuse_transformer_graph"]
 
 #: Encoder architectures whose exported graphs ONNX Runtime's ``bert`` fusions match.
 FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet")
+
+
+def attention_shape(model) -> tuple[int, int]:
+    """``(num_heads, num_heads * head_size)`` shared by every self-attention module of ``model``, for the fusion;
+    ``(0, 0)`` when the layers differ (heads pruned unevenly) or the model does not say.
+
+    transformers 5 reshapes q/k/v to ``(-1, head_size)``, so ONNX Runtime cannot read the number of heads off the
+    graph: without these numbers attention does not fuse there. A model whose layers kept different numbers of
+    heads gets ``(0, 0)``: on transformers 4.57 the fusion reads each layer's count from the graph, on 5 its
+    attention stays unfused (the export report's ``fused_operators`` shows it)."""
+    shapes = {
+        (m.num_attention_heads, m.num_attention_heads * m.attention_head_size)
+        for m in model.modules()
+        if isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "attention_head_size")
+    }
+    return shapes.pop() if len(shapes) == 1 else (0, 0)
 
 
 def fuse_transformer_graph(

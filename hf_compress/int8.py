@@ -549,6 +549,7 @@ def quantize_onnx(
     reduce_range: bool | str = "auto",
     embedding_tables: dict[str, str] | None = None,
     fuse_model_type: str | None = None,
+    attention: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
     details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
@@ -558,13 +559,14 @@ def quantize_onnx(
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
     ``embedding_tables``: initializers whose ``Gather`` reads a quantized table, with its format
     (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`). ``fuse_model_type``: fuse the graph
-    first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type) when the route quantizes
-    fused graphs.
+    first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type, ``attention`` heads and
+    width from :func:`~hf_compress.fusion.attention_shape`) when the route quantizes fused graphs.
     """
     from .quantization import int8_kernel, weight_qmax
 
     if isinstance(route, str):
         route = INT8_ROUTES[route]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     kernel = int8_kernel()
     trained = route.trained_reduce_range(artifacts)
     use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
@@ -576,7 +578,7 @@ def quantize_onnx(
 
         fused_dir = Path(out_dir) / ".fused"
         fused_dir.mkdir(exist_ok=True)
-        fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type)
+        fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type, *attention)
         fp32_dir = str(fused_dir) if fused else fp32_dir
     nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
     qmax = weight_qmax(use_reduced)

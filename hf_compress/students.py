@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from .modules import SettingError, find_layer_list
 
@@ -44,6 +44,9 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
         setattr(parent, attr, original)
     student_parent = student.get_submodule(parent_name) if parent_name else student
     setattr(student_parent, attr, kept)
+    for module in kept.modules():  # the copied layers hold copies of the teacher's config: make them read the
+        if isinstance(getattr(module, "config", None), PretrainedConfig):  # student's (attention implementation)
+            module.config = student.config
     for new_index, layer in enumerate(kept):  # some layers know their own index (e.g. for caches)
         if hasattr(layer, "layer_idx"):
             layer.layer_idx = new_index

@@ -136,6 +136,11 @@ def test_distillation_loss_module_projections_and_layer_map_checks(tokenizer):
 # ------------------------------------------------------------------------------------------- student building
 
 
+def _first(output):
+    """A layer's hidden states: transformers 4.x layers return a tuple, 5.x the tensor."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def test_student_from_teacher_reproduces_chosen_layers(tiny_ner_teacher, tmp_path):
     teacher = tiny_ner_teacher
     layers = [0, 2, 3]
@@ -151,11 +156,11 @@ def test_student_from_teacher_reproduces_chosen_layers(tiny_ner_teacher, tmp_pat
         # same embeddings
         assert torch.equal(s_out.hidden_states[0], t_out.hidden_states[0])
         # layer by layer: student layer k on teacher layer layers[k]'s input gives teacher layer layers[k]'s output
-        ext_mask = teacher.get_extended_attention_mask(attention_mask, input_ids.shape)
+        ext_mask = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min  # no padding
         for k, t_index in enumerate(layers):
             inputs = t_out.hidden_states[t_index]
-            expected = teacher.bert.encoder.layer[t_index](inputs, attention_mask=ext_mask)[0]
-            got = student.bert.encoder.layer[k](inputs, attention_mask=ext_mask)[0]
+            expected = _first(teacher.bert.encoder.layer[t_index](inputs, attention_mask=ext_mask))
+            got = _first(student.bert.encoder.layer[k](inputs, attention_mask=ext_mask))
             assert torch.equal(got, expected)
             assert torch.equal(expected, t_out.hidden_states[t_index + 1])
         # same head: the student's logits are the teacher's classifier on the student's last hidden state

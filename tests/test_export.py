@@ -190,7 +190,7 @@ def test_sequence_classification_export(tokenizer, tmp_path, exporter):
     texts = ["a good movie", "an awful film and a bad film"]
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = model(**encoded).logits.softmax(-1)
+        expected = model.eval()(**encoded).logits.softmax(-1)
     predicted = OnnxTextClassifier(tmp_path / "fp32")(texts)
     assert [p["label"] for p in predicted] == [model.config.id2label[int(i)] for i in expected.argmax(-1)]
     assert [p["score"] for p in predicted] == pytest.approx(expected.max(-1).values.tolist(), abs=1e-5)

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,6 @@ from packaging.utils import canonicalize_name
 
 from hf_compress import Recipe
 from hf_compress.tasks.token_classification import read_conll
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the backport pytest installs there
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +31,23 @@ def _ci_lines() -> list[str]:
     return (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def _pyproject_requirements() -> list[Requirement]:
+#: The two tested stacks: the constraints file and the extras installed with it.
+STACKS = {
+    "constraints.txt": ("quickstart", "plot", "dev"),  # the default: the newest transformers 5, no Optimum
+    "constraints-optimum.txt": ("optimum", "dev"),  # transformers 4.57 with Optimum
+}
+
+
+def _pyproject_requirements(extras: tuple[str, ...] | None = None) -> list[Requirement]:
+    """The direct requirements: the core ones and those of ``extras`` (every extra by default)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"].values()
-    return [Requirement(line) for line in [*project["dependencies"], *(r for extra in extras for r in extra)]]
+    optional = project["optional-dependencies"]
+    chosen = [r for name, extra in optional.items() if extras is None or name in extras for r in extra]
+    return [Requirement(line) for line in [*project["dependencies"], *chosen]]
 
 
-def _constraints() -> list[Requirement]:
-    lines = (ROOT / "constraints.txt").read_text().splitlines()
+def _constraints(name: str = "constraints.txt") -> list[Requirement]:
+    lines = (ROOT / name).read_text().splitlines()
     return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -94,29 +99,34 @@ def test_every_direct_requirement_has_an_upper_bound(requirement):
     assert upper, f"{requirement} admits every future release"
 
 
-def test_the_constraints_pin_the_direct_requirements_within_their_bounds():
+@pytest.mark.parametrize("constraints", list(STACKS))
+def test_the_constraints_pin_the_direct_requirements_within_their_bounds(constraints):
     pins: dict[str, list[Requirement]] = {}
-    for pin in _constraints():
+    for pin in _constraints(constraints):
         specs = list(pin.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", f"{pin} is not an exact pin"
         pins.setdefault(canonicalize_name(pin.name), []).append(pin)
     assert canonicalize_name("hf-compress") not in pins  # the project itself is installed from the clone
-    for requirement in _pyproject_requirements():
+    for requirement in _pyproject_requirements(STACKS[constraints]):
         versions = pins.get(canonicalize_name(requirement.name))
-        assert versions, f"{requirement.name} is not pinned in constraints.txt"
+        assert versions, f"{requirement.name} is not pinned in {constraints}"
         for pin in versions:
             version = next(iter(pin.specifier)).version
             assert requirement.specifier.contains(version, prereleases=True), f"{pin} does not fit {requirement}"
     assert next(iter(pins["torch"][0].specifier)).version == "2.13.0"
+    transformers = next(iter(pins["transformers"][0].specifier)).version
+    assert transformers.startswith("4.57.") if "optimum" in STACKS[constraints] else transformers.startswith("5.")
+    assert ("optimum-onnx" in pins) == ("optimum" in STACKS[constraints])
 
 
-def test_each_python_version_gets_one_pin_per_package():
-    """Pins under markers (releases for Python 3.10) never overlap: each interpreter sees one version."""
-    for python in ("3.10", "3.11", "3.12", "3.13"):
+@pytest.mark.parametrize("constraints", list(STACKS))
+def test_each_python_version_gets_one_pin_per_package(constraints):
+    """Pins under markers never overlap: each interpreter sees one version."""
+    for python in ("3.11", "3.12", "3.13"):
         environment = {"python_version": python, "python_full_version": f"{python}.0"}
         names = [
             canonicalize_name(pin.name)
-            for pin in _constraints()
+            for pin in _constraints(constraints)
             if pin.marker is None or pin.marker.evaluate(environment)
         ]
         assert len(names) == len(set(names)), python

@@ -9,6 +9,7 @@ from transformers import BertForTokenClassification, BertTokenizerFast, Training
 
 from hf_compress import CompressionTrainer, DistillationConfig, Recipe, RecipeError
 from hf_compress.cli import main as cli_main
+from hf_compress.compat import training_arguments
 from hf_compress.tasks import read_conll
 
 GOOD = {
@@ -243,4 +244,5 @@ def test_shipped_recipes_parse_and_round_trip(path):
     recipe = Recipe.from_yaml(path)
     assert recipe.model is not None and recipe.data is not None
     assert Recipe.from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
-    TrainingArguments(output_dir="unused", **recipe.training)  # every training key is a TrainingArguments field
+    # every training key is a TrainingArguments field of this stack (warmup_ratio and group_by_length translated)
+    TrainingArguments(output_dir="unused", **training_arguments(recipe.training))

@@ -324,15 +324,31 @@ def structured_layers(model: nn.Module) -> list[_Structures] | None:
     return None if any(s is None for s in found) else found
 
 
+def _slice_heads(layer: nn.Module, s: _Structures, heads: list[int]) -> None:
+    """Remove ``heads`` from one BERT-style layer: their rows of q, k, v and columns of the attention output."""
+    drop, size = set(heads), s.head_size
+    keep = torch.tensor(
+        [h * size + j for h in range(s.num_heads) if h not in drop for j in range(size)], device=s.query.weight.device
+    )
+    attention = layer.attention.self
+    for name in ("query", "key", "value"):
+        setattr(attention, name, _slice_linear(getattr(attention, name), keep, 0))
+    layer.attention.output.dense = _slice_linear(s.attention_output, keep, 1)
+    attention.num_attention_heads = s.num_heads - len(drop)
+    attention.all_head_size = attention.num_attention_heads * size
+
+
 @torch.no_grad()
-def remove_pruned_structures(model: nn.Module) -> dict[str, object]:
+def remove_pruned_structures(model: nn.Module, *, loadable: bool = False) -> dict[str, object]:
     """Slice out FFN neurons and attention heads whose weights are all exactly zero; return what was removed.
 
-    Heads go through the model's own ``prune_heads`` (recorded in ``config.pruned_heads``, so ``from_pretrained``
-    rebuilds the smaller layers). Neurons: a BERT config has one ``intermediate_size``, so every layer keeps the
-    same number; when layers have different numbers of zero neurons, only as many as the least pruned layer has
-    are removed from each (the others stay as zeros). The outputs are unchanged. A model without BERT-style layers
-    of ``nn.Linear`` (e.g. factorized ones) is left as it is (``{}``).
+    Neurons: a BERT config has one ``intermediate_size``, so every layer keeps the same number; when layers have
+    different numbers of zero neurons, only as many as the least pruned layer has are removed from each (the others
+    stay as zeros). Heads: on transformers 4.x through the model's own ``prune_heads`` (recorded in
+    ``config.pruned_heads``, so ``from_pretrained`` rebuilds the smaller layers); transformers 5 has neither, so
+    heads are sliced out of the modules directly, which a saved model cannot record: with ``loadable`` (a model about
+    to be saved) they then stay as zeros, and the export (which traces the modules) removes them. The outputs are
+    unchanged. A model without BERT-style layers of ``nn.Linear`` (e.g. factorized ones) is left as it is (``{}``).
     """
     layers = structured_layers(model)
     if layers is None:
@@ -352,9 +368,15 @@ def remove_pruned_structures(model: nn.Module) -> dict[str, object]:
             layer.output.dense = _slice_linear(s.output, keep, 1)
         model.config.intermediate_size = layers[0].intermediate.out_features - n_remove
         removed["neurons_per_layer"] = n_remove
-    if heads:
+    if heads and hasattr(model, "prune_heads"):
         model.prune_heads(heads)
         removed["heads"] = heads
+    elif heads and not loadable:
+        for index, dropped in heads.items():
+            _slice_heads(layer_list[index], layers[index], dropped)
+        removed["heads"] = heads
+    elif heads:
+        removed["heads_kept_as_zeros"] = heads
     return removed
 
 

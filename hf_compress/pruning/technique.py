@@ -121,7 +121,7 @@ class GradualPruningCallback(Technique):
 
     def compact(self, model: nn.Module) -> None:
         if self.config.structure != "unstructured":
-            logger.info(f"removed pruned structures: {remove_pruned_structures(model)}")
+            logger.info(f"removed pruned structures: {remove_pruned_structures(model, loadable=True)}")
 
     # --------------------------------------------------------------------------------------------- export
     @classmethod
