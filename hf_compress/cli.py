@@ -13,8 +13,10 @@ from pathlib import Path
 
 import transformers
 
+from .compat import OptimumNotInstalledError
 from .export import MetricDropError
 from .int8 import INT8_ROUTES
+from .onnx_export import ONNX_EXPORTERS
 from .pipeline import default_training_arguments, results_table, run_recipe
 from .recipe import Recipe
 
@@ -43,7 +45,7 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
 
 
 #: Errors that mean bad input (a recipe value, a file, a folder, a checkpoint): one line, exit status 2.
-BAD_INPUT = (ValueError, OSError)
+BAD_INPUT = (ValueError, OSError, OptimumNotInstalledError)
 
 
 def _bad_input(error: Exception) -> int:
@@ -87,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe", help="data to evaluate/calibrate on, and the technique blocks (default: MODEL_DIR/recipe.yaml)"
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in the output folder")
+    export.add_argument(
+        "--exporter",
+        choices=["auto", *ONNX_EXPORTERS],
+        help="the ONNX exporter (default: the recipe's export.exporter, auto: Optimum where installed, else torch)",
+    )
     export.add_argument(
         "--max_metric_drop",
         type=float,
@@ -163,6 +170,7 @@ def export_command(args: argparse.Namespace) -> int:
             recipe,
             overwrite=args.overwrite,
             max_metric_drop=args.max_metric_drop,
+            exporter=args.exporter,
         )
     except MetricDropError as error:
         print("\n" + report_markdown(error.report))

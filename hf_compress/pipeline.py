@@ -392,19 +392,24 @@ def export_trained_model(
     *,
     overwrite: bool = False,
     max_metric_drop: float | None = None,
+    exporter: str | None = None,
 ) -> dict[str, Any]:
     """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
 
     The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on; what
     the techniques kept beside the weights is put back first (what an int8 route may need, e.g. learned ranges).
     ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
-    :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced.
+    :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced;
+    ``exporter`` overrides the recipe's ``export.exporter``.
     """
     import dataclasses
 
     from .export import ExportData, export_model
     from .int8 import INT8_ROUTES
+    from .onnx_export import resolve_exporter
 
+    if exporter is not None:
+        resolve_exporter(exporter)  # Optimum asked for and not installed: refused before anything is read
     check_model_source(model_dir, "model_dir")
     if int8 in INT8_ROUTES:
         INT8_ROUTES[int8].check_saved(model_dir)
@@ -432,6 +437,8 @@ def export_trained_model(
     config = dataclasses.replace(recipe.export or ExportConfig(), int8=int8)
     if max_metric_drop is not None:
         config = dataclasses.replace(config, max_metric_drop=max_metric_drop)
+    if exporter is not None:
+        config = dataclasses.replace(config, exporter=exporter)
     return export_model(
         model,
         tokenizer,

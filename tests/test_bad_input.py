@@ -418,3 +418,34 @@ def test_cli_export_into_an_existing_export(model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli_main(["export", str(model_dir), "--output_dir", str(target), "--overwrite"])
     assert stop.value.code == 0
+
+
+@pytest.fixture
+def without_optimum(monkeypatch):
+    """This process as if Optimum were not installed (the default stack), whichever stack runs the tests:
+    ``import optimum`` fails as it does there."""
+    import sys
+
+    from hf_compress.compat import optimum_available
+
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    optimum_available.cache_clear()
+    yield
+    optimum_available.cache_clear()
+
+
+def test_optimum_exporter_without_optimum_is_one_clear_line(without_optimum, model_dir, tmp_path, capsys):
+    with pytest.raises(RecipeError, match=r"'export.exporter': got 'optimum'; Optimum is not installed \(pip install"):
+        Recipe.from_dict({"export": {"exporter": "optimum"}})
+    err = cli_error(capsys, ["export", str(model_dir), "--exporter", "optimum", "--output_dir", str(tmp_path / "o")])
+    assert err.count("\n") == 1 and "pip install 'hf-compress[optimum]'" in err
+    assert not (tmp_path / "o").exists()
+    config = ExportConfig()
+    config.exporter = "optimum"  # set after the config's own check, as a config made before Optimum went away
+    model = BertForTokenClassification.from_pretrained(model_dir)
+    with pytest.raises(ImportError, match=r"export.exporter: optimum needs Optimum, which is not installed"):
+        export_model(model, None, tmp_path / "p", config)
+    assert not (tmp_path / "p").exists()
+    assert ExportConfig().exporter == "auto" and export_model(model, None, tmp_path / "q")["exporter"].startswith(
+        "torch.onnx"
+    )  # auto: torch.onnx without Optimum
