@@ -26,6 +26,7 @@ __all__ = [
     "require_optimum",
     "training_arguments",
     "training_argument_fields",
+    "use_eager_attention",
 ]
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -53,6 +54,18 @@ def optimum_available() -> bool:
         )
     except ImportError:  # ``optimum`` itself missing: find_spec of a submodule imports the parent
         return False
+
+
+def use_eager_attention(model) -> bool:
+    """Switch ``model`` to eager attention where its class can switch after construction (transformers 5's
+    attention interface; in 4.57 many encoders choose their attention class once, at construction, and log an
+    error when asked to switch). Return whether it switched. Eager attention returns attention maps and exports
+    to the graph ONNX Runtime's attention fusion matches."""
+    can_switch = getattr(model, "_can_set_attn_implementation", None)
+    if can_switch is None or not can_switch():
+        return False
+    model.set_attn_implementation("eager")
+    return True
 
 
 def require_optimum(what: str) -> None:

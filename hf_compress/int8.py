@@ -129,29 +129,28 @@ def _quantize_with_onnxruntime(
     quantizer.model.save_model_to_file(str(target))
 
 
+class _OneRowAtATime:
+    """ONNX Runtime's calibration data reader over a tokenized dataset: one example per call, the graph's inputs."""
+
+    def __init__(self, dataset, input_names: set[str]):
+        self.rows = iter(dataset.remove_columns([c for c in dataset.column_names if c not in input_names]))
+
+    def get_next(self) -> dict | None:
+        import numpy as np
+
+        row = next(self.rows, None)
+        return None if row is None else {k: np.asarray([v], dtype=np.int64) for k, v in row.items()}
+
+
 def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: CalibrationConfig) -> dict:
     """Activation ranges of the MatMul inputs over ``calibration.num_samples`` examples, one at a time, by ONNX
-    Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method)."""
-    import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
-
-    inputs = {"input_ids", "attention_mask", "token_type_ids"}
-    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in inputs])
-    dataset = dataset.select(range(min(calibration.num_samples, len(dataset))))
+    Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method). Only the
+    graph's inputs are fed (a DeBERTa-v3 graph has no ``token_type_ids``)."""
     import onnx
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     graph_inputs = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.rows = iter(dataset)
-
-        def get_next(self):
-            row = next(self.rows, None)
-            if row is None:
-                return None
-            return {k: np.asarray([v], dtype=np.int64) for k, v in row.items() if k in graph_inputs}
-
+    rows = _OneRowAtATime(dataset.select(range(min(calibration.num_samples, len(dataset)))), graph_inputs)
     method, extra = {
         "minmax": (CalibrationMethod.MinMax, {"moving_average": False, "averaging_constant": 0.01}),
         "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": calibration.percentile}),
@@ -165,7 +164,7 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
             calibrate_method=method,
             extra_options={"symmetric": False, **extra},
         )
-        calibrator.collect_data(Reader())
+        calibrator.collect_data(rows)
         return calibrator.compute_data()
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from ..compat import use_eager_attention
 from ..configs import RecipeError
 from ..students import check_teacher_student
 from ..tables import markdown_table
@@ -106,8 +107,7 @@ class DistillationCallback(Technique):
         self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
         if self.loss_module.needs_attentions:
             for m in (model, self.teacher):  # attention maps come from the eager path; models that cannot
-                if m._can_set_attn_implementation():  # switch (BERT) fall back to it by themselves
-                    m.set_attn_implementation("eager")
+                use_eager_attention(m)  # switch (4.57's BERT) fall back to it by themselves
 
     def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         self.student_processing_class = processing_class  # checked against the teacher's in prepare()
