@@ -437,7 +437,8 @@ def without_optimum(monkeypatch):
 
     from hf_compress.compat import optimum_available
 
-    monkeypatch.setitem(sys.modules, "optimum", None)
+    for name in [n for n in sys.modules if n == "optimum" or n.startswith("optimum.")] + ["optimum"]:
+        monkeypatch.setitem(sys.modules, name, None)  # also what earlier tests of this process imported
     optimum_available.cache_clear()
     yield
     optimum_available.cache_clear()
