@@ -66,7 +66,9 @@ class RecipeError(ValueError):
     """A recipe value that cannot be used: names the key, the value and what is allowed, on one line."""
 
     def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = str(key), value, " ".join(str(allowed).split())
+        key = str(key)
+        self.key = key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
+        self.value, self.allowed = value, " ".join(str(allowed).split())
         super().__init__(f"recipe key '{self.key}': got {short_repr(value)}; {self.allowed}")
 
     def under(self, prefix: str) -> RecipeError:
@@ -162,15 +164,22 @@ def text(what: str = "a name") -> dict[str, Text]:
     return {RANGE_KEY: Text(what)}
 
 
-def check_value(key: str, value: Any, spec: Number | Text, integer: bool = False) -> None:
-    """Check ``value`` (a scalar, or a list or mapping of them: each item and key) against ``spec``."""
-    if isinstance(value, (list, tuple)):
+Shape = Literal["scalar", "list", "dict"]
+
+
+def check_value(key: str, value: Any, spec: Number | Text, integer: bool = False, shape: Shape = "scalar") -> None:
+    """Check ``value`` against ``spec``: a scalar, each item of a list, or each key and value of a mapping."""
+    if shape == "list":
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(key, value, "allowed: a list")
         for index, item in enumerate(value):
-            check_value(f"{key}[{index}]", item, spec, integer)
-    elif isinstance(value, dict):
+            spec.check(f"{key}[{index}]", item, integer)
+    elif shape == "dict":
+        if not isinstance(value, dict):
+            raise RecipeError(key, value, "allowed: a mapping")
         for item_key, item in value.items():
-            check_value(f"{key}.{item_key}", item_key, spec, integer)
-            check_value(f"{key}.{item_key}", item, spec, integer)
+            spec.check(f"{key}.{item_key}", item_key, integer)
+            spec.check(f"{key}.{item_key}", item, integer)
     else:
         spec.check(key, value, integer)
 
@@ -189,6 +198,14 @@ def check_range(
 
 
 # ---------------------------------------------------------------------------------------------------- configs
+def _shape(hint: Any) -> Shape:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        shapes = {_shape(a) for a in typing.get_args(hint) if a is not type(None)}
+        return shapes.pop() if len(shapes) == 1 else "scalar"
+    return "list" if origin in (list, tuple) else "dict" if origin is dict else "scalar"
+
+
 def _scalar_types(hint: Any) -> set[Any]:
     """The scalar types inside a hint: ``list[int] | None`` -> ``{int}``; Literal and dataclasses are not scalars."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -200,8 +217,8 @@ def _scalar_types(hint: Any) -> set[Any]:
 
 
 @functools.cache
-def _field_specs(cls: type) -> tuple[tuple[str, Number | Text, bool], ...]:
-    """``(name, range, integer)`` of each field of ``cls`` that declares a range."""
+def _field_specs(cls: type) -> tuple[tuple[str, Number | Text, bool, str], ...]:
+    """``(name, range, integer, shape)`` of each field of ``cls`` that declares a range."""
     hints = typing.get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
@@ -212,16 +229,16 @@ def _field_specs(cls: type) -> tuple[tuple[str, Number | Text, bool], ...]:
                 f"{cls.__name__}.{f.name} declares no range: give it metadata=number(...), count(...) or text(...)"
             )
         if spec is not None:
-            specs.append((f.name, spec, float not in scalars and int in scalars))
+            specs.append((f.name, spec, float not in scalars and int in scalars, _shape(hints[f.name])))
     return tuple(specs)
 
 
 def check_fields(config: Any) -> None:
     """Check every field of a config dataclass against the range its metadata declares (None passes)."""
-    for name, spec, integer in _field_specs(type(config)):
+    for name, spec, integer, shape in _field_specs(type(config)):
         value = getattr(config, name)
         if value is not None:
-            check_value(name, value, spec, integer)
+            check_value(name, value, spec, integer, shape)
 
 
 def checked(cls: type) -> type:

@@ -193,8 +193,9 @@ def _allowed_keys() -> list[str]:
 
 
 def _key_text(key: Any) -> str:
-    """A mapping key as it appears in an error's dotted key: a name as it is, anything else as its repr."""
-    return key if isinstance(key, str) else repr(key)
+    """A mapping key as it appears in an error's dotted key: a name as it is, anything else (a blank string
+    too) as its repr."""
+    return key if isinstance(key, str) and key.strip() and key.isprintable() else short_repr(key)
 
 
 def _unknown_key(dotted: str, key: Any, value: Any, candidates: list[str], allowed: str) -> RecipeError:
@@ -250,13 +251,18 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 # --------------------------------------------------------------------------------------------------- builder
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: Any, path: str) -> Any:
     """Build dataclass ``cls`` from ``data``, checking keys and types; errors carry the dotted key."""
     if cls is StudentConfig and isinstance(data, str):
         data = {"name_or_path": data}
     if not isinstance(data, dict):
         raise RecipeError(path or "<top level>", data, f"expected a mapping for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
