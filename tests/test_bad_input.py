@@ -383,18 +383,25 @@ def test_evaluation_sequences_longer_than_the_model(ner_model, tokenizer, tmp_pa
 
 
 def test_inference_on_text_longer_than_the_model_truncates(ner_model, tokenizer, tmp_path):
-    from optimum.onnxruntime import ORTModelForTokenClassification
     from transformers import AutoTokenizer, pipeline
+
+    from hf_compress.compat import optimum_available
+    from hf_compress.inference import OnnxTokenClassifier
 
     export_model(ner_model, tokenizer, tmp_path / "onnx")
     shipped = AutoTokenizer.from_pretrained(tmp_path / "onnx")
     assert tokenizer.model_max_length > 128 and shipped.model_max_length == 128
-    ner = pipeline(
-        "token-classification",
-        model=ORTModelForTokenClassification.from_pretrained(tmp_path / "onnx"),
-        tokenizer=shipped,
-    )
-    ner(" ".join(["john smith said in paris"] * 100))  # 500 words: cut at 128 tokens, not an ONNX Runtime error
+    text = " ".join(["john smith said in paris"] * 100)  # 500 words: cut at 128 tokens, not an ONNX Runtime error
+    assert isinstance(OnnxTokenClassifier(tmp_path / "onnx")(text), list)  # ONNX Runtime alone (either stack)
+    if optimum_available():
+        from optimum.onnxruntime import ORTModelForTokenClassification
+
+        ner = pipeline(
+            "token-classification",
+            model=ORTModelForTokenClassification.from_pretrained(tmp_path / "onnx"),
+            tokenizer=shipped,
+        )
+        assert isinstance(ner(text), list)
 
 
 def test_max_metric_drop_needs_evaluation_data(ner_model, tokenizer, tmp_path):
@@ -517,7 +524,7 @@ def test_a_full_disk_during_an_export_keeps_the_previous_export(model_dir, tmp_p
         f"folder was removed and the previous {target} is intact: free space and run again"
     )
     err = cli_error(capsys, ["export", str(model_dir), "--output_dir", str(target), "--overwrite"])
-    assert err == f"hf-compress: {error.value}\n"
+    assert err.splitlines()[-1] == f"hf-compress: {error.value}"  # (above it: transformers' progress bars)
     assert snapshot(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model", "onnx"]
 
 
