@@ -36,6 +36,7 @@ __all__ = [
     "check_value",
     "checked",
     "count",
+    "is_checked",
     "number",
     "short_repr",
     "text",
@@ -222,6 +223,9 @@ def _field_specs(cls: type) -> tuple[tuple[str, Number | Text, bool, str], ...]:
     hints = typing.get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
+        for nested in typing.get_args(hints[f.name]) or (hints[f.name],):
+            if dataclasses.is_dataclass(nested) and not is_checked(nested):
+                raise TypeError(f"{cls.__name__}.{f.name}: its block {nested.__name__} is not @checked")
         scalars = _scalar_types(hints[f.name])
         spec = f.metadata.get(RANGE_KEY)
         if spec is None and scalars & {int, float, str}:
@@ -241,12 +245,18 @@ def check_fields(config: Any) -> None:
             check_value(name, value, spec, integer, shape)
 
 
+def is_checked(cls: type) -> bool:
+    """Whether a config dataclass is :func:`checked` (every number, text and path field has a declared range)."""
+    return cls.__dict__.get("__range_checked__", False)
+
+
 def checked(cls: type) -> type:
     """Class decorator for config dataclasses: every number, text and path field declares its range, and
     :func:`check_fields` runs before the class's own ``__post_init__``."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"@checked goes above @dataclass ({cls.__name__})")
     _field_specs(cls)  # a field without a range is a programming error: found at import
+    cls.__range_checked__ = True
     own = cls.__dict__.get("__post_init__")
     if own is None:  # the dataclass's __init__ calls no __post_init__: check after it
         init = cls.__init__

@@ -15,7 +15,7 @@ class LayerLossConfig:
     """An intermediate-layer distillation term (hidden states or attention maps).
 
     Attributes:
-        weight: multiplier of the term in the total loss.
+        weight: multiplier of the term in the total loss, in [0, 10000].
         layer_map: student layer -> teacher layer, both 0-based transformer layers (the output of layer i).
             Default: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (for S=3, T=6: 0->1, 1->3, 2->5).
     """
@@ -33,7 +33,7 @@ class DistillationConfig:
     + hidden_states.weight * MSE(hidden) + attentions.weight * MSE(attention)``
 
     Attributes:
-        temperature: softmax temperature T (> 0).
+        temperature: softmax temperature T, in (0, 100] (the soft-target term is scaled by T^2).
         alpha: weight of the task loss, in [0, 1]; ``1 - alpha`` weighs the soft-target term.
         hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
         attentions: attention-map MSE term (student and teacher need the same number of heads).
