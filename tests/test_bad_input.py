@@ -438,10 +438,11 @@ def test_cli_export_into_an_existing_export(model_dir, tmp_path, capsys):
 def without_optimum(monkeypatch):
     """This process as if Optimum were not installed (the default stack), whichever stack runs the tests:
     ``import optimum`` fails as it does there."""
-    import sys
 
     from hf_compress.compat import optimum_available
 
+    for name in [name for name in sys.modules if name.startswith("optimum.")]:  # imported by earlier tests
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "optimum", None)
     optimum_available.cache_clear()
     yield
