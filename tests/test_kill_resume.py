@@ -440,3 +440,47 @@ def test_sigterm_and_sigint_stop_with_a_complete_checkpoint_and_resume_exactly(r
     run_to_the_end(train_command(stop_recipe, output_dir, "--resume_from_checkpoint"), recipe.parent)
     assert_same_result(output_dir, uninterrupted)
     print(f"\nSIGTERM/SIGINT: 3 stops, {compared} checkpoint tensors equal, then the uninterrupted result")
+
+
+def test_compression_trainer_stops_on_a_signal_when_asked(tokenizer, tmp_path):
+    """The Python API: ``stop_on_signal=True``; ``train()`` raises TrainingStopped with the complete checkpoint of
+    the step, the process's handlers are back afterwards, and resuming goes on to the end."""
+    from test_trainer import args_for, ner_dataset
+    from transformers import DataCollatorForTokenClassification, TrainerCallback
+
+    from hf_compress import CompressionTrainer
+    from hf_compress.stopping import TrainingStopped
+
+    class SignalAtStep3(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # optimizer step 3 begins
+                signal.raise_signal(signal.SIGTERM)
+
+    def make(*callbacks) -> CompressionTrainer:
+        torch.manual_seed(0)
+        return CompressionTrainer(
+            model=BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1)),
+            recipe={"pruning": {"final_sparsity": 0.5, "start_step": 0, "end_step": 6, "update_every": 1}},
+            args=args_for(tmp_path, max_steps=6, save_strategy="no"),
+            train_dataset=ner_dataset(tokenizer, n=32),
+            data_collator=DataCollatorForTokenClassification(tokenizer),
+            callbacks=list(callbacks),
+            stop_on_signal=True,
+        )
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as stopped:
+        make(SignalAtStep3()).train()
+    checkpoint = tmp_path / "checkpoint-3"
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM after optimizer step 3; checkpoint {checkpoint} is complete: continue with "
+        "--resume_from_checkpoint"
+    )
+    assert stopped.value.step == 3 and stopped.value.checkpoint == str(checkpoint)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "pruning_state.pt", "recipe.yaml"} <= {
+        p.name for p in checkpoint.iterdir()
+    } and not (checkpoint / SAVING_MARKER).exists()
+    resumed = make()
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6 and signal.getsignal(signal.SIGTERM) is before
