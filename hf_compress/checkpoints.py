@@ -57,12 +57,12 @@ class CheckpointSaveError(OSError):
 
     def __init__(self, folder: str | os.PathLike, cause: BaseException, latest: str | None):
         self.folder, self.latest, self.disk_full = str(folder), latest, is_disk_full(cause)
-        what = "no space left on device" if self.disk_full else "the write failed"
+        what = ": no space left on device" if self.disk_full else ""
         kept = f"the last complete checkpoint, {latest}, is intact" if latest else "no complete checkpoint is left"
         text = " ".join(str(cause).split())[:200]
         super().__init__(
             errno.ENOSPC if self.disk_full else errno.EIO,
-            f"saving checkpoint {folder} failed: {what} ({type(cause).__name__}: {text}); the partial folder was "
+            f"saving checkpoint {folder} failed{what} ({type(cause).__name__}: {text}); the partial folder was "
             f"removed and {kept}; {'free space, then ' if self.disk_full else ''}resume with --resume_from_checkpoint",
         )
 
