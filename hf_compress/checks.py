@@ -85,14 +85,15 @@ def _bound_text(value: float) -> str:
 # ---------------------------------------------------------------------------------------------------- ranges
 @dataclass(frozen=True)
 class Number:
-    """The numbers a field accepts: an interval (finite unless ``finite`` is false), and ``also`` values outside it.
+    """The numbers a field accepts: an interval, and ``also`` values outside it. NaN is never accepted.
 
     Attributes:
-        low / high: the bounds (None: unbounded on that side; still finite).
+        low / high: the bounds (None: unbounded on that side).
         low_open / high_open: exclude the bound itself.
         integer: whole numbers only (None: as the field's type says).
         also: values accepted outside the interval, with what they mean (``{-1: "no limit"}``).
         note: why the range is what it is, said after it when a value is refused.
+        finite: refuse infinities (the default); a field that means something by ``.inf`` says False.
     """
 
     low: float | None = None
@@ -102,10 +103,11 @@ class Number:
     integer: bool | None = None
     also: dict[Any, str] = dataclasses.field(default_factory=dict)
     note: str = ""
+    finite: bool = True
 
     def allowed(self, integer: bool) -> str:
-        left = "(" if self.low_open or self.low is None else "["
-        right = ")" if self.high_open or self.high is None else "]"
+        left = "(" if self.low_open or (self.low is None and self.finite) else "["
+        right = ")" if self.high_open or (self.high is None and self.finite) else "]"
         low = _bound_text(-math.inf if self.low is None else self.low)
         high = _bound_text(math.inf if self.high is None else self.high)
         text = f"allowed: {'an integer' if integer else 'a number'} in {left}{low}, {high}{right}"
@@ -121,7 +123,7 @@ class Number:
             return
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        if too_low or too_high or not math.isfinite(value):
+        if too_low or too_high or math.isnan(value) or (self.finite and math.isinf(value)):
             raise RecipeError(key, value, self.allowed(integer))
 
 
@@ -150,9 +152,11 @@ def number(
     high_open: bool = False,
     also: dict[Any, str] | None = None,
     note: str = "",
+    finite: bool = True,
 ) -> dict[str, Number]:
-    """Field metadata: a number in ``[low, high]`` (open ends with ``low_open`` / ``high_open``), finite."""
-    return {RANGE_KEY: Number(low, high, low_open, high_open, None, dict(also or {}), note)}
+    """Field metadata: a number in ``[low, high]`` (open ends with ``low_open`` / ``high_open``), finite unless
+    ``finite=False``."""
+    return {RANGE_KEY: Number(low, high, low_open, high_open, None, dict(also or {}), note, finite)}
 
 
 def count(low: int = 1, high: int = MAX_COUNT, *, also: dict[Any, str] | None = None, note: str = "") -> dict:
