@@ -192,8 +192,8 @@ def staged_directory(target: str | os.PathLike, *, overwrite: bool = False, mark
 def check_output_dir(output_dir: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> None:
     """Refuse a training output folder that holds a previous run, as ``transformers`` examples do.
 
-    A folder that does not exist or is empty is fine; so is one being resumed (``resume``) or explicitly
-    overwritten (``overwrite``: new files are written over old ones, nothing is deleted).
+    A folder that does not exist or is empty (but for the run's own lock file) is fine; so is one being resumed
+    (``resume``) or explicitly overwritten (``overwrite``: new files are written over old ones, nothing is deleted).
     """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
