@@ -500,10 +500,11 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(checkpoint
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2"]
     kept = snapshot(run / "checkpoint-2")
     assert SAVING_MARKER not in kept and "pruning_state.pt" in kept
-    monkeypatch.undo()
-    resumed = make_trainer(run)
-    resumed.train(resume_from_checkpoint=True)  # the last complete checkpoint, and on to the end
-    assert resumed.techniques[0].resume_from == str(run / "checkpoint-2") and resumed.state.global_step == 6
+    if writer == "optimizer.pt":  # (once is enough)
+        monkeypatch.undo()
+        resumed = make_trainer(run)
+        resumed.train(resume_from_checkpoint=True)  # the last complete checkpoint, and on to the end
+        assert resumed.techniques[0].resume_from == str(run / "checkpoint-2") and resumed.state.global_step == 6
 
 
 def test_a_full_disk_during_an_export_keeps_the_previous_export(model_dir, tmp_path, monkeypatch, capsys):
