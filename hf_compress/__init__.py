@@ -29,6 +29,7 @@ from .pruning import (
 )
 from .quantization import QATCallback, QuantizationConfig, convert_to_qat, remove_qat
 from .recipe import Recipe
+from .stopping import StopOnSignal, TrainingStopped
 from .students import student_from_teacher
 from .technique import Technique, register_technique, registered_techniques
 from .trainer import CompressionTrainer
@@ -56,8 +57,10 @@ __all__ = [
     "QuantizationConfig",
     "Recipe",
     "RecipeError",
+    "StopOnSignal",
     "StudentConfig",
     "Technique",
+    "TrainingStopped",
     "VocabularyConfig",
     "attention_loss",
     "convert_to_qat",

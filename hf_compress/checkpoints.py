@@ -5,10 +5,16 @@ that ``transformers`` would still pick as the latest. Here a checkpoint is compl
 weights, ``trainer_state.json`` and the state file of every technique callback in use; each state file must load
 with ``torch.load(weights_only=True)``. A checkpoint also records the recipe that wrote it (``recipe.yaml``), so
 that resuming with a different recipe, or into a model of another shape, fails with what differs.
+
+CompressionTrainer also marks a checkpoint being written (``SAVING_MARKER`` in it, removed once the Trainer and
+every callback have written their files), so that a save cut short by anything (a kill, a full disk, an error) is
+never taken for complete, even when its files are all there but truncated; a save that fails is removed
+(:class:`CheckpointSaveError` says which complete checkpoint is left).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterable
@@ -18,13 +24,15 @@ from typing import Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .files import WEIGHT_FILES
+from .files import WEIGHT_FILES, is_disk_full
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
     "CheckpointError",
+    "CheckpointSaveError",
     "RECIPE_FILE",
+    "SAVING_MARKER",
     "allow_loading_onto_indexed_cpu",
     "check_checkpoint",
     "latest_complete_checkpoint",
@@ -32,6 +40,8 @@ __all__ = [
 
 #: The recipe that wrote a checkpoint, saved in the checkpoint folder.
 RECIPE_FILE = "recipe.yaml"
+#: Present in a checkpoint folder while it is being written.
+SAVING_MARKER = ".saving"
 _WEIGHTS = (*WEIGHT_FILES, "adapter_model.safetensors")  # a PEFT model's checkpoint holds its adapters
 _SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size", "labels")
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -39,6 +49,25 @@ _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: names the folder, the file and why."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (``disk_full``: for lack of space); the partial folder was removed. One line
+    names the cause and the last complete checkpoint, which is intact."""
+
+    def __init__(self, folder: str | os.PathLike, cause: BaseException, latest: str | None):
+        self.folder, self.latest, self.disk_full = str(folder), latest, is_disk_full(cause)
+        what = ": no space left on device" if self.disk_full else ""
+        kept = f"the last complete checkpoint, {latest}, is intact" if latest else "no complete checkpoint is left"
+        text = " ".join(str(cause).split())[:200]
+        super().__init__(
+            errno.ENOSPC if self.disk_full else errno.EIO,
+            f"saving checkpoint {folder} failed{what} ({type(cause).__name__}: {text}); the partial folder was "
+            f"removed and {kept}; {'free space, then ' if self.disk_full else ''}resume with --resume_from_checkpoint",
+        )
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def _problems(folder: Path, state_files: Iterable[str], required: Iterable[str] = ()) -> list[str]:
@@ -51,6 +80,8 @@ def _problems(folder: Path, state_files: Iterable[str], required: Iterable[str] 
     import torch
 
     problems = []
+    if (folder / SAVING_MARKER).exists():
+        problems.append(f"it was still being written ({SAVING_MARKER} is there)")
     if not any((folder / name).is_file() for name in _WEIGHTS):
         problems.append(f"no model weights ({' or '.join(_WEIGHTS[::2])})")
     try:

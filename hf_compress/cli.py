@@ -19,6 +19,7 @@ from .int8 import INT8_ROUTES
 from .onnx_export import ONNX_EXPORTERS
 from .pipeline import default_training_arguments, results_table, run_recipe
 from .recipe import Recipe
+from .stopping import STOPPED_EXIT_CODE, TrainingStopped
 
 logger = logging.getLogger("hf_compress")
 
@@ -133,7 +134,10 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.check:
         print(recipe.to_yaml())
         return 0
-    training_args = default_training_arguments(args.output_dir, recipe.training)
+    try:  # transformers' own checks of the training arguments
+        training_args = default_training_arguments(args.output_dir, recipe.training)
+    except BAD_INPUT as error:
+        return _bad_input(error)
     if training_args.should_log:
         logger.setLevel(logging.INFO)
     try:
@@ -142,7 +146,14 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
             training_args,
             resume_from_checkpoint=args.resume_from_checkpoint,
             overwrite_output_dir=args.overwrite_output_dir,
+            stop_on_signal=True,
         )
+    except TrainingStopped as error:
+        print(f"hf-compress: {error}", file=sys.stderr)
+        return STOPPED_EXIT_CODE
+    except KeyboardInterrupt:
+        print("hf-compress: interrupted; the complete checkpoints in --output_dir are kept", file=sys.stderr)
+        return 130
     except MetricDropError as error:
         print(f"hf-compress: the export failed its quality gate: {error}", file=sys.stderr)
         return 3

@@ -24,6 +24,7 @@ __all__ = [
     "OptimumNotInstalledError",
     "optimum_available",
     "require_optimum",
+    "rotate_checkpoints",
     "training_arguments",
     "training_argument_fields",
     "use_eager_attention",
@@ -72,6 +73,22 @@ def require_optimum(what: str) -> None:
     """Raise :class:`OptimumNotInstalledError` naming ``what`` when Optimum is not installed."""
     if not optimum_available():
         raise OptimumNotInstalledError(what)
+
+
+def rotate_checkpoints(trainer: transformers.Trainer, run_dir: str) -> None:
+    """Delete a Trainer's older checkpoints beyond ``save_total_limit`` as its own ``_save_checkpoint`` does: a
+    method in transformers 4, a function of ``trainer_utils`` in 5."""
+    if hasattr(trainer, "_rotate_checkpoints"):
+        trainer._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
+        return
+    from transformers.trainer_utils import rotate_checkpoints as rotate
+
+    rotate(
+        output_dir=run_dir,
+        save_total_limit=trainer.args.save_total_limit,
+        best_model_checkpoint=trainer.state.best_model_checkpoint,
+        use_mtime=True,
+    )
 
 
 @functools.cache

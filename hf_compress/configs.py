@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .checks import RecipeError, check_range, checked, count, number, text
+
 __all__ = [
     "CalibrationConfig",
     "DataConfig",
@@ -22,38 +24,6 @@ __all__ = [
     "check_range",
     "check_schedule",
 ]
-
-
-class RecipeError(ValueError):
-    """A recipe value that cannot be used: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"recipe key '{key}': got {value!r}; {allowed}")
-
-    def under(self, prefix: str) -> RecipeError:
-        """The same error with its key placed under ``prefix`` (``alpha`` -> ``distillation.alpha``)."""
-        key = f"{prefix}.{self.key}" if prefix and not self.key.startswith(prefix + ".") else self.key
-        return RecipeError(key, self.value, self.allowed)
-
-
-def check_range(
-    key: str,
-    value: float,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise RecipeError(key, value, f"allowed: a number in {left}{lo}, {hi}{right}")
 
 
 def check_schedule(config: Any, points: tuple[str, ...], *, required: bool) -> str | None:
@@ -80,7 +50,6 @@ def check_schedule(config: Any, points: tuple[str, ...], *, required: bool) -> s
     if missing:
         needed = " and ".join(f"{p}_{unit}" for p in points) if required else f"{first}_{unit}"
         raise RecipeError(f"{missing[0]}_{unit}", None, f"give {needed}")
-    check_range(f"{first}_{unit}", values[first], 0)
     previous = first
     for point in points[1:]:
         if values[point] is not None and values[point] <= values[previous]:
@@ -96,6 +65,7 @@ MIN_OPSET = 14
 
 
 # --------------------------------------------------------------------------------------------------- blocks
+@checked
 @dataclass
 class VocabularyConfig:
     """Keep the word pieces a corpus uses, and the ones every word needs to stay tokenizable.
@@ -112,17 +82,13 @@ class VocabularyConfig:
             other pieces less often than with the corpus's pieces alone.
     """
 
-    min_count: int = 1
-    extra_text_files: list[str] | None = None
+    min_count: int = field(default=1, metadata=count())
+    extra_text_files: list[str] | None = field(default=None, metadata=text("a text file"))
     keep_alphabet: bool = True
-    keep_first_ids: int | None = None
-
-    def __post_init__(self) -> None:
-        check_range("min_count", self.min_count, 1)
-        if self.keep_first_ids is not None:
-            check_range("keep_first_ids", self.keep_first_ids, 1)
+    keep_first_ids: int | None = field(default=None, metadata=count())
 
 
+@checked
 @dataclass
 class StudentConfig:
     """Where the student comes from: an existing model, or a subset of the teacher's layers.
@@ -135,8 +101,8 @@ class StudentConfig:
             words, its ids translated.
     """
 
-    name_or_path: str | None = None
-    from_teacher_layers: list[int] | None = None
+    name_or_path: str | None = field(default=None, metadata=text("a model folder or hub id"))
+    from_teacher_layers: list[int] | None = field(default=None, metadata=count(0))
     vocabulary: VocabularyConfig | None = None
 
     def __post_init__(self) -> None:
@@ -149,10 +115,9 @@ class StudentConfig:
         if self.from_teacher_layers is not None:
             if not self.from_teacher_layers:
                 raise RecipeError("from_teacher_layers", self.from_teacher_layers, "allowed: a non-empty list")
-            for index in self.from_teacher_layers:
-                check_range("from_teacher_layers", index, 0)
 
 
+@checked
 @dataclass
 class ModelConfig:
     """Teacher and student.
@@ -166,7 +131,7 @@ class ModelConfig:
             is fine-tuned on its own.
     """
 
-    teacher: str | None = None
+    teacher: str | None = field(default=None, metadata=text("a model folder or hub id"))
     train_teacher: bool = False
     student: StudentConfig = field(default_factory=StudentConfig)
 
@@ -186,6 +151,7 @@ class ModelConfig:
 TaskName = Literal["ner", "token-classification", "text-classification"]
 
 
+@checked
 @dataclass
 class DataConfig:
     """The task and its data: a hub dataset, or local files.
@@ -204,27 +170,24 @@ class DataConfig:
     """
 
     task: TaskName = "ner"
-    dataset: str | None = None
-    dataset_config: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    max_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    dataset: str | None = field(default=None, metadata=text("a hub dataset id"))
+    dataset_config: str | None = field(default=None, metadata=text("a dataset configuration name"))
+    train_file: str | None = field(default=None, metadata=text("a data file"))
+    validation_file: str | None = field(default=None, metadata=text("a data file"))
+    text_column: str = field(default="text", metadata=text("a column name"))
+    text_pair_column: str | None = field(default=None, metadata=text("a column name"))
+    label_column: str = field(default="label", metadata=text("a column name"))
+    max_length: int = field(default=128, metadata=count(8, 4096))
+    max_train_samples: int | None = field(default=None, metadata=count())
+    max_eval_samples: int | None = field(default=None, metadata=count())
     label_all_tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
             raise RecipeError("dataset", None, "give a hub 'dataset' or a local 'train_file'")
-        check_range("max_length", self.max_length, 8, 4096)
-        for key in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, key) is not None:
-                check_range(key, getattr(self, key), 1)
 
 
+@checked
 @dataclass
 class CalibrationConfig:
     """Calibration of static post-training quantization (ONNX Runtime calibrators through Optimum).
@@ -236,14 +199,11 @@ class CalibrationConfig:
     """
 
     method: Literal["minmax", "percentile", "entropy"] = "minmax"
-    num_samples: int = 128
-    percentile: float = 99.999
-
-    def __post_init__(self) -> None:
-        check_range("num_samples", self.num_samples, 1)
-        check_range("percentile", self.percentile, 50.0, 100.0)
+    num_samples: int = field(default=128, metadata=count())
+    percentile: float = field(default=99.999, metadata=number(50.0, 100.0))
 
 
+@checked
 @dataclass
 class ExportConfig:
     """What ``hf-compress train`` exports at the end (also the defaults of ``trainer.export``).
@@ -275,14 +235,14 @@ class ExportConfig:
     """
 
     onnx: bool = True
-    int8: str = "none"
+    int8: str = field(default="none", metadata=text("an int8 route"))
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     reduce_range: bool | Literal["auto"] = "auto"
     embeddings: Literal["int8", "int4", "fp32"] = "int8"
     fuse: bool = True
-    opset: int | None = None
+    opset: int | None = field(default=None, metadata=count())
     exporter: Literal["auto", "optimum", "torch"] = "auto"
-    max_metric_drop: float | None = None
+    max_metric_drop: float | None = field(default=None, metadata=number(0.0, 1.0))
 
     def __post_init__(self) -> None:
         from .int8 import INT8_ROUTES
@@ -307,5 +267,3 @@ class ExportConfig:
                 f"too low: the exporter writes attention with opset-{MIN_OPSET} operators; allowed: opset >= "
                 f"{MIN_OPSET} (default: Optimum's choice)",
             )
-        if self.max_metric_drop is not None:
-            check_range("max_metric_drop", self.max_metric_drop, 0.0, 1.0)

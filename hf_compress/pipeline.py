@@ -6,6 +6,7 @@ This is what ``hf-compress train`` and ``examples/ner/run_ner.py`` call; it only
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -18,7 +19,14 @@ from transformers.utils import logging
 
 from .compat import training_arguments
 from .export import MetricDropError
-from .files import TOKENIZER_FILES, WEIGHT_FILES, atomic_write_json, atomic_write_text, check_output_dir
+from .files import (
+    TOKENIZER_FILES,
+    WEIGHT_FILES,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    output_dir_lock,
+)
 from .modules import SettingError
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError, VocabularyConfig
 from .students import check_teacher_student, student_from_teacher
@@ -133,7 +141,13 @@ def default_training_arguments(output_dir: str, training: dict[str, Any]) -> Tra
 class _Run:
     """The state of one recipe run; each method is one stage."""
 
-    def __init__(self, recipe: Recipe, args: TrainingArguments, callbacks: list[TrainerCallback] | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        args: TrainingArguments,
+        callbacks: list[TrainerCallback] | None = None,
+        stop_on_signal: bool = False,
+    ):
         if recipe.model is None or recipe.data is None:
             missing = "model" if recipe.model is None else "data"
             raise RecipeError(missing, None, f"a recipe to run needs a '{missing}' block")
@@ -145,6 +159,7 @@ class _Run:
         self.export_error: Exception | None = None
         self.trainer_export_dir: str | None = None
         self.callbacks = list(callbacks or [])
+        self.stop_on_signal = stop_on_signal
 
     def load_data(self) -> None:
         check_data_files(self.data)
@@ -214,6 +229,7 @@ class _Run:
             teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
             compute_metrics=self.task.compute_metrics(model.config.id2label),
             callbacks=self.callbacks or None,
+            stop_on_signal=self.stop_on_signal,
         )
 
     def _finish(
@@ -327,10 +343,16 @@ def run_recipe(
     callbacks: list[TrainerCallback] | None = None,
     *,
     overwrite_output_dir: bool = False,
+    stop_on_signal: bool = False,
 ) -> list[ModelResult]:
     """Run a recipe: fine-tune or evaluate the teacher, train the student, write ``results.{json,md}``.
 
     ``callbacks``: more ``TrainerCallback`` objects for every trainer of the run (teacher fine-tuning, student).
+    ``stop_on_signal``: SIGTERM or SIGINT during training stops it after the current optimizer step with a complete
+    checkpoint, raising :class:`~hf_compress.stopping.TrainingStopped` (``hf-compress train`` sets it).
+
+    The run holds the lock of ``args.output_dir`` (:func:`~hf_compress.files.output_dir_lock`, taken by the main
+    process): a second run into the same folder is refused while this one runs.
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
     fine-tuned or evaluated is saved in ``args.output_dir/teacher``. An ``output_dir`` that holds a previous run is
@@ -339,9 +361,15 @@ def run_recipe(
     ``max_metric_drop`` gate: :class:`~hf_compress.export.MetricDropError`), the error is raised after the student
     and the results are saved.
     """
+    lock = output_dir_lock(args.output_dir) if args.process_index == 0 else contextlib.nullcontext()
+    with lock:
+        return _run_recipe(recipe, args, resume_from_checkpoint, callbacks, overwrite_output_dir, stop_on_signal)
+
+
+def _run_recipe(recipe, args, resume_from_checkpoint, callbacks, overwrite_output_dir, stop_on_signal):
     overwrite = overwrite_output_dir or getattr(args, "overwrite_output_dir", False)
     check_output_dir(args.output_dir, overwrite=overwrite, resume=bool(resume_from_checkpoint))
-    run = _Run(recipe, args, callbacks)
+    run = _Run(recipe, args, callbacks, stop_on_signal)
     run.load_data()
     run.load_models()
     results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]

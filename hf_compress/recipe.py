@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .checks import TRAINING_RANGES, Number, check_value, short_repr
 from .configs import (
     CalibrationConfig,
     DataConfig,
@@ -128,9 +130,7 @@ class Recipe:
                 blocks[key] = None if value is None else _build(config_class, value, key)
             else:
                 allowed = _allowed_keys()
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                raise RecipeError(str(key), value, f"unknown key; {hint}allowed keys: {', '.join(allowed)}")
+                raise _unknown_key(_key_text(key), key, value, allowed, f"allowed keys: {', '.join(allowed)}")
         recipe = cls(**blocks)
         if base_dir is not None and recipe.data is not None:
             for key in ("train_file", "validation_file"):
@@ -158,6 +158,8 @@ class Recipe:
                 data = load_yaml(handle)
             except yaml.YAMLError as error:
                 raise RecipeError("<file>", str(path), f"not valid YAML: {error}") from None
+            except RecursionError:
+                raise RecipeError("<file>", str(path), "nested too deeply to be a recipe") from None
         if data is not None and not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
         data = apply_overrides(data or {}, overrides or {})
@@ -190,6 +192,21 @@ def _allowed_keys() -> list[str]:
     return ["model", "data", *(t.name for t in registered_techniques()), "export", "training"]
 
 
+def _key_text(key: Any) -> str:
+    """A mapping key as it appears in an error's dotted key: a name as it is, anything else (a blank string
+    too) as its repr."""
+    return key if isinstance(key, str) and key.strip() and key.isprintable() else short_repr(key)
+
+
+def _unknown_key(dotted: str, key: Any, value: Any, candidates: list[str], allowed: str) -> RecipeError:
+    """The error for a key that is not allowed, with the closest candidate (for a key of any type)."""
+    if not isinstance(key, str):
+        return RecipeError(dotted, value, f"keys are names, not {short_repr(key)}; {allowed}")
+    close = difflib.get_close_matches(key, candidates, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return RecipeError(dotted, value, f"unknown key; {hint}{allowed}")
+
+
 class _YamlLoader(yaml.SafeLoader):
     """YAML with the booleans of YAML 1.2 (``true``/``false`` only): ``save_strategy: no`` stays the string ``no``."""
 
@@ -215,8 +232,11 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     """Set dotted keys (``training.learning_rate``) in a copy of ``data``; string values are parsed as YAML."""
     data = copy.deepcopy(data)
     for dotted, value in overrides.items():
-        if isinstance(value, str):
-            value = load_yaml(value) if value.strip() else value
+        if isinstance(value, str) and value.strip():
+            try:
+                value = load_yaml(value)
+            except yaml.YAMLError as error:
+                raise RecipeError(dotted, value, f"not a valid YAML value: {error}") from None
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -231,21 +251,24 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 # --------------------------------------------------------------------------------------------------- builder
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: Any, path: str) -> Any:
     """Build dataclass ``cls`` from ``data``, checking keys and types; errors carry the dotted key."""
     if cls is StudentConfig and isinstance(data, str):
         data = {"name_or_path": data}
     if not isinstance(data, dict):
         raise RecipeError(path or "<top level>", data, f"expected a mapping for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{path}.{key}" if path else str(key)
+        dotted = f"{path}.{_key_text(key)}" if path else _key_text(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise RecipeError(dotted, value, f"unknown key; {hint}allowed keys: {', '.join(names)}")
+            raise _unknown_key(dotted, key, value, names, f"allowed keys: {', '.join(names)}")
         kwargs[key] = _coerce(hints[key], value, dotted)
     try:
         return cls(**kwargs)
@@ -281,7 +304,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(key, value, "allowed: a mapping")
-        return {_coerce(args[0], k, f"{key}.{k}"): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+        return {
+            _coerce(args[0], k, f"{key}.{_key_text(k)}"): _coerce(args[1], v, f"{key}.{_key_text(k)}")
+            for k, v in value.items()
+        }
     return _coerce_scalar(hint, value, key)
 
 
@@ -318,17 +344,35 @@ def _float_or_none(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _check_training_arguments(training: dict[str, Any]) -> None:
-    """Check ``training:`` keys against :class:`transformers.TrainingArguments` and simple field types."""
+_SIMPLE_TYPES = {int, float, bool, str, int | None, float | None, bool | None, str | None}
+
+
+@functools.cache
+def _training_argument_types() -> tuple[frozenset[str], dict[str, Any]]:
+    """The ``training:`` keys of this stack (and the portable ones) and their types."""
     from transformers import TrainingArguments
 
     from .compat import PORTABLE_TRAINING_ARGUMENTS, training_argument_fields
 
     # keys one stack renamed or removed are accepted on both (compat.training_arguments translates them)
     fields = training_argument_fields() | set(PORTABLE_TRAINING_ARGUMENTS)
-    hints = {**typing.get_type_hints(TrainingArguments), **PORTABLE_TRAINING_ARGUMENTS}
+    return fields, {**typing.get_type_hints(TrainingArguments), **PORTABLE_TRAINING_ARGUMENTS}
+
+
+def training_range(key: str, hint: Any) -> Any:
+    """The declared range of a ``training:`` key (:data:`~hf_compress.checks.TRAINING_RANGES`); any other float
+    field is at least finite. None when its values are not checked here."""
+    if key in TRAINING_RANGES:
+        return TRAINING_RANGES[key]
+    return Number() if hint in (float, float | None) else None
+
+
+def _check_training_arguments(training: dict[str, Any]) -> None:
+    """Check ``training:`` keys against :class:`transformers.TrainingArguments`, simple field types and the declared
+    ranges of :data:`~hf_compress.checks.TRAINING_RANGES`."""
+    fields, hints = _training_argument_types()
     for key, value in training.items():
-        dotted = f"training.{key}"
+        dotted = f"training.{_key_text(key)}"
         if key == "output_dir":
             raise RecipeError(dotted, value, "give the output directory on the command line or in Python")
         if key == "save_safetensors" and value is not True:
@@ -336,19 +380,12 @@ def _check_training_arguments(training: dict[str, Any]) -> None:
                 dotted, value, "models and checkpoints are written as safetensors (no pickles): allowed: true"
             )
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise RecipeError(dotted, value, f"unknown key; {hint}allowed: any transformers.TrainingArguments field")
+            raise _unknown_key(dotted, key, value, sorted(fields), "allowed: any transformers.TrainingArguments field")
         hint_type = hints.get(key)
-        simple = {int, float, bool, str, int | None, float | None, bool | None, str | None}
-        if hint_type in simple:
+        if hint_type in _SIMPLE_TYPES:
             value = training[key] = _coerce(hint_type, value, dotted)
-            if (
-                hint_type in (float, float | None)
-                and isinstance(value, (int, float))
-                and value < 0
-                and key in {"learning_rate", "weight_decay", "num_train_epochs", "warmup_ratio", "warmup_steps"}
-            ):
-                raise RecipeError(dotted, value, "allowed: a number >= 0")
+            spec = training_range(key, hint_type)
+            if spec is not None and value is not None:
+                check_value(dotted, value, spec, integer=hint_type in (int, int | None))
             if key == "warmup_steps" and value >= 1 and value != int(value):
                 raise RecipeError(dotted, value, "allowed: a whole number of steps, or a fraction of the run below 1")

@@ -36,6 +36,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .checks import is_checked
 from .configs import RecipeError
 from .files import atomic_write_json, atomic_write_text, save_torch_state
 from .modules import SettingError
@@ -323,6 +324,11 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
             raise TypeError(f"{cls.__name__} must set the class attribute '{attribute}'")
     if not dataclasses.is_dataclass(cls.config_class):
         raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
+    if not is_checked(cls.config_class):
+        raise TypeError(
+            f"{cls.__name__}.config_class must be decorated with @checked (hf_compress.checks), each number, text "
+            "and path field declaring its range"
+        )
     existing = _REGISTRY.get(cls.name)
     if existing is not None and existing.__qualname__ != cls.__qualname__:
         raise ValueError(f"the recipe key '{cls.name}' is taken by {existing.__name__}")

@@ -4,12 +4,18 @@ With no teacher and no recipe it is the plain ``Trainer``. It builds one :class:
 per technique block of the recipe (from the registry, in surgery order), adds the loss terms of those that
 contribute one and logs them next to the task loss, trains the parameters they own, prepares the models they run
 beside the trained one (a teacher) with Accelerate in evaluation mode, and checks a checkpoint before resuming.
-Technique state goes into checkpoints through the techniques' own ``on_save`` events.
+Technique state goes into checkpoints through the techniques' own ``on_save`` events; a checkpoint is marked as
+being written until every callback has written its files, and older checkpoints are rotated out only then. With
+``stop_on_signal``, SIGTERM and SIGINT stop training after the current step with a complete checkpoint
+(:mod:`~hf_compress.stopping`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +27,18 @@ from transformers.utils import logging
 
 from .checkpoints import (
     RECIPE_FILE,
+    SAVING_MARKER,
     CheckpointError,
+    CheckpointSaveError,
     allow_loading_onto_indexed_cpu,
     check_checkpoint,
     latest_complete_checkpoint,
 )
+from .compat import rotate_checkpoints
 from .export import ExportData
 from .files import atomic_write_text
 from .recipe import ExportConfig, Recipe
+from .stopping import StopOnSignal, TrainingStopped
 from .technique import Technique, registered_techniques
 
 logger = logging.get_logger(__name__)
@@ -48,6 +58,18 @@ class _RecipeInCheckpoints(TrainerCallback):
             atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
 
 
+class _CheckpointComplete(TrainerCallback):
+    """The last callback: once the Trainer and every other callback have written a checkpoint, it is complete."""
+
+    def __init__(self, trainer: CompressionTrainer):
+        self.trainer = weakref.ref(trainer)
+
+    def on_save(self, args, state, control, **kwargs):
+        trainer = self.trainer()
+        if trainer is not None:
+            trainer._checkpoint_complete()
+
+
 class CompressionTrainer(Trainer):
     """``Trainer`` + the techniques of a ``recipe`` (and the ``teacher`` the techniques that learn from one use).
 
@@ -58,6 +80,9 @@ class CompressionTrainer(Trainer):
             optimizer, the distributed wrapper and the checkpoints.
         recipe: a :class:`Recipe`, a dict or a YAML path: one technique per technique block.
         teacher_processing_class: the teacher's tokenizer, checked against the student's when both are given.
+        stop_on_signal: on SIGTERM or SIGINT during ``train()``, finish the optimizer step, save a complete
+            checkpoint and raise :class:`~hf_compress.stopping.TrainingStopped` (adds a
+            :class:`~hf_compress.stopping.StopOnSignal` callback; one given in ``callbacks`` does the same).
         All other arguments are those of :class:`transformers.Trainer`; technique callbacks given in ``callbacks``
         are run like the recipe's.
     """
@@ -70,14 +95,19 @@ class CompressionTrainer(Trainer):
         teacher: PreTrainedModel | None = None,
         recipe: Recipe | dict | str | None = None,
         teacher_processing_class=None,
+        stop_on_signal: bool = False,
         **kwargs,
     ):
         self.recipe = Recipe.coerce(recipe)
+        self._saving: Path | None = None
         resources = {"teacher": teacher, "teacher_processing_class": teacher_processing_class}
         from_recipe = self._techniques_from_recipe(resources)
         extra = [_RecipeInCheckpoints(self.recipe)] if not self.recipe.is_empty else []
         kwargs["callbacks"] = [*from_recipe, *extra, *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, **kwargs)
+        if stop_on_signal and self.stopper is None:
+            self.callback_handler.add_callback(StopOnSignal())
+        self.callback_handler.add_callback(_CheckpointComplete(self))
         if self.args.device.type == "cpu" and self.args.device.index is not None:  # DDP on the CPU: cpu:0
             allow_loading_onto_indexed_cpu()
         for callback in reversed(from_recipe):  # first, so that reporting integrations see their logs
@@ -104,6 +134,18 @@ class CompressionTrainer(Trainer):
             if config is not None:
                 techniques.append(technique_class.from_recipe(config, **resources))
         return techniques
+
+    def add_callback(self, callback) -> None:
+        super().add_callback(callback)
+        last = [cb for cb in self.callback_handler.callbacks if isinstance(cb, _CheckpointComplete)]
+        for cb in last:  # stays last: a checkpoint is complete once every other callback has written its files
+            self.callback_handler.callbacks.remove(cb)
+            self.callback_handler.callbacks.append(cb)
+
+    @property
+    def stopper(self) -> StopOnSignal | None:
+        """The :class:`~hf_compress.stopping.StopOnSignal` callback, when training stops on signals."""
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, StopOnSignal)), None)
 
     @property
     def techniques(self) -> list[Technique]:
@@ -165,20 +207,63 @@ class CompressionTrainer(Trainer):
                     parameter.grad.div_(self.accelerator.num_processes)
         return loss
 
-    # ------------------------------------------------------------------------------------------ training
+    # ------------------------------------------------------------------------------------------ checkpoints
     def _checkpoint_state_files(self) -> list[str]:
         """The state files a checkpoint of this run must hold to resume exactly (one per technique with state)."""
         return [t.state_file for t in self.techniques if t.has_state()]
 
+    def _checkpoint_required_files(self) -> list[str]:
+        """The optimizer's and scheduler's files, when the Trainer itself saves them as files (not DeepSpeed/FSDP)."""
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        return [] if self.args.save_only_model or sharded else ["optimizer.pt", "scheduler.pt"]
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, marked as being written until every callback has written its files; older
+        checkpoints are rotated out only once it is complete (:meth:`_checkpoint_complete`)."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._saving = folder
+        if self.args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / SAVING_MARKER, f"{os.getpid()}\n")
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+
+    def _checkpoint_complete(self) -> None:
+        folder, self._saving = self._saving, None
+        if folder is None or not self.args.should_save:
+            return
+        (folder / SAVING_MARKER).unlink(missing_ok=True)
+        rotate_checkpoints(self, str(folder.parent))
+
+    def _discard_unfinished_checkpoint(self, error: BaseException) -> None:
+        """A save cut short: remove its folder and, for an error, raise :class:`CheckpointSaveError` from it."""
+        folder, self._saving = self._saving, None
+        if folder is None:
+            return
+        if self.args.should_save and (folder / SAVING_MARKER).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(error, Exception):
+            files, required = self._checkpoint_state_files(), self._checkpoint_required_files()
+            latest = latest_complete_checkpoint(folder.parent, files, required)
+            raise CheckpointSaveError(folder, error, latest) from error
+
+    # ------------------------------------------------------------------------------------------ training
+
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; a checkpoint to resume from is checked first (complete, readable, same recipe and model
         shape), and ``resume_from_checkpoint=True`` takes the latest *complete* checkpoint of ``output_dir``. Models
-        that run beside the trained one (a teacher) are prepared by Accelerate in evaluation mode first."""
+        that run beside the trained one (a teacher) are prepared by Accelerate in evaluation mode first.
+
+        A checkpoint whose save fails (a full disk) is removed, and
+        :class:`~hf_compress.checkpoints.CheckpointSaveError` names the last complete one; with ``stop_on_signal``, a
+        signal ends training with :class:`~hf_compress.stopping.TrainingStopped` once the checkpoint of the current
+        step is complete."""
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
-            files = self._checkpoint_state_files()
-            # the optimizer and scheduler, when the Trainer itself saves them as files (not DeepSpeed or FSDP)
-            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
-            required = [] if self.args.save_only_model or sharded else ["optimizer.pt", "scheduler.pt"]
+            files, required = self._checkpoint_state_files(), self._checkpoint_required_files()
             if resume_from_checkpoint is True:
                 resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir, files, required)
                 if resume_from_checkpoint is None:
@@ -192,12 +277,26 @@ class CompressionTrainer(Trainer):
             for technique in self.techniques:
                 technique.prepare_frozen_models(lambda m: self.accelerator.prepare_model(m, evaluation_mode=True))
             self._frozen_prepared = True
-        return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+        stopper = self.stopper
+        try:
+            output = super().train(
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+                **kwargs,
+            )
+        except BaseException as error:
+            self._discard_unfinished_checkpoint(error)
+            raise
+        finally:
+            if stopper is not None:
+                stopper.restore()
+        if stopper is not None and stopper.received is not None:  # a signal after the last step's end
+            folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            complete = os.path.isdir(folder) and not os.path.exists(os.path.join(folder, SAVING_MARKER))
+            name = signal.Signals(stopper.received).name
+            raise TrainingStopped(name, self.state.global_step, folder if complete else None)
+        return output
 
     # ------------------------------------------------------------------------------------------ export
     def export(

@@ -4,9 +4,16 @@ Each case fails early, with a message naming the file, key or value and what is 
 files that were there are still there, unchanged.
 """
 
+import errno
 import json
+import logging
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +24,9 @@ from test_trainer import args_for, ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
 from hf_compress import CompressionTrainer, ExportConfig, ExportData, Recipe, RecipeError, export_model
-from hf_compress.checkpoints import CheckpointError
+from hf_compress.checkpoints import SAVING_MARKER, CheckpointError, CheckpointSaveError
 from hf_compress.cli import main as cli_main
-from hf_compress.files import check_output_dir, staged_directory
+from hf_compress.files import LOCK_FILE, DiskFullError, check_output_dir, output_dir_lock, staged_directory
 from hf_compress.recipe import DataConfig
 from hf_compress.tasks import check_data_files, get_task, read_conll
 
@@ -381,6 +388,9 @@ def test_inference_on_text_longer_than_the_model_truncates(ner_model, tokenizer,
     from hf_compress.compat import optimum_available
     from hf_compress.inference import OnnxTokenClassifier
 
+    from hf_compress.compat import optimum_available
+    from hf_compress.inference import OnnxTokenClassifier
+
     export_model(ner_model, tokenizer, tmp_path / "onnx")
     shipped = AutoTokenizer.from_pretrained(tmp_path / "onnx")
     assert tokenizer.model_max_length > 128 and shipped.model_max_length == 128
@@ -433,7 +443,6 @@ def test_cli_export_into_an_existing_export(model_dir, tmp_path, capsys):
 def without_optimum(monkeypatch):
     """This process as if Optimum were not installed (the default stack), whichever stack runs the tests:
     ``import optimum`` fails as it does there."""
-    import sys
 
     from hf_compress.compat import optimum_available
 
@@ -459,3 +468,110 @@ def test_optimum_exporter_without_optimum_is_one_clear_line(without_optimum, mod
     assert ExportConfig().exporter == "auto" and export_model(model, None, tmp_path / "q")["exporter"].startswith(
         "torch.onnx"
     )  # auto: torch.onnx without Optimum
+
+
+# ------------------------------------------------------------------------------------------------ a full disk
+def full_disk_at(monkeypatch, name: str, folder: str) -> None:
+    """``torch.save`` (the Trainer's writer of optimizer.pt, and the techniques' through save_torch_state) fails with
+    ENOSPC for ``name`` inside ``folder``, leaving the file cut short as a full disk does."""
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if name in str(f) and folder in str(f):
+            Path(f).write_bytes(b"PK\x03\x04 cut short")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+@pytest.mark.parametrize("writer", ["optimizer.pt", "pruning_state.pt"], ids=["trainer-file", "technique-state"])
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(checkpointed, tmp_path, monkeypatch, writer):
+    _, make_trainer = checkpointed
+    run = tmp_path / "run"
+    trainer = make_trainer(run)
+    trainer.args.save_total_limit = 1  # the previous checkpoint is rotated out only once the new one is complete
+    full_disk_at(monkeypatch, writer, "checkpoint-4")
+    with pytest.raises(CheckpointSaveError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert "\n" not in message and error.value.disk_full
+    assert message.startswith(f"saving checkpoint {run / 'checkpoint-4'} failed: no space left on device (")
+    assert message.endswith(
+        f"the partial folder was removed and the last complete checkpoint, {run / 'checkpoint-2'}, is intact; "
+        "free space, then resume with --resume_from_checkpoint"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2"]
+    kept = snapshot(run / "checkpoint-2")
+    assert SAVING_MARKER not in kept and "pruning_state.pt" in kept
+    if writer == "optimizer.pt":  # (once is enough)
+        monkeypatch.undo()
+        resumed = make_trainer(run)
+        resumed.train(resume_from_checkpoint=True)  # the last complete checkpoint, and on to the end
+        assert resumed.techniques[0].resume_from == str(run / "checkpoint-2") and resumed.state.global_step == 6
+
+
+def test_a_full_disk_during_an_export_keeps_the_previous_export(model_dir, tmp_path, monkeypatch, capsys):
+    target = tmp_path / "onnx"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["export", str(model_dir), "--output_dir", str(target)])
+    assert stop.value.code == 0
+    before = snapshot(target)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("hf_compress.hub.write_model_card", full)
+    model = BertForTokenClassification.from_pretrained(model_dir)
+    with pytest.raises(DiskFullError) as error:
+        export_model(model, None, target, overwrite=True)
+    assert str(error.value) == (
+        f"no space left on device while writing {target} (OSError: [Errno 28] No space left on device); the partial "
+        f"folder was removed and the previous {target} is intact: free space and run again"
+    )
+    err = cli_error(capsys, ["export", str(model_dir), "--output_dir", str(target), "--overwrite"])
+    assert err.splitlines()[-1] == f"hf-compress: {error.value}"  # (above it: transformers' progress bars)
+    assert snapshot(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model", "onnx"]
+
+
+def test_resume_skips_a_checkpoint_that_was_still_being_written(run_copy):
+    run, make_trainer = run_copy
+    write(run / "checkpoint-6" / SAVING_MARKER, "1234\n")  # every file there, some perhaps cut short
+    with pytest.raises(CheckpointError, match=r"checkpoint-6 is incomplete or damaged: it was still being written"):
+        make_trainer(run).train(resume_from_checkpoint=str(run / "checkpoint-6"))
+    trainer = make_trainer(run)
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.techniques[0].resume_from == str(run / "checkpoint-4")
+    assert not (run / "checkpoint-6" / SAVING_MARKER).exists()  # written again, complete
+
+
+# ------------------------------------------------------------------------------------------------ one run a folder
+def test_a_second_run_into_a_held_output_dir_is_refused_naming_the_holder(model_dir, recipe_for, tmp_path, capsys):
+    out = tmp_path / "out"
+    with output_dir_lock(out):
+        started = time.monotonic()
+        err = cli_error(capsys, ["train", recipe_for(str(model_dir)), "--output_dir", str(out)])
+        seconds = time.monotonic() - started
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    assert err.startswith(
+        f"hf-compress: --output_dir {out} is in use by another run: pid {os.getpid()} on {socket.gethostname()}, "
+        "started "
+    )
+    assert err.endswith("; wait for it to end, or choose another folder\n") and seconds < 30
+    assert not out.exists()  # the lock made the folder, and removed it with the lock file
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = {"pid": dead, "host": socket.gethostname(), "started": "2024-01-01 00:00:00", "command": "hf-compress"}
+    write(out / LOCK_FILE, json.dumps(holder))  # left by a run that was killed
+    with caplog.at_level(logging.WARNING, logger="hf_compress.files"):
+        with output_dir_lock(out) as lock:
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert (
+        f"taking over the lock of {out}: its holder (pid {dead} on {socket.gethostname()}, started 2024-01-01 "
+        "00:00:00 (hf-compress)) is no longer running"
+    ) in caplog.text
+    assert out.is_dir() and not (out / LOCK_FILE).exists()

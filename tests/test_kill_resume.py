@@ -1,4 +1,5 @@
-"""Kill ``hf-compress train`` with SIGKILL mid-run, resume it from the command line, get the uninterrupted result.
+"""Kill ``hf-compress train`` with SIGKILL mid-run, or stop it with SIGTERM / SIGINT, resume it from the command line,
+get the uninterrupted result.
 
 One recipe (tiny BERT, pruning ramp then QAT, a checkpoint every step) is run three ways: uninterrupted; killed
 in the middle of the pruning ramp, then resumed with ``--resume_from_checkpoint``; killed while the QAT observers
@@ -9,6 +10,14 @@ masks saved in the last checkpoint), QAT ranges and the loss of every step.
 The killed run is the real command line, with one addition so that the kill lands at a chosen step whatever the
 machine's speed: once every file of the checkpoint of that step is written, the process announces it in a marker
 file and waits there; the test then kills it with SIGKILL.
+
+The stopped runs save no periodic checkpoints: SIGTERM arrives at the start of a chosen optimizer step (in the
+pruning ramp, then while the QAT observers observe), the run finishes that step, writes the only checkpoint of it
+and exits with status 75; a SIGINT (Ctrl-C) while that checkpoint is written waits for it. Each stop's checkpoint
+equals the uninterrupted run's checkpoint of that step tensor for tensor (weights, optimizer, scheduler, technique
+states) with the same losses, and the run resumed after both stops ends exactly where the uninterrupted run ends.
+While the first stopped run is paused, a second ``hf-compress train`` into its folder is refused at once, naming
+it. SIGINT as the first signal is the in-process test at the end (``CompressionTrainer(stop_on_signal=True)``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ from safetensors.torch import load_file
 from transformers import BertForTokenClassification, BertTokenizerFast
 
 from hf_compress import GradualPruningCallback, QATCallback
+from hf_compress.checkpoints import SAVING_MARKER
+from hf_compress.cli import main as cli_main
+from hf_compress.files import LOCK_FILE
+from hf_compress.stopping import STOPPED_EXIT_CODE
 
 # 40 sentences, batch 4: 10 optimizer steps an epoch; the resumed runs cross into (or restart inside) epoch 2.
 TRAIN_SENTENCES, BATCH_SIZE, MAX_STEPS = 40, 4, 18
@@ -239,3 +252,236 @@ def test_sigkill_then_resume_from_the_command_line_equals_the_uninterrupted_run(
     # it went on from that checkpoint (an earlier start would have saved the checkpoint of this step again)
     assert {p.name: p.stat().st_mtime_ns for p in killed_at.iterdir()} == written
     assert_same_result(output_dir, uninterrupted)
+
+
+# ------------------------------------------------------------------------------------------------ SIGTERM / SIGINT
+# Run as ``python -c SIGNAL_AT_STEP train ...``: the CLI, waiting at the start of optimizer step SIGNAL_AT_STEP until
+# the test's signal has been handled; with SIGNAL_AGAIN_WHILE_SAVING, it waits again in the middle of writing that
+# step's checkpoint (the Trainer's files written, the techniques' not yet) for a second signal.
+SIGNAL_AT_STEP = """
+import os, runpy, signal, time
+from transformers.trainer_callback import CallbackHandler
+import hf_compress.technique as technique
+from hf_compress.stopping import StopOnSignal
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner ignores
+step, marker = int(os.environ["SIGNAL_AT_STEP"]), os.environ["SIGNAL_MARKER"]
+deadline, stoppers = time.monotonic() + 300, []
+
+
+def announce(text):
+    with open(marker + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(marker + ".tmp", marker)
+
+
+def wait_for_signals(count):
+    while stoppers[0].count < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("no signal came")
+        time.sleep(0.01)
+
+
+on_step_begin = CallbackHandler.on_step_begin
+
+
+def pausing_on_step_begin(self, args, state, control):
+    if state.global_step == step - 1 and not stoppers:  # optimizer step `step` begins
+        stoppers.append(next(cb for cb in self.callbacks if isinstance(cb, StopOnSignal)))
+        announce("step")
+        wait_for_signals(1)
+    return on_step_begin(self, args, state, control)
+
+
+save_torch_state = technique.save_torch_state
+
+
+def pausing_save(payload, path):
+    if f"checkpoint-{step}" in str(path) and stoppers and stoppers[0].count == 1:
+        announce("saving")
+        wait_for_signals(2)
+    return save_torch_state(payload, path)
+
+
+CallbackHandler.on_step_begin = pausing_on_step_begin
+if os.environ.get("SIGNAL_AGAIN_WHILE_SAVING"):
+    technique.save_torch_state = pausing_save
+runpy.run_module("hf_compress", run_name="__main__", alter_sys=True)
+"""
+
+
+def wait_for_marker(marker: Path, text: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not (marker.exists() and marker.read_text() == text):
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (code {process.returncode}) before '{text}':\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no '{text}' after {TIMEOUT} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def run_and_signal(
+    recipe: Path, output_dir: Path, step: int, signum: int, *extra: str, again: int | None = None, while_paused=None
+):
+    """Train into ``output_dir``, send ``signum`` as optimizer step ``step`` begins (and the signal ``again`` while
+    its checkpoint is written); return the exit status and the output."""
+    marker, log = output_dir.with_name(output_dir.name + ".paused"), output_dir.with_name(output_dir.name + ".log")
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, **CHILD_ENV, "SIGNAL_AT_STEP": str(step), "SIGNAL_MARKER": str(marker)}
+    if again:
+        env["SIGNAL_AGAIN_WHILE_SAVING"] = "1"
+    command = [sys.executable, "-c", SIGNAL_AT_STEP, "train", str(recipe), "--output_dir", str(output_dir), *extra]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=recipe.parent, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        wait_for_marker(marker, "step", process, log)
+        if while_paused is not None:
+            while_paused(process.pid)
+        os.kill(process.pid, signum)
+        if again:
+            wait_for_marker(marker, "saving", process, log)
+            os.kill(process.pid, again)
+        code = process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, log.read_text()
+
+
+def assert_equal_state(expected, actual, where: str) -> None:
+    """Nested state (dicts, lists, tensors, numbers) equal, tensors by ``torch.equal``."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and torch.equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert expected.keys() == actual.keys(), where
+        for key in expected:
+            assert_equal_state(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
+            assert_equal_state(a, b, f"{where}[{index}]")
+    else:
+        assert expected == actual, where
+
+
+def assert_same_checkpoint(stopped: Path, reference: Path) -> int:
+    """Every tensor of the stopped run's checkpoint and every logged loss equal the uninterrupted run's; returns
+    how many tensors were compared."""
+    assert not (stopped / SAVING_MARKER).exists()
+    expected, actual = load_file(reference / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert_equal_state(expected, actual, "model")
+    compared = len(expected)
+    for name in ("optimizer.pt", "scheduler.pt", GradualPruningCallback.state_file, QATCallback.state_file):
+        expected, actual = load_state(reference / name), load_state(stopped / name)
+        assert_equal_state(expected, actual, name)
+        compared += sum(isinstance(v, torch.Tensor) for v in _leaves(expected))
+    logs = [json.loads((c / "trainer_state.json").read_text())["log_history"] for c in (reference, stopped)]
+    assert [(e["step"], e["loss"]) for e in logs[0] if "loss" in e] == [
+        (e["step"], e["loss"]) for e in logs[1] if "loss" in e
+    ]
+    return compared
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def test_sigterm_and_sigint_stop_with_a_complete_checkpoint_and_resume_exactly(recipe, uninterrupted, capsys):
+    stop_recipe = recipe.with_name("recipe-stop.yaml")
+    settings = yaml.safe_load(recipe.read_text())
+    settings["training"]["save_steps"] = 1000  # no periodic checkpoint: each one below is written by a stop
+    stop_recipe.write_text(yaml.safe_dump(settings))
+    output_dir = recipe.parent / "stopped"
+    checkpoints = lambda: sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*"))  # noqa: E731
+    refused = []
+
+    def second_run_into_the_same_folder(pid: int) -> None:
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["train", str(stop_recipe), "--output_dir", str(output_dir)])
+        refused.append((stop.value.code, capsys.readouterr().err, time.monotonic() - started))
+
+    # 1. SIGTERM in the pruning ramp; meanwhile a second run into the folder is refused, naming the first
+    code, log = run_and_signal(
+        stop_recipe, output_dir, 5, signal.SIGTERM, while_paused=second_run_into_the_same_folder
+    )
+    assert code == STOPPED_EXIT_CODE, log[-3000:]
+    assert f"stopped by SIGTERM after optimizer step 5; checkpoint {output_dir / 'checkpoint-5'} is complete" in log
+    ((status, err, seconds),) = refused
+    assert status == 2 and err.count("\n") == 1 and "is in use by another run: pid " in err and seconds < 30
+    assert checkpoints() == [5] and not (output_dir / "model.safetensors").exists()
+    assert not (output_dir / LOCK_FILE).exists()  # released on the way out
+    assert 0.0 < load_state(output_dir / "checkpoint-5" / GradualPruningCallback.state_file)["sparsity"] < 0.5
+    compared = assert_same_checkpoint(output_dir / "checkpoint-5", uninterrupted / "checkpoint-5")
+
+    # 2. resumed, then SIGTERM while the QAT observers observe, and Ctrl-C while its checkpoint is written: the
+    # checkpoint is completed first
+    args = (stop_recipe, output_dir, 13, signal.SIGTERM, "--resume_from_checkpoint")
+    code, log = run_and_signal(*args, again=signal.SIGINT)
+    assert code == STOPPED_EXIT_CODE, log[-3000:]
+    assert "SIGINT received again: the checkpoint is being written; stopping once it is complete" in log
+    assert "stopped by SIGTERM after optimizer step 13" in log and checkpoints() == [5, 13]
+    observers = load_state(output_dir / "checkpoint-13" / QATCallback.state_file)
+    assert QAT_START < 13 < QAT_FREEZE and all(bool(o["observed"]) for o in observers.values())
+    compared += assert_same_checkpoint(output_dir / "checkpoint-13", uninterrupted / "checkpoint-13")
+
+    # 3. resumed to the end: the uninterrupted run's student, masks, ranges and losses
+    run_to_the_end(train_command(stop_recipe, output_dir, "--resume_from_checkpoint"), recipe.parent)
+    assert_same_result(output_dir, uninterrupted)
+    print(f"\nSIGTERM/SIGINT: 2 stops, {compared} checkpoint tensors equal, then the uninterrupted result")
+
+
+def test_compression_trainer_stops_on_ctrl_c_when_asked(tokenizer, tmp_path):
+    """The Python API: ``stop_on_signal=True``; on SIGINT ``train()`` raises TrainingStopped with the complete
+    checkpoint of the step, Python's own handler is back afterwards, and resuming goes on to the end."""
+    from test_trainer import args_for, ner_dataset
+    from transformers import DataCollatorForTokenClassification, TrainerCallback
+
+    from hf_compress import CompressionTrainer
+    from hf_compress.stopping import TrainingStopped
+
+    class CtrlCAtStep3(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # optimizer step 3 begins
+                signal.raise_signal(signal.SIGINT)
+
+    def make(*callbacks) -> CompressionTrainer:
+        torch.manual_seed(0)
+        return CompressionTrainer(
+            model=BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS, num_hidden_layers=1)),
+            recipe={"pruning": {"final_sparsity": 0.5, "start_step": 0, "end_step": 6, "update_every": 1}},
+            args=args_for(tmp_path, max_steps=6, save_strategy="no"),
+            train_dataset=ner_dataset(tokenizer, n=32),
+            data_collator=DataCollatorForTokenClassification(tokenizer),
+            callbacks=list(callbacks),
+            stop_on_signal=True,
+        )
+
+    # Python's handler (KeyboardInterrupt), as in a terminal or a notebook, whatever the test runner set
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingStopped) as stopped:
+            make(CtrlCAtStep3()).train()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    checkpoint = tmp_path / "checkpoint-3"
+    assert str(stopped.value) == (
+        f"stopped by SIGINT after optimizer step 3; checkpoint {checkpoint} is complete: continue with "
+        "--resume_from_checkpoint"
+    )
+    assert stopped.value.step == 3 and stopped.value.checkpoint == str(checkpoint)
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "pruning_state.pt", "recipe.yaml"} <= {
+        p.name for p in checkpoint.iterdir()
+    } and not (checkpoint / SAVING_MARKER).exists()
+    resumed = make()
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..configs import check_range
+from ..checks import checked, count, number, text
 
 __all__ = ["DistillationConfig", "LayerLossConfig"]
 
 
+@checked
 @dataclass
 class LayerLossConfig:
     """An intermediate-layer distillation term (hidden states or attention maps).
 
     Attributes:
-        weight: multiplier of the term in the total loss.
+        weight: multiplier of the term in the total loss, in [0, 10000].
         layer_map: student layer -> teacher layer, both 0-based transformer layers (the output of layer i).
             Default: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (for S=3, T=6: 0->1, 1->3, 2->5).
     """
 
-    weight: float = 1.0
-    layer_map: dict[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        check_range("weight", self.weight, 0.0)
-        for student_layer, teacher_layer in (self.layer_map or {}).items():
-            check_range(f"layer_map.{student_layer}", student_layer, 0)
-            check_range(f"layer_map.{student_layer}", teacher_layer, 0)
+    weight: float = field(default=1.0, metadata=number(0.0, 10_000.0))
+    layer_map: dict[int, int] | None = field(default=None, metadata=count(0))
 
 
+@checked
 @dataclass
 class DistillationConfig:
     """Knowledge distillation (Hinton et al., 2015) with optional intermediate-layer terms (TinyBERT-style).
@@ -37,7 +33,7 @@ class DistillationConfig:
     + hidden_states.weight * MSE(hidden) + attentions.weight * MSE(attention)``
 
     Attributes:
-        temperature: softmax temperature T (> 0).
+        temperature: softmax temperature T, in (0, 100] (the soft-target term is scaled by T^2).
         alpha: weight of the task loss, in [0, 1]; ``1 - alpha`` weighs the soft-target term.
         hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
         attentions: attention-map MSE term (student and teacher need the same number of heads).
@@ -48,13 +44,9 @@ class DistillationConfig:
             may share it.
     """
 
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = field(default=2.0, metadata=number(0.0, 100.0, low_open=True))
+    alpha: float = field(default=0.5, metadata=number(0.0, 1.0))
     hidden_states: LayerLossConfig | None = None
     attentions: LayerLossConfig | None = None
     cache_teacher: bool = False
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        check_range("temperature", self.temperature, 0.0, low_open=True)
-        check_range("alpha", self.alpha, 0.0, 1.0)
+    cache_dir: str | None = field(default=None, metadata=text("a folder"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..configs import RecipeError, check_range
+from ..checks import checked, count, number, text
+from ..configs import RecipeError
 
 __all__ = ["EmbeddingRankConfig", "LowRankConfig"]
 
 
+@checked
 @dataclass
 class EmbeddingRankConfig:
     """The rank of factorized word embeddings (give exactly one rule).
@@ -19,9 +21,9 @@ class EmbeddingRankConfig:
         energy: keep the smallest rank whose singular values hold this fraction of ``sum s_i^2``.
     """
 
-    rank: int | None = None
-    rank_ratio: float | None = None
-    energy: float | None = None
+    rank: int | None = field(default=None, metadata=count())
+    rank_ratio: float | None = field(default=None, metadata=number(0.0, 1.0, low_open=True))
+    energy: float | None = field(default=None, metadata=number(0.0, 1.0, low_open=True))
 
     def __post_init__(self) -> None:
         _check_rank_rule(self)
@@ -33,14 +35,9 @@ def _check_rank_rule(config, required: bool = True) -> None:
         raise RecipeError(
             "rank_ratio", config.rank_ratio, f"give exactly one of rank, rank_ratio, energy (got: {given or 'none'})"
         )
-    if config.rank is not None:
-        check_range("rank", config.rank, 1)
-    if config.rank_ratio is not None:
-        check_range("rank_ratio", config.rank_ratio, 0.0, 1.0, low_open=True)
-    if config.energy is not None:
-        check_range("energy", config.energy, 0.0, 1.0, low_open=True)
 
 
+@checked
 @dataclass
 class LowRankConfig:
     """Low-rank reparameterization: targeted linears replaced by the two factors of their truncated SVD.
@@ -60,10 +57,10 @@ class LowRankConfig:
             rule may be left out to factorize the embeddings only.
     """
 
-    targets: list[str] | None = None
-    rank: int | None = None
-    rank_ratio: float | None = None
-    energy: float | None = None
+    targets: list[str] | None = field(default=None, metadata=text("a module-name pattern"))
+    rank: int | None = field(default=None, metadata=count())
+    rank_ratio: float | None = field(default=None, metadata=number(0.0, 1.0, low_open=True))
+    energy: float | None = field(default=None, metadata=number(0.0, 1.0, low_open=True))
     merge: bool = False
     embeddings: EmbeddingRankConfig | None = None
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from ..checks import MAX_EPOCHS, checked, count, number, text
 from ..configs import RecipeError, check_range, check_schedule
 
 __all__ = ["PruningConfig"]
 
 
+@checked
 @dataclass
 class PruningConfig:
     """Gradual magnitude pruning (Zhu & Gupta, 2017, "To prune, or not to prune").
@@ -33,22 +35,20 @@ class PruningConfig:
         norm: the norm that scores a structure: ``l1`` or ``l2``.
     """
 
-    final_sparsity: float = 0.5
+    final_sparsity: float = field(default=0.5, metadata=number(0.0, 1.0, high_open=True))
     structure: Literal["unstructured", "neurons", "heads"] = "unstructured"
-    initial_sparsity: float = 0.0
-    start_epoch: float | None = None
-    end_epoch: float | None = None
-    start_step: int | None = None
-    end_step: int | None = None
-    update_every: int = 100
+    initial_sparsity: float = field(default=0.0, metadata=number(0.0, 1.0, high_open=True))
+    start_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))
+    end_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))
+    start_step: int | None = field(default=None, metadata=count(0))
+    end_step: int | None = field(default=None, metadata=count(0))
+    update_every: int = field(default=100, metadata=count())
     scope: Literal["per_layer", "global"] = "per_layer"
-    targets: list[str] | None = None
+    targets: list[str] | None = field(default=None, metadata=text("a module-name pattern"))
     norm: Literal["l1", "l2"] = "l2"
 
     def __post_init__(self) -> None:
-        check_range("final_sparsity", self.final_sparsity, 0.0, 1.0, high_open=True)
         check_range("initial_sparsity", self.initial_sparsity, 0.0, self.final_sparsity)
-        check_range("update_every", self.update_every, 1)
         check_schedule(self, ("start", "end"), required=True)
         if self.structure == "neurons" and self.scope == "global":
             raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")

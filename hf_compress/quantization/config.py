@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from ..configs import RecipeError, check_range, check_schedule
+from ..checks import MAX_EPOCHS, checked, count, number, text
+from ..configs import RecipeError, check_schedule
 
 __all__ = ["QuantizationConfig"]
 
 
+@checked
 @dataclass
 class QuantizationConfig:
     """Quantization-aware training: fake-quant linears whose learned ranges become the exported int8 model's.
@@ -34,12 +36,12 @@ class QuantizationConfig:
             ``qat`` export stores the table in the format training saw.
     """
 
-    start_epoch: float | None = None
-    freeze_observers_epoch: float | None = None
-    start_step: int | None = None
-    freeze_observers_step: int | None = None
-    targets: list[str] | None = None
-    averaging_constant: float = 0.01
+    start_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))
+    freeze_observers_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))
+    start_step: int | None = field(default=None, metadata=count(0))
+    freeze_observers_step: int | None = field(default=None, metadata=count(0))
+    targets: list[str] | None = field(default=None, metadata=text("a module-name pattern"))
+    averaging_constant: float = field(default=0.01, metadata=number(0.0, 1.0, low_open=True))
     reduce_range: bool | Literal["auto"] = "auto"
     embeddings: Literal["int8", "int4", "none"] | bool = "int8"
 
@@ -48,7 +50,6 @@ class QuantizationConfig:
             raise RecipeError("reduce_range", self.reduce_range, "allowed: auto, true, false")
         if check_schedule(self, ("start", "freeze_observers"), required=False) is None:
             self.start_step = 0
-        check_range("averaging_constant", self.averaging_constant, 0.0, 1.0, low_open=True)
         if isinstance(self.embeddings, bool):
             self.embeddings = "int8" if self.embeddings else "none"
         if self.embeddings not in ("int8", "int4", "none"):
