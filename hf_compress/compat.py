@@ -26,6 +26,8 @@ __all__ = [
     "require_optimum",
     "training_arguments",
     "training_argument_fields",
+    "native_head_pruning",
+    "use_eager_attention",
 ]
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -115,3 +117,21 @@ def training_arguments(training: dict[str, Any]) -> dict[str, Any]:
         if ratio is not None:
             out["warmup_ratio"] = ratio
     return out
+
+
+def native_head_pruning(model) -> bool:
+    """Whether transformers can prune heads of this model and record them in ``config.pruned_heads`` (4.x's
+    ``prune_heads``; transformers 5 removed it, and with it any way for a saved model to have fewer heads)."""
+    return callable(getattr(model, "prune_heads", None))
+
+
+def use_eager_attention(model) -> None:
+    """Make ``model`` compute attention the eager way (attention maps, and the ONNX graph ONNX Runtime fuses).
+
+    ``set_attn_implementation`` where the class allows it (transformers 5 everywhere); on 4.x, classes that refuse
+    it either read ``config._attn_implementation`` at each call (ModernBERT), which is then set, or fall back to
+    eager by themselves when attention maps are asked for (RoBERTa-likes, ALBERT)."""
+    if model._can_set_attn_implementation():
+        model.set_attn_implementation("eager")
+    else:
+        model.config._attn_implementation = "eager"
