@@ -80,6 +80,9 @@ class Attention:
             ``[q_h; k_h; v_h]`` head after head (DeBERTa's ``in_proj``).
         head_vectors: parameters of ``module`` with one entry per query row (DeBERTa's ``q_bias``, ``v_bias``).
         optional: projections of ``module`` with rows grouped by head that some configs have (relative positions).
+        per_head_inputs: arguments of ``module``'s forward with one entry per head on dimension 1, computed outside
+            the layer (MPNet's relative ``position_bias``, shared by all layers): sliced to the kept heads once heads
+            are removed from the layer.
     """
 
     module: str
@@ -91,6 +94,7 @@ class Attention:
     qkv_per_head: bool = False
     head_vectors: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    per_head_inputs: tuple[str, ...] = ()
     head_count_attributes: tuple[str, ...] = ("num_attention_heads",)
     width_attributes: tuple[str, ...] = ("all_head_size",)
 
@@ -334,8 +338,11 @@ register_architecture(
             key="attention.attn.k",
             value="attention.attn.v",
             output="attention.attn.o",
+            per_head_inputs=("position_bias",),
         ),
         _BERT_FFN,
+        native_head_pruning=False,  # (transformers 4's MPNet prune_heads leaves the shared position bias full width)
+        fusion="ONNX Runtime's attention fusion does not match its relative position bias",
     )
 )
 register_architecture(

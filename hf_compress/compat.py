@@ -128,10 +128,11 @@ def native_head_pruning(model) -> bool:
 def use_eager_attention(model) -> None:
     """Make ``model`` compute attention the eager way (attention maps, and the ONNX graph ONNX Runtime fuses).
 
-    ``set_attn_implementation`` where the class allows it (transformers 5 everywhere); on 4.x, classes that refuse
-    it either read ``config._attn_implementation`` at each call (ModernBERT), which is then set, or fall back to
-    eager by themselves when attention maps are asked for (RoBERTa-likes, ALBERT)."""
+    ``set_attn_implementation`` where the class allows it (transformers 5 everywhere). On 4.x, classes that refuse
+    it either built one attention class per implementation (``...SdpaAttention``: RoBERTa-likes, DistilBERT, ALBERT),
+    which falls back to eager by itself when attention maps are asked for and must keep the config it was built
+    for, or read ``config._attn_implementation`` at each call (ModernBERT), which is then set."""
     if model._can_set_attn_implementation():
         model.set_attn_implementation("eager")
-    else:
+    elif not any("Sdpa" in type(m).__name__ or "Flash" in type(m).__name__ for m in model.modules()):
         model.config._attn_implementation = "eager"

@@ -29,7 +29,15 @@ from .onnx_export import ONNX_FILE
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_onnx", "register_int8_route"]
+__all__ = [
+    "INT8_ROUTES",
+    "Int8Route",
+    "ONNX_FILE",
+    "matmul_calls",
+    "matmul_nodes",
+    "quantize_onnx",
+    "register_int8_route",
+]
 
 
 class _NoPreprocessingAdvice(std_logging.Filter):
@@ -49,35 +57,56 @@ def quiet_quantization_advice() -> Iterator[None]:
         root.removeFilter(advice)
 
 
-def matmul_nodes(
+def _scope_pattern(module_name: str) -> re.Pattern:
+    """The MatMul node names torch.onnx gives the calls of a linear: its module scope with ``/`` for ``.``
+    (``layer.0`` kept whole) and a ``_N`` suffix on a scope called more than once (ALBERT's shared layer, a
+    projection DeBERTa also applies to its relative embeddings)."""
+    parts: list[str] = []
+    for part in module_name.split("."):
+        if part.isdigit() and parts:
+            parts[-1] += "." + part
+        else:
+            parts.append(part)
+    return re.compile("/" + "/".join(re.escape(p) + r"(?:_\d+)?" for p in parts) + "/MatMul")
+
+
+def matmul_calls(
     onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
-) -> dict[str, tuple[str, str]]:
-    """Map module names to ``(MatMul node name, input tensor name)`` in a graph exported by torch.onnx.
+) -> dict[str, list[tuple[str, str]]]:
+    """Map module names to the ``(MatMul node name, input tensor name)`` of every call of the linear in a graph
+    exported by torch.onnx (first call first).
 
     The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
-    ``/bert/encoder/layer.0/output/dense/MatMul``. In a ``fused`` graph (:mod:`~hf_compress.fusion`) the
-    attention projections live in ``Attention`` nodes: linears without a MatMul are then skipped, and every
-    ``Attention`` node is listed under its own name.
+    ``/bert/encoder/layer.0/output/dense/MatMul``; a module called again gets ``_1``, ``_2`` ... In a ``fused``
+    graph (:mod:`~hf_compress.fusion`) the attention projections live in ``Attention`` nodes: linears without a
+    MatMul are then skipped, and every ``Attention`` node is listed under its own name.
     """
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    by_name = {node.name: node for node in graph.node if node.op_type == "MatMul"}
+    matmuls = [node for node in graph.node if node.op_type == "MatMul"]
     found, missing = {}, []
     for name in module_names:
-        slashed = "/" + name.replace(".", "/")
-        candidates = (slashed + "/MatMul", re.sub(r"/(\d+)(?=/|$)", r".\1", slashed) + "/MatMul")
-        node = next((by_name[c] for c in candidates if c in by_name), None)
-        if node is None:
+        pattern = _scope_pattern(name)
+        calls = [(node.name, node.input[0]) for node in matmuls if pattern.fullmatch(node.name)]
+        if not calls:
             missing.append(name)
         else:
-            found[name] = (node.name, node.input[0])
+            found[name] = sorted(calls, key=lambda call: (len(call[0]), call[0]))
     if fused:
-        found.update({n.name: (n.name, n.input[0]) for n in graph.node if n.op_type == "Attention"})
+        found.update({n.name: [(n.name, n.input[0])] for n in graph.node if n.op_type == "Attention"})
         missing = []
     if missing:
         raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
     return found
+
+
+def matmul_nodes(
+    onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
+) -> dict[str, tuple[str, str]]:
+    """Map module names to ``(MatMul node name, input tensor name)`` of the linear's first call
+    (:func:`matmul_calls` has them all)."""
+    return {name: calls[0] for name, calls in matmul_calls(onnx_path, module_names, fused).items()}
 
 
 def _quantize_with_onnxruntime(
@@ -98,9 +127,9 @@ def _quantize_with_onnxruntime(
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     model = onnx.load(str(source))
-    subgraphs = any(node.op_type in ("If", "Loop", "Scan", "SequenceMap") for node in model.graph.node)
-    if subgraphs and ranges is not None:
-        raise ValueError("static int8 cannot quantize a graph with subgraphs (If/Loop nodes); use dynamic or qat")
+    # subgraphs (DeBERTa's If nodes on transformers 4.x) compute positions, not linears: static leaves them as they
+    # are; the dynamic quantizer needs to walk them to type the graph
+    subgraphs = ranges is None and any(node.op_type in ("If", "Loop", "Scan") for node in model.graph.node)
     kwargs: dict[str, Any] = {
         "model": model,
         "per_channel": True,
@@ -132,8 +161,9 @@ def _quantize_with_onnxruntime(
 def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: CalibrationConfig) -> dict:
     """Activation ranges of the MatMul inputs over ``calibration.num_samples`` examples, one at a time, by ONNX
     Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method)."""
-    import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    from .evaluation import onnx_feeds
 
     inputs = {"input_ids", "attention_mask", "token_type_ids"}
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in inputs])
@@ -150,7 +180,7 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
             row = next(self.rows, None)
             if row is None:
                 return None
-            return {k: np.asarray([v], dtype=np.int64) for k, v in row.items() if k in graph_inputs}
+            return onnx_feeds(graph_inputs, {k: [v] for k, v in row.items()})
 
     method, extra = {
         "minmax": (CalibrationMethod.MinMax, {"moving_average": False, "averaging_constant": 0.01}),
@@ -169,19 +199,21 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
         return calibrator.compute_data()
 
 
-def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
     """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
 
-    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken.
+    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken. A layer
+    called more than once (a shared layer) observed all its calls: each call's input gets that range.
     """
     import numpy as np
     from onnxruntime.quantization.calibrate import TensorData
 
     bounds: dict[str, tuple[float, float]] = {}
-    for name, (_, tensor) in nodes.items():
+    for name, calls in nodes.items():
         low, high = qat_ranges[name]
-        old = bounds.get(tensor, (low, high))
-        bounds[tensor] = (min(old[0], low), max(old[1], high))
+        for _, tensor in calls:
+            old = bounds.get(tensor, (low, high))
+            bounds[tensor] = (min(old[0], low), max(old[1], high))
     return {
         tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
     }
@@ -232,12 +264,59 @@ def _dequantize_only_for(model, targets: set[str]):
     return model, moved
 
 
+def _fold_weight_identities(path: str | os.PathLike) -> int:
+    """Point the readers of ``Identity(initializer)`` at the initializer, in the ONNX model at ``path`` (in place);
+    return how many. torch.onnx writes a weight that a module uses twice (ALBERT's shared layer, DeBERTa's
+    projections of the relative embeddings) once, and its other uses through Identity nodes, which the quantizers
+    take for activations."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in weights and node.output[0] not in outputs
+    }
+    if not alias:
+        return 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(model, str(path))
+    return len(alias)
+
+
+def _outer_reads(node) -> list[str]:
+    """The tensors ``node`` reads: its inputs, and the outer-scope tensors its subgraphs (``If`` branches,
+    ``Loop`` bodies) read, which must be computed before it too."""
+    from onnx import AttributeProto
+
+    names = list(node.input)
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else []
+        graphs += list(attribute.graphs) if attribute.type == AttributeProto.GRAPHS else []
+        for graph in graphs:
+            local = {*(t.name for t in graph.initializer), *(i.name for i in graph.input)}
+            local.update(out for inner in graph.node for out in inner.output)
+            names += [name for inner in graph.node for name in _outer_reads(inner) if name not in local]
+    return names
+
+
 def _sort_topologically(graph) -> None:
-    """Order ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
+    """Order ``graph.node`` so that every node comes after the producers of what it reads, its subgraphs' reads
+    from the outer graph included (stable otherwise)."""
     known = {"", *(t.name for t in graph.initializer), *(i.name for i in graph.input)}
+    reads = {id(n): _outer_reads(n) for n in graph.node}
     pending, ordered = list(graph.node), []
     while pending:
-        ready = [n for n in pending if all(name in known for name in n.input)]
+        ready = [n for n in pending if all(name in known for name in reads[id(n)])]
         if not ready:
             raise ValueError(f"the graph has a cycle or a missing input at {pending[0].name}")
         for node in ready:
@@ -417,7 +496,8 @@ class Int8Route:
         """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report.
 
         ``fused``: ``fp32_dir`` holds the graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph` (only
-        for routes with ``fuses_graph``); ``nodes``: module name -> (MatMul or Attention node, its input tensor)."""
+        for routes with ``fuses_graph``); ``nodes``: module name -> the (MatMul or Attention node, its input tensor)
+        of each of its calls (:func:`matmul_calls`)."""
         raise NotImplementedError
 
 
@@ -427,7 +507,7 @@ class DynamicRoute(Int8Route):
     fuses_graph = True
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         target = Path(out_dir) / "model_quantized.onnx"
         if not fused:
             _quantize_with_onnxruntime(Path(fp32_dir) / ONNX_FILE, target, node_names, reduce_range)
@@ -462,7 +542,7 @@ class StaticRoute(Int8Route):
             )
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         source, path = Path(fp32_dir) / ONNX_FILE, Path(out_dir) / "model_quantized.onnx"
         ranges = _calibration_ranges(source, calibration_dataset, calibration)
         _quantize_with_onnxruntime(source, path, node_names, reduce_range, ranges)
@@ -518,7 +598,7 @@ class QATRoute(Int8Route):
         return dict(artifacts.get("qat_embedding_tables", {}))
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
         path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
         return path, {"float_readers_restored": moved}
@@ -572,6 +652,7 @@ def quantize_onnx(
     use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
+    _fold_weight_identities(os.path.join(fp32_dir, ONNX_FILE))
     fused: dict[str, int] = {}
     if fuse_model_type is not None and route.fuses_graph:
         from .fusion import fuse_transformer_graph
@@ -580,10 +661,10 @@ def quantize_onnx(
         fused_dir.mkdir(exist_ok=True)
         fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type, *attention)
         fp32_dir = str(fused_dir) if fused else fp32_dir
-    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
+    nodes = matmul_calls(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
     qmax = weight_qmax(use_reduced)
     details: dict[str, Any] = {
-        "quantized_matmuls": len(nodes),
+        "quantized_matmuls": sum(len(calls) for calls in nodes.values()),
         "int8_kernel": kernel.description,
         "reduce_range": use_reduced,
         "weight_levels": f"[-{qmax}, {qmax}]",

@@ -9,6 +9,7 @@ a gated one) and a column of its output. Everything below works on those positio
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field
 
@@ -98,6 +99,10 @@ class Units:
                 sliced = getattr(s.owner, s.param).detach().index_select(s.dim, keep)
                 setattr(s.owner, s.param, nn.Parameter(sliced))
         if self.kind == "heads" and self.attention is not None:
+            names = self.architecture.attention.per_head_inputs
+            if names and drop:
+                kept = torch.tensor([h for h in range(self.count) if h not in drop])
+                self.attention.register_forward_pre_hook(_kept_heads_of(names, kept, self.count), with_kwargs=True)
             heads = self.count - len(drop)
             for name in self.architecture.attention.head_count_attributes:
                 if hasattr(self.attention, name):
@@ -105,6 +110,20 @@ class Units:
             for name in self.architecture.attention.width_attributes:
                 if hasattr(self.attention, name):
                     setattr(self.attention, name, heads * self.head_size)
+
+
+def _kept_heads_of(names: tuple[str, ...], kept: torch.Tensor, heads: int):
+    """A forward pre-hook that keeps the ``kept`` heads (dimension 1) of the arguments ``names`` of ``heads``."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict):
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs)
+        for name in names:
+            value = bound.arguments.get(name)
+            if isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[1] == heads:
+                bound.arguments[name] = value.index_select(1, kept.to(value.device))
+        return bound.args, bound.kwargs
+
+    return hook
 
 
 def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
