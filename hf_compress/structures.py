@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .architectures import Architecture, FeedForward, describe, display_name, weight_layers
+from .architectures import CAPABILITIES, Architecture, FeedForward, describe, display_name, weight_layers
 from .modules import replace_module
 
 __all__ = ["Slice", "Units", "find_structures", "structures"]
@@ -229,9 +229,14 @@ def find_structures(model: nn.Module, kind: str) -> tuple[list[Units] | None, st
     except ValueError as error:
         return None, str(error)
     groups: list[Units] = []
+    if kind == "heads":
+        try:
+            head_size = arch.head_size(model.config)
+        except AttributeError:
+            return None, f"its config ({type(model.config).__name__}) gives no attention head size"
     for index, (_, layer) in enumerate(layers):
         if kind == "heads":
-            found = _heads(layer, index, arch, arch.head_size(model.config))
+            found = _heads(layer, index, arch, head_size)
             found = [found] if isinstance(found, Units) else found
         else:
             found = _neurons(layer, index, arch)
@@ -245,8 +250,9 @@ def structures(model: nn.Module, kind: str) -> list[Units]:
     """:func:`find_structures`, with a ``ValueError`` naming the architecture and what is missing."""
     found, reason = find_structures(model, kind)
     if found is None:
+        words = CAPABILITIES[f"{kind[:-1]}_pruning"]
         raise ValueError(
-            f"{kind} pruning needs the {kind} of every layer as nn.Linear rows and columns; "
+            f"{words} needs the {kind} of every layer as rows and columns of nn.Linear; "
             f"{display_name(model)} ({type(model).__name__}): {reason}"
         )
     return found

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .architectures import describe, layer_list
+from .architectures import describe, layer_list, require
 from .modules import SettingError
 
 __all__ = ["check_teacher_student", "student_from_teacher", "vocabulary_map"]
@@ -37,6 +37,7 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
                 index,
                 f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}",
             )
+    require(teacher, "student_layers", "from_teacher_layers")
     name, teacher_layers = layer_list(teacher, "student_layers")
     original = teacher.get_submodule(name)
     # Deep-copy the teacher without its layers, then put the chosen ones in.

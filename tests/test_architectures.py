@@ -25,7 +25,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from tiny_encoders import LABELS, ROWS, build_tokenizer, sentences, tiny_model
-from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from hf_compress import (
     DistillationCallback,
@@ -47,7 +47,7 @@ from hf_compress import (
     student_from_teacher,
     trim_vocabulary,
 )
-from hf_compress.architectures import UnsupportedCapabilityError, architecture_of
+from hf_compress.architectures import ARCHITECTURES, UnsupportedCapabilityError, architecture_of
 from hf_compress.compat import optimum_available
 from hf_compress.configs import CalibrationConfig, DataConfig
 from hf_compress.evaluation import onnx_feeds, onnx_session
@@ -351,7 +351,7 @@ def test_vocabulary_trimming_keeps_every_corpus_sentence(env):
     assert [tokenizer.convert_ids_to_tokens(ids) for ids in after] == old_tokens
     diff = max(
         float((logits(model, {"input_ids": torch.tensor([ids])}) - ref).abs().max())
-        for ids, ref in zip(after, reference)
+        for ids, ref in zip(after, reference, strict=True)
     )
     record(
         env.row,
@@ -361,3 +361,43 @@ def test_vocabulary_trimming_keeps_every_corpus_sentence(env):
         max_diff=diff,
     )
     assert report["pieces_after"] < report["pieces_before"] and diff == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ the refusals
+def test_a_refused_capability_is_named_when_the_recipe_is_checked(tmp_path, capsys):
+    """``hf-compress train --check`` reads the teacher's config and refuses, before any training, what its
+    architecture cannot do: naming the recipe key, the architecture and the reason."""
+    import yaml
+
+    from hf_compress.cli import main
+
+    albert = tmp_path / "albert"
+    AutoConfig.for_model("albert", num_hidden_layers=2, num_labels=len(LABELS)).save_pretrained(albert)
+    recipe = {
+        "model": {"teacher": str(albert), "student": {"from_teacher_layers": [0]}},
+        "data": {"task": "ner", "train_file": str(tmp_path / "train.txt")},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(tmp_path / "recipe.yaml"), "--output_dir", str(tmp_path / "out"), "--check"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert (
+        "model.student.from_teacher_layers" in error
+        and "ALBERT does not support a student from teacher layers" in error
+    )
+    assert "share one set of layer weights" in error
+    recipe["model"]["student"] = {"name_or_path": str(albert)}  # the other capabilities are fine on ALBERT
+    recipe["pruning"] = {"structure": "heads", "start_step": 0, "end_step": 2}
+    Recipe.from_dict(recipe).check_architecture(AutoConfig.from_pretrained(albert))
+
+
+def test_the_readme_table_lists_every_architecture_and_refusal():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Architectures", 1)[1].split("\n## ", 1)[0]
+    for arch in {id(a): a for a in ARCHITECTURES.values()}.values():
+        assert f"| {arch.name} |" in section, arch.name
+        for capability, reason in arch.refused.items():
+            assert reason in section, (arch.name, capability)
+        if arch.fusion is not True:
+            assert arch.fusion in section, arch.name

@@ -70,7 +70,7 @@ def _texts() -> list[str]:
     return [" ".join(words) for words in sentences()]
 
 
-def build_tokenizer(kind: str, folder: str | Path, vocab_size: int = 1000, token_types: bool = False):
+def build_tokenizer(kind: str, folder: str | Path, vocab_size: int = 2000, token_types: bool = False):
     """Train a tokenizer of ``kind`` on the sample, save it in ``folder`` and load it back with AutoTokenizer;
     ``token_types``: it returns ``token_type_ids`` too."""
     specials = SPECIALS[kind]
