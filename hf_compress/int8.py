@@ -2,7 +2,7 @@
 
 * ``qat``: a QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric
   int8 per output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
-  (:func:`_dequantize_only_for`), so ONNX Runtime computes what training simulated;
+  (:func:`~hf_compress.onnx_graph.dequantize_only_for`), so ONNX Runtime computes what training simulated;
 * ``dynamic``: int8 weights per channel, activation ranges computed at run time;
 * ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
 
@@ -13,10 +13,8 @@ the step :func:`hf_compress.export.export_model` runs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging as std_logging
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from transformers.utils import logging
 
 from .configs import CalibrationConfig
 from .onnx_export import ONNX_FILE
+from .onnx_graph import dequantize_only_for, fold_weight_identities, matmul_calls, matmul_nodes
 
 logger = logging.get_logger(__name__)
 
@@ -55,58 +54,6 @@ def quiet_quantization_advice() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(advice)
-
-
-def _scope_pattern(module_name: str) -> re.Pattern:
-    """The MatMul node names torch.onnx gives the calls of a linear: its module scope with ``/`` for ``.``
-    (``layer.0`` kept whole) and a ``_N`` suffix on a scope called more than once (ALBERT's shared layer, a
-    projection DeBERTa also applies to its relative embeddings)."""
-    parts: list[str] = []
-    for part in module_name.split("."):
-        if part.isdigit() and parts:
-            parts[-1] += "." + part
-        else:
-            parts.append(part)
-    return re.compile("/" + "/".join(re.escape(p) + r"(?:_\d+)?" for p in parts) + "/MatMul")
-
-
-def matmul_calls(
-    onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
-) -> dict[str, list[tuple[str, str]]]:
-    """Map module names to the ``(MatMul node name, input tensor name)`` of every call of the linear in a graph
-    exported by torch.onnx (first call first).
-
-    The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
-    ``/bert/encoder/layer.0/output/dense/MatMul``; a module called again gets ``_1``, ``_2`` ... In a ``fused``
-    graph (:mod:`~hf_compress.fusion`) the attention projections live in ``Attention`` nodes: linears without a
-    MatMul are then skipped, and every ``Attention`` node is listed under its own name.
-    """
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    matmuls = [node for node in graph.node if node.op_type == "MatMul"]
-    found, missing = {}, []
-    for name in module_names:
-        pattern = _scope_pattern(name)
-        calls = [(node.name, node.input[0]) for node in matmuls if pattern.fullmatch(node.name)]
-        if not calls:
-            missing.append(name)
-        else:
-            found[name] = sorted(calls, key=lambda call: (len(call[0]), call[0]))
-    if fused:
-        found.update({n.name: [(n.name, n.input[0])] for n in graph.node if n.op_type == "Attention"})
-        missing = []
-    if missing:
-        raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
-    return found
-
-
-def matmul_nodes(
-    onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
-) -> dict[str, tuple[str, str]]:
-    """Map module names to ``(MatMul node name, input tensor name)`` of the linear's first call
-    (:func:`matmul_calls` has them all)."""
-    return {name: calls[0] for name, calls in matmul_calls(onnx_path, module_names, fused).items()}
 
 
 def _quantize_with_onnxruntime(
@@ -219,125 +166,13 @@ def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict
     }
 
 
-def _dequantize_only_for(model, targets: set[str]):
-    """Make only the ``targets`` nodes read dequantized activations; return the new model and how many inputs moved.
-
-    ONNX Runtime's QDQ quantizer inserts ``x -> QuantizeLinear -> DequantizeLinear -> x'`` and points *every*
-    reader of ``x`` at ``x'``: in a BERT layer the LayerNorm output feeding q/k/v (or ``intermediate.dense``) is
-    also the residual input of the next ``Add`` (and the input of ``Shape``), which would then be rounded to uint8
-    and clipped to the observed range, although training fake-quantized only what the linears read. Here each
-    reader of ``x'`` that is not in ``targets`` is pointed back at ``x``; a QuantizeLinear/DequantizeLinear pair
-    left without readers (e.g. one on a MatMul output) is removed with its scale and zero point. Weight
-    DequantizeLinear nodes (fed by an initializer) are not touched. ``model`` is not modified.
-    """
-    import onnx
-
-    model = copy.deepcopy(model)
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    graph_outputs = {o.name for o in graph.output}
-    float_of = {}  # x' -> x for every activation QuantizeLinear -> DequantizeLinear pair
-    for node in graph.node:
-        source = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if source is not None and source.op_type == "QuantizeLinear" and node.output[0] not in graph_outputs:
-            float_of[node.output[0]] = source.input[0]
-    moved = 0
-    for node in graph.node:
-        if node.name in targets or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        for i, name in enumerate(node.input):
-            if name in float_of:
-                node.input[i] = float_of[name]
-                moved += 1
-    # drop pairs nobody reads any more (the QuantizeLinear first needs its DequantizeLinear gone)
-    for op_type in ("DequantizeLinear", "QuantizeLinear"):
-        read = {name for node in graph.node for name in node.input} | graph_outputs
-        dead = [n for n in graph.node if n.op_type == op_type and not any(out in read for out in n.output)]
-        for node in dead:
-            graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input} | graph_outputs
-    for tensor in [t for t in graph.initializer if t.name not in read]:
-        if tensor.name.endswith(("_scale", "_zero_point")):
-            graph.initializer.remove(tensor)
-    _sort_topologically(graph)
-    onnx.checker.check_model(model)
-    return model, moved
-
-
-def _fold_weight_identities(path: str | os.PathLike) -> int:
-    """Point the readers of ``Identity(initializer)`` at the initializer, in the ONNX model at ``path`` (in place);
-    return how many. torch.onnx writes a weight that a module uses twice (ALBERT's shared layer, DeBERTa's
-    projections of the relative embeddings) once, and its other uses through Identity nodes, which the quantizers
-    take for activations."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    weights = {t.name for t in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    alias = {
-        node.output[0]: node.input[0]
-        for node in graph.node
-        if node.op_type == "Identity" and node.input[0] in weights and node.output[0] not in outputs
-    }
-    if not alias:
-        return 0
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in alias:
-                node.input[i] = alias[name]
-    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
-    del graph.node[:]
-    graph.node.extend(kept)
-    onnx.save(model, str(path))
-    return len(alias)
-
-
-def _outer_reads(node) -> list[str]:
-    """The tensors ``node`` reads: its inputs, and the outer-scope tensors its subgraphs (``If`` branches,
-    ``Loop`` bodies) read, which must be computed before it too."""
-    from onnx import AttributeProto
-
-    names = list(node.input)
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else []
-        graphs += list(attribute.graphs) if attribute.type == AttributeProto.GRAPHS else []
-        for graph in graphs:
-            local = {*(t.name for t in graph.initializer), *(i.name for i in graph.input)}
-            local.update(out for inner in graph.node for out in inner.output)
-            names += [name for inner in graph.node for name in _outer_reads(inner) if name not in local]
-    return names
-
-
-def _sort_topologically(graph) -> None:
-    """Order ``graph.node`` so that every node comes after the producers of what it reads, its subgraphs' reads
-    from the outer graph included (stable otherwise)."""
-    known = {"", *(t.name for t in graph.initializer), *(i.name for i in graph.input)}
-    reads = {id(n): _outer_reads(n) for n in graph.node}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in known for name in reads[id(n)])]
-        if not ready:
-            raise ValueError(f"the graph has a cycle or a missing input at {pending[0].name}")
-        for node in ready:
-            known.update(node.output)
-        ordered += ready
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-    copies = [type(n)() for n in ordered]
-    for copy_, node in zip(copies, ordered, strict=True):
-        copy_.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
-
-
 def _quantize_qat(
     fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
 ) -> tuple[Path, int]:
     """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
     exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
     (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
-    (:func:`_dequantize_only_for`): what the fake-quant layers computed.
+    (:func:`~hf_compress.onnx_graph.dequantize_only_for`): what the fake-quant layers computed.
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
@@ -365,17 +200,18 @@ def _quantize_qat(
         },
     )
     quantizer.quantize_model()
-    model, moved = _dequantize_only_for(quantizer.model.model, set(node_names))
+    model, moved = dequantize_only_for(quantizer.model.model, set(node_names))
     path = Path(out_dir) / ONNX_FILE
     onnx.save(model, str(path))
     return path, moved
 
 
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
-    """Apply :func:`_dequantize_only_for` to the static QDQ graph in place; return the inputs moved."""
+    """Apply :func:`~hf_compress.onnx_graph.dequantize_only_for` to the static QDQ graph in place; return the
+    inputs moved."""
     import onnx
 
-    model, moved = _dequantize_only_for(onnx.load(str(path)), set(node_names))
+    model, moved = dequantize_only_for(onnx.load(str(path)), set(node_names))
     onnx.save(model, str(path))
     return moved
 
@@ -652,7 +488,7 @@ def quantize_onnx(
     use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
-    _fold_weight_identities(os.path.join(fp32_dir, ONNX_FILE))
+    fold_weight_identities(os.path.join(fp32_dir, ONNX_FILE))
     fused: dict[str, int] = {}
     if fuse_model_type is not None and route.fuses_graph:
         from .fusion import fuse_transformer_graph
