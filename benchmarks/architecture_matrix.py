@@ -33,63 +33,78 @@ def _diff(value) -> str:
     return "-" if value is None else ("0" if value == 0 else f"{value:.0e}")
 
 
+#: How the README names each row.
+NAMES = {
+    "bert": "BERT",
+    "distilbert": "DistilBERT",
+    "roberta": "RoBERTa",
+    "xlm-roberta": "XLM-R",
+    "camembert": "CamemBERT",
+    "electra": "ELECTRA",
+    "deberta": "DeBERTa",
+    "deberta-v3": "DeBERTa-v3",
+    "modernbert": "ModernBERT",
+    "mpnet": "MPNet",
+    "mobilebert": "MobileBERT",
+    "albert": "ALBERT",
+}
+
+
 def tables(runs: list[dict]) -> str:
     from transformers import AutoConfig
 
     train_rows, export_rows = [], []
     for row, (model_type, kind, _, _) in ROWS.items():
         arch = architecture_of(AutoConfig.for_model(model_type))
-        name = f"{arch.name} (`{row}`)" if arch.name.count("/") or row != model_type else arch.name
+        name = f"{NAMES[row]} (`{model_type}`)"
 
         def diff(cell, key="max_diff", row=row):
             return _diff(_worst(runs, row, cell, key))
 
-        def agree(cell, row=row):
-            value = _worst(runs, row, cell, "argmax_agreement", min)
+        def agree(cell, key="argmax_agreement", row=row):
+            value = _worst(runs, row, cell, key, min)
             return "-" if value is None else f"{100 * value:.1f}%"
 
-        student = runs[0][row]["student_layers"]
-        student = (
-            f"refused: {student['refused']}"
-            if "refused" in student
-            else f"ok, {diff('student_layers', 'reload_max_diff')}"
-        )
-        distill = runs[0][row]["distillation"]
-        neurons, heads = runs[0][row]["neuron_pruning"], runs[0][row]["head_pruning"]
+        first = runs[0][row]
+        student = first["student_layers"]
+        student = "refused (below)" if "refused" in student else diff("student_layers", "reload_max_diff")
+        neurons, heads = first["neuron_pruning"], first["head_pruning"]
+        layers = 1 if arch.shared_layers else 4
         train_rows.append(
             (
                 name,
                 student,
-                "ok: kd, hidden, attention" if {"kd", "hidden", "attention"} <= set(distill) else "-",
-                f"ok, {neurons['removed']}/layer; {diff('neuron_pruning', 'reload_max_diff')} / "
+                "ok" if {"kd", "hidden", "attention"} <= set(first["distillation"]) else "-",
+                f"{neurons['removed']} of 64 per block: {diff('neuron_pruning', 'reload_max_diff')} / "
                 f"{diff('neuron_pruning', 'export_max_diff')}",
-                f"ok, {heads['removed']} of {4 * (1 if arch.shared_layers else 4)}; "
-                f"{diff('head_pruning', 'reload_max_diff')} / {diff('head_pruning', 'export_max_diff')}",
-                f"ok, {diff('lowrank', 'reload_max_diff')} / {diff('lowrank', 'export_max_diff')}",
+                f"{heads['removed']} of {4 * layers}: {diff('head_pruning', 'reload_max_diff')} / "
+                f"{diff('head_pruning', 'export_max_diff')}",
+                f"{diff('lowrank', 'reload_max_diff')} / {diff('lowrank', 'export_max_diff')}",
             )
         )
-        fused = runs[0][row]["dynamic_int8"]["fused"]
-        fusion = (
-            f"{fused.get('Attention', 0)}/4 attention" if isinstance(fused, dict) else "not fused (reason in report)"
-        )
-        vocabulary = runs[0][row]["vocabulary"]
+        fused = first["dynamic_int8"]["fused"]
+        fusion = f"{fused.get('Attention', 0)} of 4 attentions" if isinstance(fused, dict) else "no (below)"
+        ort = "ok" + (", ORTModel" if any("ort_model_max_diff" in r[row]["onnx_runtime"] for r in runs) else "")
         export_rows.append(
             (
                 name,
-                f"ok, {diff('qat_int8')}, {agree('qat_int8')}",
-                f"ok, {diff('dynamic_int8')}, {agree('dynamic_int8')}; {fusion}",
-                f"ok, {diff('static_int8')}, {agree('static_int8')}",
-                "ok" + (", ORTModel too" if any("ort_model_max_diff" in r[row]["onnx_runtime"] for r in runs) else ""),
-                f"{kind}: {vocabulary['pieces']}, {diff('vocabulary')}",
+                f"{diff('qat_int8')}, {agree('qat_int8')}",
+                f"{diff('dynamic_int8')}, {agree('dynamic_int8')}",
+                f"{diff('static_int8')}, {agree('static_int8')}",
+                f"{agree('dynamic_int8', 'float_argmax_agreement')} / "
+                f"{agree('static_int8', 'float_argmax_agreement')}",
+                fusion,
+                ort,
+                f"{kind}: {first['vocabulary']['pieces']}, {diff('vocabulary')}",
             )
         )
     train = markdown_table(
         (
             "architecture",
             "student from teacher layers: reload",
-            "distillation",
-            "FFN neurons: reload / export",
-            "heads: reload / export",
+            "distillation: logits, hidden states, attention maps",
+            "FFN neurons removed: reload / export",
+            "heads removed: reload / export",
             "low-rank: reload / export",
         ),
         train_rows,
@@ -97,10 +112,12 @@ def tables(runs: list[dict]) -> str:
     export = markdown_table(
         (
             "architecture",
-            "QAT -> qat int8 (int8 table)",
-            "dynamic int8 (int8 tables)",
-            "static int8 (int4 word table)",
-            "ONNX Runtime loading",
+            "QAT -> qat int8",
+            "dynamic int8, int8 tables",
+            "static int8, int4 word table",
+            "argmax vs the float model: dynamic / static",
+            "fused",
+            "ONNX Runtime",
             "vocabulary trimming: pieces, corpus",
         ),
         export_rows,
