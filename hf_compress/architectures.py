@@ -124,11 +124,14 @@ class Architecture:
         head_size: the attention head size from the config.
         layers_from_index: a layer derives part of itself from its index at construction (ModernBERT: attention
             window, RoPE base, first-layer norm); a layer copied to another index is rebuilt as that index builds it.
-        shared_layers: the same layer weights run at several depths (ALBERT).
+        shared_layers: the same layer weights run at several depths (ALBERT): no student from teacher layers.
+        attention_maps: its attention returns the attention maps (with eager attention), which attention-map
+            distillation needs.
         native_head_pruning: the model class implements ``prune_heads`` (recorded in ``config.pruned_heads``) where
             transformers has it (4.x).
         fusion: ONNX Runtime's transformer optimizer fuses its graph (as ``bert``), else the reason it does not.
-        refused: capability -> why it cannot be done (checked when a recipe is checked, before training).
+        refused: capability -> why it cannot be done (checked when a recipe is checked, before training), beside
+            what ``shared_layers`` and ``attention_maps`` imply (:meth:`refusals`).
     """
 
     name: str
@@ -140,9 +143,19 @@ class Architecture:
     head_size: Callable[[Any], int] = _hidden_over_heads
     layers_from_index: bool = False
     shared_layers: bool = False
+    attention_maps: bool = True
     native_head_pruning: bool = True
     fusion: bool | str = True
     refused: Mapping[str, str] = field(default_factory=dict)
+
+    def refusals(self) -> dict[str, str]:
+        """Every capability this architecture refuses, with the reason."""
+        found = dict(self.refused)
+        if self.shared_layers:
+            found.setdefault("student_layers", "its depths share one set of layer weights")
+        if not self.attention_maps:
+            found.setdefault("attention_distillation", "its attention does not return attention maps")
+        return found
 
 
 #: The described architectures by model type.
@@ -176,8 +189,9 @@ def display_name(model_or_config: Any) -> str:
 def require(model_or_config: Any, capability: str, setting: str | None = None) -> None:
     """Raise :class:`UnsupportedCapabilityError` when the architecture refuses ``capability``."""
     found = architecture_of(model_or_config)
-    if found is not None and capability in found.refused:
-        raise UnsupportedCapabilityError(found.name, capability, found.refused[capability], setting)
+    refusals = found.refusals() if found is not None else {}
+    if capability in refusals:
+        raise UnsupportedCapabilityError(found.name, capability, refusals[capability], setting)
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -214,16 +228,13 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(f"{located[0]}.{i}", layer) for i, layer in enumerate(located[1])]
 
 
-def layer_list(model: nn.Module, capability: str = "student_layers") -> tuple[str, nn.ModuleList]:
+def layer_list(model: nn.Module, capability: str | None = None) -> tuple[str, nn.ModuleList]:
     """The ``nn.ModuleList`` of the transformer layers, one per depth, and its name in ``model``.
 
     An architecture whose depths share weights (ALBERT) has no such list: :class:`UnsupportedCapabilityError`
-    naming ``capability``.
+    naming ``capability`` (default: a student from teacher layers).
     """
-    found = architecture_of(model)
-    if found is not None and found.shared_layers:
-        require(model, capability)
-        raise UnsupportedCapabilityError(found.name, capability, "its depths share one set of layer weights")
+    require(model, "student_layers" if capability is None else capability)
     layers = weight_layers(model)
     parent_name = layers[0][0].rpartition(".")[0]
     parent = model.get_submodule(parent_name)

@@ -33,6 +33,9 @@ class Slice:
     dim: int
     index: torch.Tensor
 
+    def __post_init__(self) -> None:
+        self.index = self.index.to(getattr(self.owner, self.param).device)
+
     def tensors(self) -> list[tuple[str, int]]:
         """The (parameter name, dimension) pairs this slice covers."""
         covered = [(self.param, self.dim)]

@@ -156,7 +156,7 @@ def train_a_little(model, batch, steps: int = 3) -> None:
 
 def refused(env: Env, capability: str) -> str | None:
     arch = architecture_of(env.teacher)
-    return arch.refused.get(capability) if arch else None
+    return arch.refusals().get(capability) if arch else None
 
 
 # ------------------------------------------------------------------------------------------------ the cells
@@ -417,7 +417,31 @@ def test_the_readme_table_lists_every_architecture_and_refusal():
     words = " ".join(section.replace("\n  ", " ").split())  # (the prose wraps lines)
     for model_type, arch in ARCHITECTURES.items():
         assert f"(`{model_type}`) |" in section, model_type
-        for capability, reason in arch.refused.items():
+        for capability, reason in arch.refusals().items():
             assert reason in words, (arch.name, capability)
         if arch.fusion is not True:
             assert arch.fusion in words, arch.name
+
+
+def test_refusals_follow_from_the_description():
+    from hf_compress.architectures import Architecture, Attention, FeedForward
+
+    described = Architecture(
+        "Shared", ("shared",), "layers", Attention("attn", "attn.o", qkv="attn.qkv"), (FeedForward("i", "o"),)
+    )
+    assert described.refusals() == {}
+    described = Architecture(
+        "Shared",
+        ("shared",),
+        "layers",
+        Attention("attn", "attn.o", qkv="attn.qkv"),
+        (FeedForward("i", "o"),),
+        shared_layers=True,
+        attention_maps=False,
+        refused={"lowrank": "a reason"},
+    )
+    assert described.refusals() == {
+        "lowrank": "a reason",
+        "student_layers": "its depths share one set of layer weights",
+        "attention_distillation": "its attention does not return attention maps",
+    }

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from ..architectures import require
 from ..compat import use_eager_attention
 from ..configs import RecipeError
 from ..students import check_teacher_student
@@ -116,6 +117,7 @@ class DistillationCallback(Technique):
         self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
         if self.loss_module.needs_attentions:
             for m in (model, self.teacher):  # attention maps come from the eager path
+                require(m, "attention_distillation", "attentions")
                 use_eager_attention(m)
 
     def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):
