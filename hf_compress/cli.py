@@ -17,7 +17,7 @@ from .compat import OptimumNotInstalledError
 from .export import MetricDropError
 from .int8 import INT8_ROUTES
 from .onnx_export import ONNX_EXPORTERS
-from .pipeline import default_training_arguments, results_table, run_recipe
+from .pipeline import check_recipe_models, default_training_arguments, results_table, run_recipe
 from .recipe import Recipe
 from .stopping import STOPPED_EXIT_CODE, TrainingStopped
 
@@ -132,6 +132,10 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     except BAD_INPUT as error:
         return _bad_input(error)
     if args.check:
+        try:
+            check_recipe_models(recipe)
+        except BAD_INPUT as error:
+            return _bad_input(error)
         print(recipe.to_yaml())
         return 0
     try:  # transformers' own checks of the training arguments

@@ -27,6 +27,7 @@ __all__ = [
     "rotate_checkpoints",
     "training_arguments",
     "training_argument_fields",
+    "native_head_pruning",
     "use_eager_attention",
 ]
 
@@ -55,18 +56,6 @@ def optimum_available() -> bool:
         )
     except ImportError:  # ``optimum`` itself missing: find_spec of a submodule imports the parent
         return False
-
-
-def use_eager_attention(model) -> bool:
-    """Switch ``model`` to eager attention where its class can switch after construction (transformers 5's
-    attention interface; in 4.57 many encoders choose their attention class once, at construction, and log an
-    error when asked to switch). Return whether it switched. Eager attention returns attention maps and exports
-    to the graph ONNX Runtime's attention fusion matches."""
-    can_switch = getattr(model, "_can_set_attn_implementation", None)
-    if can_switch is None or not can_switch():
-        return False
-    model.set_attn_implementation("eager")
-    return True
 
 
 def require_optimum(what: str) -> None:
@@ -145,3 +134,22 @@ def training_arguments(training: dict[str, Any]) -> dict[str, Any]:
         if ratio is not None:
             out["warmup_ratio"] = ratio
     return out
+
+
+def native_head_pruning(model) -> bool:
+    """Whether transformers can prune heads of this model and record them in ``config.pruned_heads`` (4.x's
+    ``prune_heads``; transformers 5 removed it, and with it any way for a saved model to have fewer heads)."""
+    return callable(getattr(model, "prune_heads", None))
+
+
+def use_eager_attention(model) -> None:
+    """Make ``model`` compute attention the eager way (attention maps, and the ONNX graph ONNX Runtime fuses).
+
+    ``set_attn_implementation`` where the class allows it (transformers 5 everywhere). On 4.x, classes that refuse
+    it either built one attention class per implementation (``...SdpaAttention``: RoBERTa-likes, DistilBERT, ALBERT),
+    which falls back to eager by itself when attention maps are asked for and must keep the config it was built
+    for, or read ``config._attn_implementation`` at each call (ModernBERT), which is then set."""
+    if model._can_set_attn_implementation():
+        model.set_attn_implementation("eager")
+    elif not any("Sdpa" in type(m).__name__ or "Flash" in type(m).__name__ for m in model.modules()):
+        model.config._attn_implementation = "eager"

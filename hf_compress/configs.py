@@ -74,12 +74,13 @@ class VocabularyConfig:
         min_count: keep a piece the corpus produces at least this many times (1: every piece it produces, so that
             every corpus sentence tokenizes exactly as before).
         extra_text_files: more text (one text per line) whose pieces are kept too.
-        keep_alphabet: keep every single-character piece and its continuation form (``a``, ``##a``): any word made
-            of characters the tokenizer knew stays tokenizable without ``[UNK]``.
+        keep_alphabet: keep the alphabet: WordPiece's single characters and their continuation forms (``a``,
+            ``##a``), byte-level BPE's 256 byte symbols, the single characters of Unigram (SentencePiece) and other
+            BPE vocabularies: any word made of characters the tokenizer knew stays tokenizable without an unknown.
         keep_first_ids: also keep the pieces with ids below this that text can produce (not ``[unused0]``, nor a
-            cased piece in an uncased vocabulary). BERT-style WordPiece vocabularies list pieces by decreasing
-            frequency in their pre-training corpus, so these are the commonest words: unseen text then splits into
-            other pieces less often than with the corpus's pieces alone.
+            cased piece in an uncased vocabulary). WordPiece vocabularies list pieces by decreasing frequency in
+            their pre-training corpus, BPE by merge order, SentencePiece by score, so these are the commonest pieces:
+            unseen text then splits into other pieces less often than with the corpus's pieces alone.
     """
 
     min_count: int = field(default=1, metadata=count())

@@ -15,7 +15,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["compare_with_pytorch", "onnx_session"]
+__all__ = ["compare_with_pytorch", "onnx_feeds", "onnx_session"]
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
@@ -27,6 +27,22 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_feeds(input_names, encoded) -> dict[str, np.ndarray]:
+    """The graph inputs ``input_names`` from a tokenizer's (or collator's) output, as int64 arrays: what the graph
+    does not read is left out (DeBERTa-v3's tokenizer gives token types its graph has none of), a missing
+    ``token_type_ids`` is all zeros (the model's default: segment 0)."""
+    feeds = {}
+    for name in input_names:
+        if name in encoded:
+            value = encoded[name]
+            feeds[name] = (value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.int64)
+        elif name == "token_type_ids":
+            feeds[name] = np.zeros_like(np.asarray(encoded["input_ids"]), dtype=np.int64)
+        else:
+            raise ValueError(f"the ONNX graph reads {name!r}, which the inputs do not have ({sorted(encoded)})")
+    return feeds
 
 
 def _concat_padded(arrays: list[np.ndarray], fill: float) -> np.ndarray:
@@ -68,9 +84,7 @@ def compare_with_pytorch(
     max_diff, agree, positions = 0.0, 0, 0
     try:
         for batch in tqdm(loader, desc="ONNX Runtime vs PyTorch", leave=False):
-            feeds = {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in input_names}
-            if "token_type_ids" in input_names and "token_type_ids" not in feeds:  # the model's default: segment 0
-                feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+            feeds = onnx_feeds(input_names, batch)
             ort_out = session.run(["logits"], feeds)[0]
             with torch.no_grad():
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}

@@ -32,7 +32,7 @@ from transformers.utils import logging
 from .configs import ExportConfig
 from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
-from .fusion import attention_shape
+from .fusion import attention_shape, fusion_of
 from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
 from .onnx_export import ONNX_FILE, export_onnx, resolve_exporter
 from .tables import markdown_table
@@ -244,6 +244,8 @@ def _write_onnx(
         exported = export_onnx(prepared.model, fp32_dir, task.pipeline_tag, config.opset, config.exporter)
         if route is None:
             return exported
+        fuse = config.fuse and route.fuses_graph
+        not_fused = fusion_of(prepared.model) if fuse else None
         details = quantize_onnx(
             str(fp32_dir),
             str(folder),
@@ -254,9 +256,12 @@ def _write_onnx(
             config.calibration,
             config.reduce_range,
             route.embedding_tables(prepared.model, prepared.artifacts, config.embeddings),
-            prepared.model.config.model_type if config.fuse else None,
+            prepared.model.config.model_type if fuse and not_fused is None else None,
             attention_shape(prepared.model),
         )
+        if not_fused is not None:
+            details["fusion"] = f"not fused: {not_fused}"
+            logger.info(f"the int8 graph is quantized unfused: {not_fused}")
         shutil.copy(fp32_dir / "config.json", folder / "config.json")
         return {**exported, **details}
     finally:

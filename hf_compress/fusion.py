@@ -17,29 +17,41 @@ import os
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
 from transformers.utils import logging
+
+from .architectures import ARCHITECTURES, architecture_of
+from .structures import find_structures
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["FUSABLE_MODEL_TYPES", "attention_shape", "fuse_transformer_graph"]
+__all__ = ["FUSABLE_MODEL_TYPES", "attention_shape", "fuse_transformer_graph", "fusion_of"]
 
-#: Encoder architectures whose exported graphs ONNX Runtime's ``bert`` fusions match.
-FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet")
+#: Encoder model types whose exported graphs ONNX Runtime's ``bert`` fusions match (from the architecture
+#: descriptions: :attr:`~hf_compress.architectures.Architecture.fusion`).
+FUSABLE_MODEL_TYPES = tuple(t for t, arch in ARCHITECTURES.items() if arch.fusion is True)
+
+
+def fusion_of(model_or_config) -> str | None:
+    """Why the graph of this model is not fused (``None``: it is fused)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    arch = architecture_of(config)
+    if arch is None:
+        return f"model type {config.model_type!r} is not described in hf_compress.architectures"
+    return None if arch.fusion is True else arch.fusion
 
 
 def attention_shape(model) -> tuple[int, int]:
-    """``(num_heads, num_heads * head_size)`` shared by every self-attention module of ``model``, for the fusion;
-    ``(0, 0)`` when the layers differ (heads pruned unevenly) or the model does not say.
+    """``(num_heads, num_heads * head_size)`` shared by the self-attention of every layer of ``model`` (from the
+    architecture description), for the fusion; ``(0, 0)`` when the layers differ (heads pruned unevenly) or the
+    heads cannot be found.
 
     transformers 5 reshapes q/k/v to ``(-1, head_size)``, so ONNX Runtime cannot read the number of heads off the
     graph: without these numbers attention does not fuse there. A model whose layers kept different numbers of
     heads gets ``(0, 0)``: on transformers 4.57 the fusion reads each layer's count from the graph, on 5 its
     attention stays unfused (the export report's ``fused_operators`` shows it)."""
-    shapes = {
-        (m.num_attention_heads, m.num_attention_heads * m.attention_head_size)
-        for m in model.modules()
-        if isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "attention_head_size")
-    }
+    groups, _ = find_structures(model, "heads")
+    shapes = {(g.count, g.count * g.head_size) for g in groups or []}
     return shapes.pop() if len(shapes) == 1 else (0, 0)
 
 
@@ -49,8 +61,8 @@ def fuse_transformer_graph(
     """Write the fused form of the ONNX model ``source`` to ``target``; return the fused operators and their counts.
 
     ``model_type`` is the model config's; one not in :data:`FUSABLE_MODEL_TYPES` is copied unfused (the counts are
-    then empty). ``num_heads``/``hidden_size``: 0 lets the fusion read them from the graph (layers with pruned
-    heads keep their own count).
+    then empty; :func:`fusion_of` says why). ``num_heads``/``hidden_size``: 0 lets the fusion read them from the
+    graph (layers with pruned heads keep their own count).
     """
     import shutil
 
@@ -58,7 +70,7 @@ def fuse_transformer_graph(
     from onnxruntime.transformers.optimizer import optimize_model
 
     if model_type not in FUSABLE_MODEL_TYPES:
-        logger.info(f"no graph fusion for model type {model_type!r} (fused: {', '.join(FUSABLE_MODEL_TYPES)})")
+        logger.info(f"no graph fusion for model type {model_type!r}: {fusion_of(AutoConfig.for_model(model_type))}")
         shutil.copy(source, target)
         return {}
     options = FusionOptions("bert")

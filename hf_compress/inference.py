@@ -80,8 +80,9 @@ class _OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _logits(self, encoded) -> np.ndarray:
-        feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names}
-        return self.session.run(None, feeds)[0]
+        from .evaluation import onnx_feeds
+
+        return self.session.run(None, onnx_feeds(self.input_names, encoded))[0]
 
 
 class OnnxTokenClassifier(_OnnxClassifier):

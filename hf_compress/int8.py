@@ -2,7 +2,7 @@
 
 * ``qat``: a QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric
   int8 per output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
-  (:func:`_dequantize_only_for`), so ONNX Runtime computes what training simulated;
+  (:func:`~hf_compress.onnx_graph.dequantize_only_for`), so ONNX Runtime computes what training simulated;
 * ``dynamic``: int8 weights per channel, activation ranges computed at run time;
 * ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
 
@@ -13,10 +13,8 @@ the step :func:`hf_compress.export.export_model` runs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging as std_logging
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +24,19 @@ from transformers.utils import logging
 
 from .configs import CalibrationConfig
 from .onnx_export import ONNX_FILE
+from .onnx_graph import dequantize_only_for, fold_weight_identities, matmul_calls, matmul_nodes
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["INT8_ROUTES", "Int8Route", "ONNX_FILE", "matmul_nodes", "quantize_onnx", "register_int8_route"]
+__all__ = [
+    "INT8_ROUTES",
+    "Int8Route",
+    "ONNX_FILE",
+    "matmul_calls",
+    "matmul_nodes",
+    "quantize_onnx",
+    "register_int8_route",
+]
 
 
 class _NoPreprocessingAdvice(std_logging.Filter):
@@ -47,37 +54,6 @@ def quiet_quantization_advice() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(advice)
-
-
-def matmul_nodes(
-    onnx_path: str | os.PathLike, module_names: list[str], fused: bool = False
-) -> dict[str, tuple[str, str]]:
-    """Map module names to ``(MatMul node name, input tensor name)`` in a graph exported by torch.onnx.
-
-    The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
-    ``/bert/encoder/layer.0/output/dense/MatMul``. In a ``fused`` graph (:mod:`~hf_compress.fusion`) the
-    attention projections live in ``Attention`` nodes: linears without a MatMul are then skipped, and every
-    ``Attention`` node is listed under its own name.
-    """
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    by_name = {node.name: node for node in graph.node if node.op_type == "MatMul"}
-    found, missing = {}, []
-    for name in module_names:
-        slashed = "/" + name.replace(".", "/")
-        candidates = (slashed + "/MatMul", re.sub(r"/(\d+)(?=/|$)", r".\1", slashed) + "/MatMul")
-        node = next((by_name[c] for c in candidates if c in by_name), None)
-        if node is None:
-            missing.append(name)
-        else:
-            found[name] = (node.name, node.input[0])
-    if fused:
-        found.update({n.name: (n.name, n.input[0]) for n in graph.node if n.op_type == "Attention"})
-        missing = []
-    if missing:
-        raise ValueError(f"no MatMul node found in {onnx_path} for the linear layers {missing[:4]}")
-    return found
 
 
 def _quantize_with_onnxruntime(
@@ -98,9 +74,9 @@ def _quantize_with_onnxruntime(
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     model = onnx.load(str(source))
-    subgraphs = any(node.op_type in ("If", "Loop", "Scan", "SequenceMap") for node in model.graph.node)
-    if subgraphs and ranges is not None:
-        raise ValueError("static int8 cannot quantize a graph with subgraphs (If/Loop nodes); use dynamic or qat")
+    # subgraphs (DeBERTa's If nodes on transformers 4.x) compute positions, not linears: static leaves them as they
+    # are; the dynamic quantizer needs to walk them to type the graph
+    subgraphs = ranges is None and any(node.op_type in ("If", "Loop", "Scan") for node in model.graph.node)
     kwargs: dict[str, Any] = {
         "model": model,
         "per_channel": True,
@@ -133,19 +109,19 @@ class _OneRowAtATime:
     """ONNX Runtime's calibration data reader over a tokenized dataset: one example per call, the graph's inputs."""
 
     def __init__(self, dataset, input_names: set[str]):
-        self.rows = iter(dataset.remove_columns([c for c in dataset.column_names if c not in input_names]))
+        self.rows, self.input_names = iter(dataset), input_names
 
     def get_next(self) -> dict | None:
-        import numpy as np
+        from .evaluation import onnx_feeds
 
         row = next(self.rows, None)
-        return None if row is None else {k: np.asarray([v], dtype=np.int64) for k, v in row.items()}
+        return None if row is None else onnx_feeds(self.input_names, {k: [v] for k, v in row.items()})
 
 
 def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: CalibrationConfig) -> dict:
     """Activation ranges of the MatMul inputs over ``calibration.num_samples`` examples, one at a time, by ONNX
-    Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method). Only the
-    graph's inputs are fed (a DeBERTa-v3 graph has no ``token_type_ids``)."""
+    Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method). The graph's
+    inputs are fed (:func:`~hf_compress.evaluation.onnx_feeds`: a DeBERTa-v3 graph has no ``token_type_ids``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
@@ -168,87 +144,24 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
         return calibrator.compute_data()
 
 
-def _qat_tensor_ranges(nodes: dict[str, tuple[str, str]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
     """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
 
-    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken.
+    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken. A layer
+    called more than once (a shared layer) observed all its calls: each call's input gets that range.
     """
     import numpy as np
     from onnxruntime.quantization.calibrate import TensorData
 
     bounds: dict[str, tuple[float, float]] = {}
-    for name, (_, tensor) in nodes.items():
+    for name, calls in nodes.items():
         low, high = qat_ranges[name]
-        old = bounds.get(tensor, (low, high))
-        bounds[tensor] = (min(old[0], low), max(old[1], high))
+        for _, tensor in calls:
+            old = bounds.get(tensor, (low, high))
+            bounds[tensor] = (min(old[0], low), max(old[1], high))
     return {
         tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
     }
-
-
-def _dequantize_only_for(model, targets: set[str]):
-    """Make only the ``targets`` nodes read dequantized activations; return the new model and how many inputs moved.
-
-    ONNX Runtime's QDQ quantizer inserts ``x -> QuantizeLinear -> DequantizeLinear -> x'`` and points *every*
-    reader of ``x`` at ``x'``: in a BERT layer the LayerNorm output feeding q/k/v (or ``intermediate.dense``) is
-    also the residual input of the next ``Add`` (and the input of ``Shape``), which would then be rounded to uint8
-    and clipped to the observed range, although training fake-quantized only what the linears read. Here each
-    reader of ``x'`` that is not in ``targets`` is pointed back at ``x``; a QuantizeLinear/DequantizeLinear pair
-    left without readers (e.g. one on a MatMul output) is removed with its scale and zero point. Weight
-    DequantizeLinear nodes (fed by an initializer) are not touched. ``model`` is not modified.
-    """
-    import onnx
-
-    model = copy.deepcopy(model)
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    graph_outputs = {o.name for o in graph.output}
-    float_of = {}  # x' -> x for every activation QuantizeLinear -> DequantizeLinear pair
-    for node in graph.node:
-        source = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if source is not None and source.op_type == "QuantizeLinear" and node.output[0] not in graph_outputs:
-            float_of[node.output[0]] = source.input[0]
-    moved = 0
-    for node in graph.node:
-        if node.name in targets or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        for i, name in enumerate(node.input):
-            if name in float_of:
-                node.input[i] = float_of[name]
-                moved += 1
-    # drop pairs nobody reads any more (the QuantizeLinear first needs its DequantizeLinear gone)
-    for op_type in ("DequantizeLinear", "QuantizeLinear"):
-        read = {name for node in graph.node for name in node.input} | graph_outputs
-        dead = [n for n in graph.node if n.op_type == op_type and not any(out in read for out in n.output)]
-        for node in dead:
-            graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input} | graph_outputs
-    for tensor in [t for t in graph.initializer if t.name not in read]:
-        if tensor.name.endswith(("_scale", "_zero_point")):
-            graph.initializer.remove(tensor)
-    _sort_topologically(graph)
-    onnx.checker.check_model(model)
-    return model, moved
-
-
-def _sort_topologically(graph) -> None:
-    """Order ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
-    known = {"", *(t.name for t in graph.initializer), *(i.name for i in graph.input)}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in known for name in n.input)]
-        if not ready:
-            raise ValueError(f"the graph has a cycle or a missing input at {pending[0].name}")
-        for node in ready:
-            known.update(node.output)
-        ordered += ready
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-    copies = [type(n)() for n in ordered]
-    for copy_, node in zip(copies, ordered, strict=True):
-        copy_.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
 
 
 def _quantize_qat(
@@ -257,7 +170,7 @@ def _quantize_qat(
     """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
     exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
     (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
-    (:func:`_dequantize_only_for`): what the fake-quant layers computed.
+    (:func:`~hf_compress.onnx_graph.dequantize_only_for`): what the fake-quant layers computed.
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
@@ -285,17 +198,18 @@ def _quantize_qat(
         },
     )
     quantizer.quantize_model()
-    model, moved = _dequantize_only_for(quantizer.model.model, set(node_names))
+    model, moved = dequantize_only_for(quantizer.model.model, set(node_names))
     path = Path(out_dir) / ONNX_FILE
     onnx.save(model, str(path))
     return path, moved
 
 
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
-    """Apply :func:`_dequantize_only_for` to the static QDQ graph in place; return the inputs moved."""
+    """Apply :func:`~hf_compress.onnx_graph.dequantize_only_for` to the static QDQ graph in place; return the
+    inputs moved."""
     import onnx
 
-    model, moved = _dequantize_only_for(onnx.load(str(path)), set(node_names))
+    model, moved = dequantize_only_for(onnx.load(str(path)), set(node_names))
     onnx.save(model, str(path))
     return moved
 
@@ -416,7 +330,8 @@ class Int8Route:
         """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report.
 
         ``fused``: ``fp32_dir`` holds the graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph` (only
-        for routes with ``fuses_graph``); ``nodes``: module name -> (MatMul or Attention node, its input tensor)."""
+        for routes with ``fuses_graph``); ``nodes``: module name -> the (MatMul or Attention node, its input tensor)
+        of each of its calls (:func:`matmul_calls`)."""
         raise NotImplementedError
 
 
@@ -426,7 +341,7 @@ class DynamicRoute(Int8Route):
     fuses_graph = True
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         target = Path(out_dir) / "model_quantized.onnx"
         if not fused:
             _quantize_with_onnxruntime(Path(fp32_dir) / ONNX_FILE, target, node_names, reduce_range)
@@ -461,7 +376,7 @@ class StaticRoute(Int8Route):
             )
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         source, path = Path(fp32_dir) / ONNX_FILE, Path(out_dir) / "model_quantized.onnx"
         ranges = _calibration_ranges(source, calibration_dataset, calibration)
         _quantize_with_onnxruntime(source, path, node_names, reduce_range, ranges)
@@ -517,7 +432,7 @@ class QATRoute(Int8Route):
         return dict(artifacts.get("qat_embedding_tables", {}))
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for node, _ in nodes.values()]
+        node_names = [node for calls in nodes.values() for node, _ in calls]
         tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
         path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
         return path, {"float_readers_restored": moved}
@@ -571,6 +486,7 @@ def quantize_onnx(
     use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
+    fold_weight_identities(os.path.join(fp32_dir, ONNX_FILE))
     fused: dict[str, int] = {}
     if fuse_model_type is not None and route.fuses_graph:
         from .fusion import fuse_transformer_graph
@@ -579,10 +495,10 @@ def quantize_onnx(
         fused_dir.mkdir(exist_ok=True)
         fused = fuse_transformer_graph(Path(fp32_dir) / ONNX_FILE, fused_dir / ONNX_FILE, fuse_model_type, *attention)
         fp32_dir = str(fused_dir) if fused else fp32_dir
-    nodes = matmul_nodes(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
+    nodes = matmul_calls(os.path.join(fp32_dir, ONNX_FILE), linear_names, fused=bool(fused))
     qmax = weight_qmax(use_reduced)
     details: dict[str, Any] = {
-        "quantized_matmuls": len(nodes),
+        "quantized_matmuls": sum(len(calls) for calls in nodes.values()),
         "int8_kernel": kernel.description,
         "reduce_range": use_reduced,
         "weight_levels": f"[-{qmax}, {qmax}]",

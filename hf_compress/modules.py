@@ -51,7 +51,8 @@ def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[st
 
 
 def match_linears(model: nn.Module, patterns: list[str] | None, setting: str = "targets") -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the layers.
+    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the transformer
+    layers (:func:`~hf_compress.architectures.weight_layers`: ALBERT's shared ones).
 
     Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
     alone, and so it does PEFT adapter weights (``lora_A``, ``lora_B``): a pattern must name them. A pattern that
@@ -59,11 +60,13 @@ def match_linears(model: nn.Module, patterns: list[str] | None, setting: str = "
     """
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     if patterns is None:
-        layer_list_name, _ = find_layer_list(model)
+        from .architectures import weight_layers
+
+        prefixes = tuple(name + "." for name, _ in weight_layers(model))
         return {
             name: m
             for name, m in linears.items()
-            if name.startswith(layer_list_name + ".") and not any(part.startswith("lora_") for part in name.split("."))
+            if name.startswith(prefixes) and not any(part.startswith("lora_") for part in name.split("."))
         }
     targets = {}
     for pattern in patterns:

@@ -72,7 +72,8 @@ def _dummy_inputs(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]
 
 
 def _export_with_torch(model: nn.Module, folder: Path, pipeline_tag: str, opset: int) -> None:
-    use_eager_attention(model)  # the attention ONNX Runtime's optimizer fuses (module docstring)
+    if hasattr(model, "config"):
+        use_eager_attention(model)  # the attention ONNX Runtime's optimizer fuses (module docstring)
     names = onnx_input_names(model)
     axes = {0: "batch_size", 1: "sequence_length"}
     logits_axes = axes if pipeline_tag == "token-classification" else {0: "batch_size"}

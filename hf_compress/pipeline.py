@@ -38,7 +38,7 @@ from .vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ModelResult", "default_training_arguments", "resolve_model_path", "run_recipe"]
+__all__ = ["ModelResult", "check_recipe_models", "default_training_arguments", "resolve_model_path", "run_recipe"]
 
 PACKAGE_PREFIX = "package:"
 
@@ -83,6 +83,19 @@ def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -
         missing.append("tokenizer files (tokenizer.json or vocab.txt: save them with tokenizer.save_pretrained)")
     if missing:
         raise FileNotFoundError(f"{key}: the model folder {name_or_path} lacks {', '.join(missing)}")
+
+
+def check_recipe_models(recipe: Recipe) -> None:
+    """Check the recipe against the architecture of its local teacher and student folders (their config alone),
+    before any data or weights are read: :meth:`Recipe.check_architecture`. Hub ids are checked once loaded."""
+    if recipe.model is None:
+        return
+    for name_or_path in (recipe.model.teacher, recipe.model.student.name_or_path):
+        if name_or_path is None:
+            continue
+        path = Path(resolve_model_path(name_or_path))
+        if (path / "config.json").is_file():
+            recipe.check_architecture(AutoConfig.from_pretrained(path))
 
 
 def _check_max_length(data: DataConfig, model: PreTrainedModel, key: str) -> None:
@@ -195,6 +208,7 @@ class _Run:
             path = resolve_model_path(model_cfg.teacher)
             check_model_source(path, "model.teacher")
             self.teacher = self._load_model(path, None, allow_new_head=model_cfg.train_teacher)
+            self.recipe.check_architecture(self.teacher.config)
             self.teacher_tokenizer = AutoTokenizer.from_pretrained(path)
             _check_max_length(self.data, self.teacher, "the teacher")
         self.tokenizer = self.teacher_tokenizer
@@ -208,6 +222,7 @@ class _Run:
                 else None
             )
             self.student = self._load_model(self.student_path, order, allow_new_head=True)
+            self.recipe.check_architecture(self.student.config)
             self.tokenizer = AutoTokenizer.from_pretrained(self.student_path)
             _check_max_length(self.data, self.student, "the student")
             if self.teacher is not None:
@@ -370,6 +385,7 @@ def _run_recipe(recipe, args, resume_from_checkpoint, callbacks, overwrite_outpu
     overwrite = overwrite_output_dir or getattr(args, "overwrite_output_dir", False)
     check_output_dir(args.output_dir, overwrite=overwrite, resume=bool(resume_from_checkpoint))
     run = _Run(recipe, args, callbacks, stop_on_signal)
+    check_recipe_models(recipe)
     run.load_data()
     run.load_models()
     results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]

@@ -96,6 +96,25 @@ class Recipe:
         for name in self.techniques:
             get_technique(name).check_recipe(self)
 
+    def check_architecture(self, model_config: Any) -> None:
+        """Raise :class:`RecipeError` naming the key, the architecture and the reason when the model of
+        ``model_config`` (a transformers config) cannot do what this recipe asks
+        (:attr:`~hf_compress.architectures.Architecture.refused`)."""
+        from .architectures import UnsupportedCapabilityError, require
+
+        needs: dict[str, str] = {}
+        if self.model is not None and self.model.student.from_teacher_layers is not None:
+            needs["student_layers"] = "model.student.from_teacher_layers"
+        for name, block in self.techniques.items():
+            needs.update(get_technique(name).capabilities(block))
+        if self.export is not None and self.export.onnx:
+            needs["export"] = "export"
+        for capability, key in needs.items():
+            try:
+                require(model_config, capability)
+            except UnsupportedCapabilityError as error:
+                raise RecipeError(key, error.architecture, str(error)) from None
+
     def __getattr__(self, name: str) -> Any:
         if name != "techniques" and get_technique(name) is not None:
             return self.__dict__.get("techniques", {}).get(name)

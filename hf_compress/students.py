@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .modules import SettingError, find_layer_list
+from .architectures import describe, layer_list, require
+from .modules import SettingError
 
 __all__ = ["check_teacher_student", "student_from_teacher", "vocabulary_map"]
 
@@ -18,7 +20,11 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
     """A smaller model of the teacher's architecture made of copies of the chosen teacher layers (0-based).
 
     Embeddings, pooler and task head are copied too, so the student starts as the teacher with layers dropped.
-    It is an ordinary model: ``save_pretrained`` / ``from_pretrained`` need nothing else.
+    It is an ordinary model: ``save_pretrained`` / ``from_pretrained`` rebuild exactly it. Where a layer derives
+    part of itself from its index (:attr:`~hf_compress.architectures.Architecture.layers_from_index`: ModernBERT's
+    attention window, RoPE base and first-layer norm), a copied layer is rebuilt as the architecture builds the
+    layer at its new index, with the teacher layer's weights (a part the new index does not have is dropped, one it
+    adds starts as the architecture initializes it). An architecture whose depths share weights (ALBERT) is refused.
     """
     t_layers = int(teacher.config.num_hidden_layers)
     layers = list(layers)
@@ -31,8 +37,8 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
                 index,
                 f"the teacher has {t_layers} layers: allowed 0..{t_layers - 1}",
             )
-    name, teacher_layers = find_layer_list(teacher)
-    kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
+    require(teacher, "student_layers", "from_teacher_layers")
+    name, teacher_layers = layer_list(teacher, "student_layers")
     original = teacher.get_submodule(name)
     # Deep-copy the teacher without its layers, then put the chosen ones in.
     parent_name, _, attr = name.rpartition(".")
@@ -42,22 +48,43 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> Pre
         student = copy.deepcopy(teacher)
     finally:
         setattr(parent, attr, original)
+    config = student.config
+    config.num_hidden_layers = len(layers)
+    rebuild = describe(teacher).layers_from_index
+    per_layer = getattr(config, "layer_types", None)  # (transformers 5: one entry per layer)
+    if isinstance(per_layer, list) and len(per_layer) == t_layers:  # rebuilt layers take their new index's
+        config.layer_types = per_layer[: len(layers)] if rebuild else [per_layer[i] for i in layers]
+    if rebuild:
+        kept = nn.ModuleList(_rebuilt(teacher_layers[old], config, new) for new, old in enumerate(layers))
+    else:
+        kept = nn.ModuleList(copy.deepcopy(teacher_layers[i]) for i in layers)
     student_parent = student.get_submodule(parent_name) if parent_name else student
     setattr(student_parent, attr, kept)
     for module in kept.modules():  # the copied layers hold copies of the teacher's config: make them read the
         if isinstance(getattr(module, "config", None), PretrainedConfig):  # student's (attention implementation)
-            module.config = student.config
+            module.config = config
     for new_index, layer in enumerate(kept):  # some layers know their own index (e.g. for caches)
-        if hasattr(layer, "layer_idx"):
-            layer.layer_idx = new_index
-    student.config.num_hidden_layers = len(layers)
+        for index_name in ("layer_idx", "layer_id"):
+            if isinstance(getattr(layer, index_name, None), int):
+                setattr(layer, index_name, new_index)
     pruned = getattr(teacher.config, "pruned_heads", None) or {}
     if pruned:
-        student.config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(layers) if old in pruned}
+        config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(layers) if old in pruned}
     student.train(teacher.training)
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     return student
+
+
+@torch.no_grad()
+def _rebuilt(layer: nn.Module, config: PretrainedConfig, index: int) -> nn.Module:
+    """``layer``'s class built for ``config`` at ``index``, with ``layer``'s weights where the two agree."""
+    new = type(layer)(config, index)
+    weights = layer.state_dict()
+    own = new.state_dict()
+    new.load_state_dict({k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}, strict=False)
+    first = next(layer.parameters())
+    return new.to(device=first.device, dtype=first.dtype)
 
 
 def check_teacher_student(

@@ -143,6 +143,12 @@ class Technique(TrainerCallback):
     def check_recipe(cls, recipe: Any) -> None:
         """Raise :class:`RecipeError` when this block does not compose with the rest of ``recipe``."""
 
+    @classmethod
+    def capabilities(cls, config: Any) -> dict[str, str]:
+        """What this block asks of the model's architecture: capability (a key of
+        :data:`~hf_compress.architectures.CAPABILITIES`) -> the recipe key that asks for it."""
+        return {}
+
     #: A word that qualifies the trained model's name in results tables (``student (distilled)``), if any.
     qualifier: ClassVar[str] = ""
 

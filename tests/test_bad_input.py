@@ -388,9 +388,6 @@ def test_inference_on_text_longer_than_the_model_truncates(ner_model, tokenizer,
     from hf_compress.compat import optimum_available
     from hf_compress.inference import OnnxTokenClassifier
 
-    from hf_compress.compat import optimum_available
-    from hf_compress.inference import OnnxTokenClassifier
-
     export_model(ner_model, tokenizer, tmp_path / "onnx")
     shipped = AutoTokenizer.from_pretrained(tmp_path / "onnx")
     assert tokenizer.model_max_length > 128 and shipped.model_max_length == 128

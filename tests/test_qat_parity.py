@@ -14,7 +14,8 @@ from transformers import BertForTokenClassification, DataCollatorForTokenClassif
 
 from hf_compress import ExportConfig, QATCallback, export_model
 from hf_compress.configs import CalibrationConfig
-from hf_compress.int8 import _dequantize_only_for, _weight_range, matmul_nodes, quantize_onnx
+from hf_compress.int8 import _weight_range, matmul_nodes, quantize_onnx
+from hf_compress.onnx_graph import _scope_pattern, dequantize_only_for, sort_topologically
 from hf_compress.quantization import (
     int8_kernel,
     load_qat_state_dict,
@@ -151,7 +152,7 @@ def _graph_with_shared_quantized_input():
 def test_dequantize_only_for_points_other_readers_at_the_float_tensor():
     original = _graph_with_shared_quantized_input()
     before = original.SerializeToString()
-    model, moved = _dequantize_only_for(original, {"matmul"})
+    model, moved = dequantize_only_for(original, {"matmul"})
     assert original.SerializeToString() == before  # a pure function
     nodes = {n.name: n for n in model.graph.node}
     assert moved == 2  # the Add reads x, the Identity reads the float MatMul output y
@@ -246,3 +247,34 @@ def test_the_recipe_reduce_range_reaches_the_export(tokenizer, tmp_path):
     int8 = [t for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims[1:]]
     weights = [numpy_helper.to_array(t) for t in int8 if ".embeddings." not in t.name]  # Gathers: no saturation
     assert weights and all(int(np.abs(w).max()) == 64 for w in weights)
+
+
+def test_sort_topologically_puts_an_if_node_after_what_its_branches_read():
+    """DeBERTa's If nodes (transformers 4.x) read outer tensors inside their branches, not as inputs."""
+    from onnx import TensorProto, helper
+
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["outer"], ["then_out"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [1])],
+    )
+    nodes = [
+        helper.make_node("If", ["flag"], ["y"], name="if", then_branch=branch, else_branch=branch),
+        helper.make_node("Relu", ["x"], ["outer"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, t, [1]) for n, t in (("x", TensorProto.FLOAT), ("flag", TensorProto.BOOL))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    sort_topologically(graph)
+    assert [n.name for n in graph.node] == ["relu", "if"]
+
+
+def test_the_matmul_of_every_call_of_a_linear_is_found():
+    pattern = _scope_pattern("albert.encoder.albert_layer_groups.0.albert_layers.0.attention.query")
+    prefix = "/albert/encoder/albert_layer_groups.0/albert_layers.0/attention"
+    assert pattern.fullmatch(f"{prefix}/query/MatMul") and pattern.fullmatch(f"{prefix}/query_3/MatMul")
+    assert not pattern.fullmatch(f"{prefix}/query_proj/MatMul") and not pattern.fullmatch(f"{prefix}_1/MatMul")

@@ -91,9 +91,11 @@ def test_bad_input_is_named(tokenizer):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])))
-    with pytest.raises(ValueError, match="model is BPE.*supported: fast WordPiece tokenizers"):
-        trim_vocabulary(_model(tokenizer), bpe, CORPUS)
+    words = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab={"a": 0, "b": 1}, unk_token="a"))
+    )
+    with pytest.raises(ValueError, match=r"model is WordLevel.*supported: fast tokenizers of WordPiece \(BERT"):
+        trim_vocabulary(_model(tokenizer), words, CORPUS)
     with pytest.raises(ValueError, match="min_count"):
         VocabularyConfig(min_count=0)
 
@@ -180,3 +182,62 @@ def test_a_recipe_distils_into_a_student_with_a_trimmed_vocabulary(tokenizer, tm
     student_row, exported = results[1], results[-1]
     assert "f1" in student_row.metrics and "f1" in exported.metrics  # both scored on the validation words
     assert len(AutoTokenizer.from_pretrained(exported.path)) == len(student_tokenizer)
+
+
+def test_bpe_keeps_the_parts_of_kept_pieces_and_the_merges_between_kept_pieces():
+    """A merge is kept when its two parts and its result are; a kept piece's parts are kept (closure)."""
+    from hf_compress.vocabulary.models import TOKENIZER_MODELS
+
+    model = {
+        "vocab": {p: i for i, p in enumerate(["a", "b", "c", "d", "ab", "abc", "cd", "abcd", "bc"])},
+        "merges": [["a", "b"], ["ab", "c"], ["c", "d"], ["abc", "d"], ["b", "c"]],
+    }
+    rules = TOKENIZER_MODELS["BPE"]
+    assert rules.close(model, {"abc"}) == {"abc", "ab", "c", "a", "b"}
+    assert rules.close(model, {"abcd", "bc"}) == {"abcd", "abc", "ab", "a", "b", "c", "d", "bc"}
+    rules.rewrite(model, ["a", "b", "c", "ab", "abc", "bc"])
+    assert model["vocab"] == {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "bc": 5}
+    assert model["merges"] == [["a", "b"], ["ab", "c"], ["b", "c"]]  # in their old priority order
+    strings = {"vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}  # the older "a b" form stays a string
+    rules.rewrite(strings, ["a", "b", "ab"])
+    assert strings["merges"] == ["a b"]
+
+
+def test_unigram_keeps_scores_and_the_lowest_scoring_piece():
+    from hf_compress.vocabulary.models import TOKENIZER_MODELS
+
+    model = {"unk_id": 1, "vocab": [["<s>", 0.0], ["<unk>", 0.0], ["▁the", -2.5], ["x", -9.0], ["q", -12.0]]}
+    rules = TOKENIZER_MODELS["Unigram"]
+    assert rules.alphabet(model) == {"x", "q"}
+    assert rules.close(model, {"<unk>", "▁the"}) == {"<unk>", "▁the", "q"}  # q: the unknown's score
+    rules.rewrite(model, ["<unk>", "▁the", "q"])
+    assert model == {"unk_id": 0, "vocab": [["<unk>", 0.0], ["▁the", -2.5], ["q", -12.0]]}
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_bpe_and_unigram_tokenizers_trim_with_the_corpus_exactly_as_before(kind, tmp_path):
+    """Byte-level BPE (RoBERTa) and Unigram (XLM-R) tokenizers trained offline: the corpus keeps its pieces and
+    logits, the trimmed tokenizer saves and loads, and unseen text stays tokenizable without an unknown."""
+    from tiny_encoders import build_tokenizer, sentences, tiny_model
+
+    tokenizer = build_tokenizer(kind, tmp_path / "tokenizer", vocab_size=2000)
+    corpus, unseen = sentences()[:100], sentences()[1000:1100]
+    model = tiny_model("roberta" if kind == "bpe" else "xlm-roberta", tokenizer, num_layers=1)
+    old = tokenizer(corpus, is_split_into_words=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**old).logits
+    trimmed, new_tokenizer, report = trim_vocabulary(model, tokenizer, corpus, validation=unseen)
+    assert report["pieces_after"] < report["pieces_before"] == len(tokenizer)
+    new = new_tokenizer(corpus, is_split_into_words=True, padding=True, return_tensors="pt")
+    for old_ids, new_ids in zip(old["input_ids"], new["input_ids"], strict=True):
+        assert tokenizer.convert_ids_to_tokens(old_ids) == new_tokenizer.convert_ids_to_tokens(new_ids)
+    with torch.no_grad():
+        assert torch.equal(trimmed(**new).logits, before)
+    new_tokenizer.save_pretrained(tmp_path / "trimmed")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "trimmed")
+    assert (
+        reloaded(corpus, is_split_into_words=True)["input_ids"]
+        == new_tokenizer(corpus, is_split_into_words=True)["input_ids"]
+    )
+    unseen_ids = [i for words in unseen for i in new_tokenizer(words, is_split_into_words=True)["input_ids"]]
+    assert new_tokenizer.unk_token_id not in unseen_ids and 0 < report["validation"]["changed_fraction"] < 1

@@ -217,6 +217,12 @@ class DistillationLoss(nn.Module):
             total = total + cfg.hidden_states.weight * hidden
             terms["hidden"] = hidden.detach()
         if self.attention_layer_map:
+            for who, outputs in (("student", student_outputs), ("teacher", teacher_outputs)):
+                if not outputs.attentions:
+                    raise ValueError(
+                        f"the {who} returned no attention maps for the attention-map distillation term: run it with "
+                        "eager attention (hf_compress.compat.use_eager_attention) or drop distillation.attentions"
+                    )
             attn = attention_loss(
                 student_outputs.attentions, teacher_outputs.attentions, self.attention_layer_map, attention_mask
             )

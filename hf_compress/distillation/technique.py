@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from ..architectures import require
 from ..compat import use_eager_attention
 from ..configs import RecipeError
 from ..students import check_teacher_student
@@ -89,6 +90,15 @@ class DistillationCallback(Technique):
         return DistillationConfig() if resources.get("teacher") is not None else None
 
     @classmethod
+    def capabilities(cls, config: DistillationConfig) -> dict[str, str]:
+        needs = {"distillation": "distillation"}
+        for name, capability in (("hidden_states", "hidden_distillation"), ("attentions", "attention_distillation")):
+            block = getattr(config, name)
+            if block is not None and block.weight > 0:
+                needs[capability] = f"distillation.{name}"
+        return needs
+
+    @classmethod
     def check_recipe(cls, recipe: Any) -> None:
         if recipe.model is not None and recipe.model.teacher is None:
             raise RecipeError(
@@ -106,8 +116,9 @@ class DistillationCallback(Technique):
         self.teacher.to(device)
         self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
         if self.loss_module.needs_attentions:
-            for m in (model, self.teacher):  # attention maps come from the eager path; models that cannot
-                use_eager_attention(m)  # switch (4.57's BERT) fall back to it by themselves
+            for m in (model, self.teacher):  # attention maps come from the eager path
+                require(m, "attention_distillation", "attentions")
+                use_eager_attention(m)
 
     def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         self.student_processing_class = processing_class  # checked against the teacher's in prepare()

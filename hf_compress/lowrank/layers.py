@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..modules import SettingError, find_layer_list, replace_module
+from ..modules import SettingError, replace_module
 from ..tables import markdown_table
 
 logger = logging.get_logger(__name__)
@@ -297,8 +297,12 @@ def is_factorized(model: nn.Module) -> bool:
 
 
 def default_targets(model: nn.Module) -> list[str]:
-    """The FFN linears of every transformer layer by exact name (BERT: ``intermediate.dense``, ``output.dense``)."""
-    name, layers = find_layer_list(model)
-    if not hasattr(layers[0], "intermediate"):
-        raise SettingError("targets", None, f"{type(model).__name__} has no FFN (intermediate) layers: give targets")
-    return [f"{name}.{i}.{part}.dense" for i in range(len(layers)) for part in ("intermediate", "output")]
+    """The FFN linears of every transformer layer by exact name, from the architecture description (BERT:
+    ``intermediate.dense`` and ``output.dense``)."""
+    from ..structures import find_structures
+
+    groups, reason = find_structures(model, "neurons")
+    if groups is None:
+        raise SettingError("targets", None, f"no FFN linears found in {type(model).__name__} ({reason}): give targets")
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(s.owner)] for g in groups for s in g.slices]

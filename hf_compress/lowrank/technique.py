@@ -67,6 +67,10 @@ class LowRankCallback(Technique):
                 "set lowrank.targets to other layers, or drop one of the two blocks",
             )
 
+    @classmethod
+    def capabilities(cls, config: LowRankConfig) -> dict[str, str]:
+        return {"lowrank": "lowrank"}
+
     def describe(self) -> str:
         c = self.config
         rule = (

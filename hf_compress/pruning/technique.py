@@ -7,11 +7,12 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
-from ..modules import locate_layer_list
+from ..architectures import weight_layers
 from ..tables import markdown_table
 from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
 from .config import PruningConfig
-from .masks import MagnitudePruner, cubic_sparsity, remove_pruned_structures, sparsity_report, sparsity_table
+from .masks import MagnitudePruner, cubic_sparsity
+from .removal import remove_pruned_structures, sparsity_report, sparsity_table
 
 logger = logging.get_logger(__name__)
 
@@ -45,6 +46,12 @@ class GradualPruningCallback(Technique):
     @classmethod
     def example_config(cls) -> PruningConfig:
         return PruningConfig(final_sparsity=0.5, start_step=0, end_step=4, update_every=1)
+
+    @classmethod
+    def capabilities(cls, config: PruningConfig) -> dict[str, str]:
+        if config.structure == "unstructured":
+            return {}
+        return {f"{config.structure[:-1]}_pruning": "pruning.structure"}
 
     def describe(self) -> str:
         return f"{self.config.structure} sparsity {self.config.final_sparsity:g}"
@@ -128,8 +135,11 @@ class GradualPruningCallback(Technique):
     def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
         """Slice out all-zero FFN neurons and attention heads (``removed_structures``); report the sparsity."""
         removed = remove_pruned_structures(model)
-        report = sparsity_report(model) if locate_layer_list(model) is not None else None
-        return ExportFacts(report={"removed_structures": removed or None, "sparsity": report})
+        try:
+            weight_layers(model)
+        except ValueError:  # a model without transformer layers: nothing to report
+            return ExportFacts(report={"removed_structures": removed or None, "sparsity": None})
+        return ExportFacts(report={"removed_structures": removed or None, "sparsity": sparsity_report(model)})
 
     @classmethod
     def card_tags(cls, report: dict[str, Any]) -> list[str]:

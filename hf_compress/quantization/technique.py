@@ -60,6 +60,10 @@ class QATCallback(Technique):
     def example_config(cls) -> QuantizationConfig:
         return QuantizationConfig(start_step=1, freeze_observers_step=4)
 
+    @classmethod
+    def capabilities(cls, config: QuantizationConfig) -> dict[str, str]:
+        return {"qat": "quantization"}
+
     def prepare(self, model: nn.Module) -> None:
         reduce_range = resolve_reduce_range(self.config.reduce_range)
         c = self.config

@@ -1,6 +1,7 @@
 """Vocabulary trimming: the word pieces a corpus uses (and the alphabet), with the embedding rows to match.
 
-``config.py`` holds the settings, ``trim.py`` the mechanics (tokenizer rewrite, embedding slicing, report).
+``config.py`` holds the settings, ``trim.py`` the mechanics (tokenizer rewrite, embedding slicing, report),
+``models.py`` what each tokenizer model (WordPiece, BPE, Unigram) keeps and rewrites.
 """
 
 from .config import VocabularyConfig

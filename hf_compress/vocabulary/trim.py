@@ -1,15 +1,14 @@
-"""Vocabulary trimming: keep the word pieces a corpus uses (and the alphabet), slice the embedding rows to match.
+"""Vocabulary trimming: keep the pieces a corpus uses (and the alphabet), slice the embedding rows to match.
 
-WordPiece tokenizes a word greedily, longest known prefix first. Removing pieces never makes a longer prefix
-known, so a word whose pieces are all kept tokenizes exactly as before; a word that used a removed piece falls
-back to shorter pieces (down to single characters, which ``keep_alphabet`` keeps). The trimmed model and
+WordPiece, BPE (byte-level or not) and Unigram (SentencePiece) tokenizers are rewritten so that every corpus text
+tokenizes exactly as before (:mod:`~hf_compress.vocabulary.models` says why for each); a text that used a removed
+piece falls back to shorter pieces (down to the alphabet, which ``keep_alphabet`` keeps). The trimmed model and
 tokenizer are ordinary: they save and load with ``AutoModel*.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import VocabularyConfig
+from .models import TOKENIZER_MODELS, BPEModel, TokenizerModel
 
 __all__ = [
     "alphabet_ids",
@@ -34,7 +34,11 @@ __all__ = [
 ]
 
 #: The tokenizer models vocabulary trimming rewrites.
-SUPPORTED_MODELS = ("WordPiece",)
+SUPPORTED_MODELS = tuple(TOKENIZER_MODELS)
+
+
+def _supported() -> str:
+    return "; ".join(f"{m.kind} ({m.examples})" for m in TOKENIZER_MODELS.values())
 
 
 def check_supported_tokenizer(tokenizer) -> dict[str, Any]:
@@ -43,16 +47,21 @@ def check_supported_tokenizer(tokenizer) -> dict[str, Any]:
     if backend is None:
         raise ValueError(
             f"vocabulary trimming needs a fast tokenizer (tokenizer.json); got {type(tokenizer).__name__}: "
-            f"supported: fast {', '.join(SUPPORTED_MODELS)} tokenizers (BERT, MiniLM, ELECTRA, ...)"
+            f"supported: fast tokenizers of {_supported()}"
         )
     spec = json.loads(backend.to_str())
     kind = spec["model"]["type"]
-    if kind not in SUPPORTED_MODELS:
+    if kind not in TOKENIZER_MODELS:
         raise ValueError(
             f"vocabulary trimming rewrites {', '.join(SUPPORTED_MODELS)} vocabularies; this tokenizer's model is "
-            f"{kind} ({type(tokenizer).__name__}): supported: fast {', '.join(SUPPORTED_MODELS)} tokenizers"
+            f"{kind} ({type(tokenizer).__name__}): supported: fast tokenizers of {_supported()}"
         )
     return spec
+
+
+def _rules(tokenizer) -> tuple[dict[str, Any], TokenizerModel]:
+    spec = check_supported_tokenizer(tokenizer)
+    return spec, TOKENIZER_MODELS[spec["model"]["type"]]
 
 
 def count_pieces(tokenizer, texts: Iterable[str | Sequence[str]]) -> Counter:
@@ -77,25 +86,27 @@ def count_pieces(tokenizer, texts: Iterable[str | Sequence[str]]) -> Counter:
 
 
 def alphabet_ids(tokenizer) -> set[int]:
-    """The ids of every single-character piece and its continuation form (``##a``)."""
-    prefix = check_supported_tokenizer(tokenizer)["model"].get("continuing_subword_prefix", "##")
-    return {
-        i
-        for token, i in tokenizer.get_vocab().items()
-        if len(token) == 1 or (token.startswith(prefix) and len(token) == len(prefix) + 1)
-    }
+    """The ids of the pieces that keep any text tokenizable: WordPiece's single characters and their ``##`` forms,
+    byte-level BPE's 256 byte symbols, the single characters of other BPE and Unigram vocabularies."""
+    spec, rules = _rules(tokenizer)
+    vocab = tokenizer.get_vocab()
+    return {vocab[piece] for piece in rules.alphabet(spec["model"]) if piece in vocab}
 
 
 def reachable_ids(tokenizer, below: int | None = None) -> set[int]:
-    """The ids (below ``below``) of the pieces that some text can produce: the normalizer leaves the piece's text
-    unchanged and the pre-tokenizer keeps it in one word (``[unused0]`` is split at its brackets; a cased piece of
-    an uncased vocabulary is lowercased away)."""
-    prefix = check_supported_tokenizer(tokenizer)["model"].get("continuing_subword_prefix", "##")
+    """The ids (below ``below``) of the pieces that some text can produce. WordPiece: the normalizer leaves the
+    piece's text unchanged and the pre-tokenizer keeps it in one word (``[unused0]`` is split at its brackets; a
+    cased piece of an uncased vocabulary is lowercased away). BPE and Unigram: every piece."""
+    spec, rules = _rules(tokenizer)
+    vocab = tokenizer.get_vocab()
+    if rules.kind != "WordPiece":
+        return {i for i in vocab.values() if below is None or i < below}
+    prefix = spec["model"].get("continuing_subword_prefix", "##")
     backend = tokenizer.backend_tokenizer
     normalize = backend.normalizer.normalize_str if backend.normalizer else (lambda text: text)
     split = backend.pre_tokenizer.pre_tokenize_str if backend.pre_tokenizer else (lambda text: [(text, None)])
     found = set()
-    for piece, i in tokenizer.get_vocab().items():
+    for piece, i in vocab.items():
         if below is not None and i >= below:
             continue
         text = piece[len(prefix) :] if piece.startswith(prefix) and len(piece) > len(prefix) else piece
@@ -106,7 +117,8 @@ def reachable_ids(tokenizer, below: int | None = None) -> set[int]:
 
 def kept_ids(tokenizer, counts: Counter, config: VocabularyConfig) -> list[int]:
     """The ids to keep, in their old order: pieces counted ``min_count`` times, special and added tokens, the
-    alphabet when ``keep_alphabet``, and the reachable pieces below ``keep_first_ids``."""
+    alphabet when ``keep_alphabet``, the reachable pieces below ``keep_first_ids``, and what the tokenizer model needs
+    to produce the kept pieces as before (BPE: the parts of kept merges)."""
     keep = {i for i, n in counts.items() if n >= config.min_count}
     if not keep:
         raise ValueError("the corpus yields no word pieces: give the training data (or extra_text_files) to keep")
@@ -115,15 +127,23 @@ def kept_ids(tokenizer, counts: Counter, config: VocabularyConfig) -> list[int]:
         keep |= alphabet_ids(tokenizer)
     if config.keep_first_ids is not None:
         keep |= reachable_ids(tokenizer, below=config.keep_first_ids)
-    return sorted(keep)
+    spec, rules = _rules(tokenizer)
+    vocab = tokenizer.get_vocab()
+    piece_of = {i: piece for piece, i in vocab.items()}
+    closed = rules.close(spec["model"], {piece_of[i] for i in keep})
+    return sorted({vocab[piece] for piece in closed})
 
 
 def trim_tokenizer(tokenizer, keep: Sequence[int]):
     """A tokenizer of the same class with only the pieces ``keep`` (old ids, ascending), renumbered 0..n-1."""
-    spec = check_supported_tokenizer(tokenizer)
+    spec, rules = _rules(tokenizer)
     new_id = {old: new for new, old in enumerate(keep)}
-    token_of = {i: token for token, i in spec["model"]["vocab"].items()}
-    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
+    piece_of = {i: piece for piece, i in tokenizer.get_vocab().items()}
+    in_model = rules.vocab(spec["model"])
+    pieces = [piece_of[old] for old in keep if piece_of[old] in in_model]
+    if [new_id[in_model[p]] for p in pieces] != list(range(len(pieces))):
+        raise ValueError("vocabulary trimming needs the added tokens numbered after the tokenizer model's pieces")
+    rules.rewrite(spec["model"], pieces)
     for added in spec.get("added_tokens") or []:
         added["id"] = new_id[added["id"]]
     _renumber_post_processor(spec.get("post_processor"), new_id)
@@ -132,14 +152,29 @@ def trim_tokenizer(tokenizer, keep: Sequence[int]):
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         Path(folder, "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-        if os.path.isfile(os.path.join(folder, "vocab.txt")):
-            Path(folder, "vocab.txt").write_text("".join(token_of[old] + "\n" for old in keep), encoding="utf-8")
+        _rewrite_slow_files(Path(folder), spec["model"], rules, [piece_of[old] for old in keep])
         config_path = Path(folder, "tokenizer_config.json")
         config = json.loads(config_path.read_text(encoding="utf-8"))
         decoder = config.get("added_tokens_decoder") or {}
         config["added_tokens_decoder"] = {str(new_id[int(i)]): token for i, token in decoder.items()}
         config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
         return AutoTokenizer.from_pretrained(folder)
+
+
+def _rewrite_slow_files(folder: Path, model: dict[str, Any], rules: TokenizerModel, pieces: list[str]) -> None:
+    """Make the files of the slow tokenizer that ``save_pretrained`` wrote agree with the trimmed ``tokenizer.json``:
+    ``vocab.txt`` (WordPiece), ``vocab.json`` and ``merges.txt`` (BPE); a SentencePiece ``.model`` cannot be
+    rewritten here and is removed (the fast tokenizer loads from ``tokenizer.json``)."""
+    if (folder / "vocab.txt").is_file():
+        (folder / "vocab.txt").write_text("".join(p + "\n" for p in pieces), encoding="utf-8")
+    if (folder / "vocab.json").is_file():
+        vocab = {piece: i for i, piece in enumerate(pieces)}
+        (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    if (folder / "merges.txt").is_file() and isinstance(rules, BPEModel):
+        lines = [f"{a} {b}" for a, b in BPEModel.merges(model)]
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(line + "\n" for line in lines), "utf-8")
+    for stale in folder.glob("*.model"):
+        stale.unlink()
 
 
 def _renumber_post_processor(processor: dict | None, new_id: dict[int, int]) -> None:
