@@ -83,6 +83,8 @@ class Attention:
         per_head_inputs: arguments of ``module``'s forward with one entry per head on dimension 1, computed outside
             the layer (MPNet's relative ``position_bias``, shared by all layers): sliced to the kept heads once heads
             are removed from the layer.
+        head_mixers: modules of ``module`` that mix the heads when a config has them (DeBERTa's talking heads):
+            heads cannot be pruned then.
     """
 
     module: str
@@ -95,6 +97,7 @@ class Attention:
     head_vectors: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     per_head_inputs: tuple[str, ...] = ()
+    head_mixers: tuple[str, ...] = ()
     head_count_attributes: tuple[str, ...] = ("num_attention_heads",)
     width_attributes: tuple[str, ...] = ("all_head_size",)
 
@@ -300,6 +303,7 @@ register_architecture(
             qkv_per_head=True,
             head_vectors=("q_bias", "v_bias"),
             optional=("pos_proj", "pos_q_proj"),
+            head_mixers=("head_logits_proj", "head_weights_proj"),
             output="attention.output.dense",
         ),
         _BERT_FFN,

@@ -180,6 +180,9 @@ def _heads(layer: nn.Module, index: int, arch: Architecture, head_size: int) -> 
         heads = projections[0][1].out_features // head_size
         slices += [Slice(p, linear, "weight", 0, _blocks(heads, head_size)) for p, linear in projections]
     attention = layer.get_submodule(a.module)
+    mixers = [name for name in a.head_mixers if getattr(attention, name, None) is not None]
+    if mixers:
+        return f"{a.module}.{mixers[0]} mixes its heads (talking heads)"
     for name in a.head_vectors:
         slices.append(Slice(a.module, attention, name, 0, _blocks(heads, head_size)))
     for name in a.optional:

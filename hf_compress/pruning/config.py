@@ -21,15 +21,17 @@ class PruningConfig:
     ``update_every`` optimizer steps and applied after every one.
 
     Attributes:
-        structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of ``intermediate.dense`` with
-            the matching column of ``output.dense``) or ``heads`` (attention heads: q/k/v rows and output columns).
+        structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of the FFN input, two of a
+            gated one, with the matching column of the FFN output) or ``heads`` (attention heads: their q/k/v rows,
+            fused or not, and output columns), found in every layer from the architecture description
+            (:mod:`hf_compress.architectures`).
         final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
         initial_sparsity: s_i, the fraction pruned at ``start``.
         start_epoch / end_epoch: the ramp in epochs (floats); or ``start_step`` / ``end_step`` in optimizer steps.
         update_every: recompute masks every this many optimizer steps during the ramp.
         scope: ``per_layer`` (every layer pruned to the same sparsity) or ``global`` (one ranking across layers).
-            Neurons are always per layer: a BERT config has a single ``intermediate_size``, so every layer must
-            keep the same number of neurons to load with plain ``from_pretrained`` after physical removal.
+            Neurons are always per layer: a config has a single ``intermediate_size``, so every FFN block must keep
+            the same number of neurons to load with plain ``from_pretrained`` after physical removal.
         targets: ``fnmatch`` patterns of module names to prune (unstructured); default: every ``nn.Linear`` inside
             the transformer layers (embeddings, LayerNorm, pooler and task head excluded).
         norm: the norm that scores a structure: ``l1`` or ``l2``.
