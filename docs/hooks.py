@@ -44,7 +44,7 @@ def _markdown(text: str) -> str:
 
 
 def docstring_parts(cls: type) -> tuple[str, dict[str, str]]:
-    """The summary of a class docstring (before ``Attributes:``) and the description of each attribute.
+    """The text of a class docstring before ``Attributes:`` (its paragraphs) and the description of each attribute.
 
     ``start_epoch / end_epoch: ...`` describes both names.
     """
@@ -68,7 +68,7 @@ def docstring_parts(cls: type) -> tuple[str, dict[str, str]]:
             break  # the end of the section
     if current:
         descriptions.update(dict.fromkeys(current, _markdown(" ".join(lines))))
-    return _markdown(summary.split("\n\n")[0]), descriptions
+    return "\n\n".join(_markdown(paragraph) for paragraph in summary.strip().split("\n\n")), descriptions
 
 
 def _value(value: Any) -> str:
@@ -179,7 +179,7 @@ def recipe_block(name: str, page: str) -> str:
     cls = _block_class(name)
     summary, _ = docstring_parts(cls)
     technique = get_technique(name)
-    about = [summary]
+    about = []
     if technique is not None:
         loss = "adds a loss term: needs `CompressionTrainer`" if technique.contributes_loss else "a plain callback"
         about.append(
@@ -189,7 +189,9 @@ def recipe_block(name: str, page: str) -> str:
         target = TECHNIQUE_PAGES.format(name=name)
         if (DOCS / target).is_file() and target != page:
             about.append(f"See [{name}]({posixpath.relpath(target, posixpath.dirname(page) or '.')}).")
-    return " ".join(about) + "\n\n" + block_table(cls, name)
+    return "\n\n".join(
+        [summary, " ".join(about), block_table(cls, name)] if about else [summary, block_table(cls, name)]
+    )
 
 
 def training_table() -> str:
