@@ -60,10 +60,10 @@ def docstring_parts(cls: type) -> tuple[str, dict[str, str]]:
                 descriptions.update(dict.fromkeys(current, _markdown(" ".join(lines))))
             current = [name.strip() for name in entry.group(1).split("/")]
             lines = [entry.group(2) or ""]
-        elif current and line.strip():
-            lines.append(line.strip())
-        elif not line.strip() and current:
+        elif not line.strip():
             continue
+        elif current and line.startswith(" " * 5):  # a continuation line
+            lines.append(line.strip())
         else:
             break  # the end of the section
     if current:

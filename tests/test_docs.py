@@ -116,6 +116,9 @@ class _DropConfig:
         every: how often, in ``steps``.
         where: ``inside`` or ``outside``.
         tag: a label.
+
+    Note:
+        not an attribute.
     """
 
     rate: float = dataclasses.field(default=0.1, metadata=number(0.0, 1.0, high_open=True))
