@@ -24,7 +24,7 @@ from hf_compress.quantization import (
     saturating_matmul,
     set_qat_phase,
 )
-from hf_compress.quantization.fake_quant import _int8_probe_model
+from hf_compress.int8_formats import _int8_probe_model
 
 NUM_LAYERS = 2
 
