@@ -153,7 +153,7 @@ def test_qat_graph_carries_the_learned_scales_and_pruned_zeros(trained, tmp_path
         assert pruned.mean() == pytest.approx(0.5, abs=0.01)
         assert (q_weight[pruned] == 0).all()
         assert np.array_equal(q_weight.T, torch.round(linear.weight.detach() / expected[:, None]).numpy())
-    assert report["sparsity"]["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report["techniques"]["pruning"]["sparsity"]["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_export_errors_are_clear(trained, tokenizer, tmp_path):
