@@ -193,7 +193,7 @@ class Recipe:
         if data is not None and not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
         data = apply_overrides(data or {}, overrides or {})
-        return cls.from_dict(data, base_dir=path.parent)
+        return cls.from_dict(data, base_dir=path.absolute().parent)  # saved recipes name the files wherever they go
 
     @classmethod
     def coerce(cls, recipe: Recipe | dict | str | os.PathLike | None) -> Recipe:

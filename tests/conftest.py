@@ -13,6 +13,8 @@ from transformers import (
 from hf_compress.compat import optimum_available
 from hf_compress.testing import NER_LABELS, WORDS, tiny_bert_config, tiny_tokenizer  # noqa: F401  (used by tests)
 
+pytest.register_assert_rewrite("hf_compress.testing.contract")  # the technique contract, run from a test module
+
 #: The ONNX exporters of this stack: Optimum's and torch.onnx on the Optimum stack, torch.onnx alone without it.
 EXPORTERS = ["optimum", "torch"] if optimum_available() else ["torch"]
 

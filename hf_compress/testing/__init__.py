@@ -131,8 +131,10 @@ def run_contract(names: Sequence[str], pytest_args: Sequence[str] = ()) -> int:
                 "--import MODULE"
             )
     contract = Path(__file__).with_name("contract.py")
+    pytest.register_assert_rewrite(f"{__name__}.contract")  # the failing values in the messages
     selected = [arg for name in names for arg in ("--hf-compress-technique", name)]
-    return int(pytest.main([str(contract), "-p", "no:cacheprovider", *selected, *pytest_args], plugins=[_Options()]))
+    quiet = ["-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    return int(pytest.main([str(contract), *quiet, *selected, *pytest_args], plugins=[_Options()]))
 
 
 class _Options:

@@ -190,18 +190,19 @@ class LayerDropCallback(Technique):
     # --------------------------------------------------------------------------------------------- export
     @classmethod
     def prepare_for_export(cls, model: nn.Module, config: LayerDropConfig | None) -> ExportFacts:
-        """Every layer runs in the export: the LayerDrop wrappers are removed (nothing else changes)."""
+        """Every layer runs in the export: the LayerDrop wrappers of a model trained here are removed (a model loaded
+        from a folder has none). The report says how many layers LayerDrop trained, from ``config`` (else from the
+        wrappers found)."""
         try:
             layers = weight_layers(model)
         except ValueError:  # no transformer layers: nothing of LayerDrop's here
             return ExportFacts()
         unwrapped = sum(_unwrap(layer) for _, layer in layers)
-        if not unwrapped:
+        if config is None and not unwrapped:
             return ExportFacts()
+        trained = unwrapped if config is None else len(config.layers or layers)
         rate = None if config is None else config.drop_rate
-        return ExportFacts(
-            report={"drop_rate": rate, "layers": len(layers), "layers_trained_with_layerdrop": unwrapped}
-        )
+        return ExportFacts(report={"drop_rate": rate, "layers": len(layers), "layers_trained_with_layerdrop": trained})
 
     @classmethod
     def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: LayerDropConfig | None) -> None:
