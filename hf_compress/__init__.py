@@ -31,7 +31,7 @@ from .quantization import QATCallback, QuantizationConfig, convert_to_qat, remov
 from .recipe import Recipe
 from .stopping import StopOnSignal, TrainingStopped
 from .students import student_from_teacher
-from .technique import Technique, register_technique, registered_techniques
+from .technique import ExportFacts, Technique, TechniqueRegistrationError, register_technique, registered_techniques
 from .trainer import CompressionTrainer
 from .vocabulary import VocabularyConfig, trim_vocabulary
 
@@ -46,6 +46,7 @@ __all__ = [
     "DistillationLoss",
     "ExportConfig",
     "ExportData",
+    "ExportFacts",
     "GradualPruningCallback",
     "LayerLossConfig",
     "LowRankCallback",
@@ -60,6 +61,7 @@ __all__ = [
     "StopOnSignal",
     "StudentConfig",
     "Technique",
+    "TechniqueRegistrationError",
     "TrainingStopped",
     "VocabularyConfig",
     "attention_loss",

@@ -1,4 +1,5 @@
-"""The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``, ``export``, ``push``.
+"""The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``, ``export``, ``bench``,
+``push``, ``test-technique``.
 
 Also runs as ``python -m hf_compress`` and under ``accelerate launch -m hf_compress train ...``.
 """
@@ -18,7 +19,8 @@ from .export import MetricDropError
 from .int8 import INT8_ROUTES
 from .onnx_export import ONNX_EXPORTERS
 from .pipeline import check_recipe_models, default_training_arguments, results_table, run_recipe
-from .recipe import Recipe
+from .plugins import import_modules
+from .recipe import Recipe, RecipeError
 from .stopping import STOPPED_EXIT_CODE, TrainingStopped
 
 logger = logging.getLogger("hf_compress")
@@ -55,6 +57,28 @@ def _bad_input(error: Exception) -> int:
     return 2
 
 
+def _add_import_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (repeatable): techniques defined outside hf-compress and not installed as "
+        "plugins (a recipe can also list them under 'imports:')",
+    )
+
+
+def _import_modules(args: argparse.Namespace) -> int | None:
+    """Import the ``--import`` modules; on failure, the one-line error's exit status."""
+    try:
+        import_modules(args.imports, "--import")
+    except RecipeError as error:
+        print(f"hf-compress: --import {error.value}: {error.allowed}", file=sys.stderr)
+        return 2
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-compress", description="Compress transformers while fine-tuning.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train into an output_dir that holds a previous run (files are written over, none deleted)",
     )
     train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
+    _add_import_option(train)
 
     export = commands.add_parser("export", help="export a trained model to ONNX fp32 or int8, evaluated")
     export.add_argument(
@@ -101,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit with status 3 (keeping the files) when the exported model's metric is below PyTorch's by more "
         "than this (metric units: 0.005 = half an F1 point; default: the recipe's export.max_metric_drop)",
     )
+    _add_import_option(export)
 
     bench = commands.add_parser(
         "bench", help="measure models (and Optimum's own versions of their teacher): metric, MB, latency, Pareto plot"
@@ -116,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max_eval_samples", type=int, help="evaluate on the first N examples")
     bench.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     bench.add_argument("--latency_sentences", type=int, default=300, help="eval examples timed one by one")
+    _add_import_option(bench)
 
     push = commands.add_parser("push", help="upload an export folder to the Hugging Face Hub")
     push.add_argument("folder", help="an export folder (model.onnx, config, tokenizer, model card)")
@@ -123,14 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="a Hub token (default: the one saved by 'hf auth login')")
     push.add_argument("--commit_message")
+
+    contract = commands.add_parser(
+        "test-technique",
+        help="run hf-compress's contract tests on a technique (e.g. a plugin's); needs pytest (the dev extra)",
+    )
+    contract.add_argument("name", nargs="+", help="the technique's recipe key (e.g. layerdrop)")
+    _add_import_option(contract)
     return parser
 
 
 def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if (status := _import_modules(args)) is not None:
+        return status
     try:
         recipe = Recipe.from_yaml(args.recipe, overrides=parse_overrides(extra))
     except BAD_INPUT as error:
         return _bad_input(error)
+    recipe.imports = list(dict.fromkeys([*recipe.imports, *args.imports]))  # saved with the recipe
     if args.check:
         try:
             check_recipe_models(recipe)
@@ -173,6 +210,8 @@ def export_command(args: argparse.Namespace) -> int:
     from .export import report_markdown
     from .pipeline import export_trained_model
 
+    if (status := _import_modules(args)) is not None:
+        return status
     output_dir = args.output_dir or str(
         Path(args.model_dir) / ("onnx" if args.int8 == "none" else f"onnx-int8-{args.int8}")
     )
@@ -202,6 +241,8 @@ def bench_command(args: argparse.Namespace) -> int:
     from .bench import bench_markdown, candidates_from_arguments, run_bench
     from .configs import DataConfig
 
+    if (status := _import_modules(args)) is not None:
+        return status
     try:
         files = {"train_file": args.train_file, "validation_file": args.validation_file}
         hub = {} if args.train_file else {"dataset": args.dataset or ("conll2003" if args.task == "ner" else None)}
@@ -237,6 +278,18 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def test_technique_command(args: argparse.Namespace) -> int:
+    """The contract tests on the named techniques (:func:`hf_compress.testing.run_contract`): pytest's status."""
+    from .testing import run_contract
+
+    if (status := _import_modules(args)) is not None:
+        return status
+    try:
+        return run_contract(args.name)
+    except (ValueError, ImportError) as error:  # a technique not registered; pytest not installed
+        return _bad_input(error)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     transformers.logging.set_verbosity_warning()
@@ -252,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(push_command(args))
     if args.command == "bench":
         raise SystemExit(bench_command(args))
+    if args.command == "test-technique":
+        raise SystemExit(test_technique_command(args))
     parser.error(f"unknown command {args.command!r}")
 
 

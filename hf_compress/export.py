@@ -3,8 +3,9 @@
 :func:`export_model` runs::
 
     copy        a CPU copy of the trained model (PEFT adapters merged: the model as plain transformers)
-    techniques  each registered technique's ``prepare_for_export``, undoing the surgery in reverse order (each
-                makes its layers plain for ONNX), collecting report entries and artifacts for the int8 route
+    techniques  ``prepare_for_export`` of each technique the model was trained with, with its config, undoing
+                the surgery in reverse order (each makes its layers plain for ONNX), collecting its report entries
+                (``report["techniques"][<name>]``) and artifacts for the int8 route
     onnx        Optimum's ONNX exporter where it is installed, else torch.onnx (:mod:`~hf_compress.onnx_export`)
     int8        the route named by ``export.int8``, looked up in :data:`~hf_compress.int8.INT8_ROUTES`
     evaluate    the exported model through ONNX Runtime: parity with PyTorch and the task metric
@@ -21,7 +22,7 @@ import copy
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
 from .onnx_export import ONNX_FILE, export_onnx, resolve_exporter
 from .tables import markdown_table
 from .tasks import Task, get_task, supported_model_classes, task_of_model_class
-from .technique import registered_techniques
+from .technique import Technique, techniques_used
 
 logger = logging.get_logger(__name__)
 
@@ -83,24 +84,25 @@ def _task_of(model: nn.Module) -> Task:
 @dataclass
 class _Prepared:
     model: nn.Module
-    report: dict[str, Any]
+    report: dict[str, dict[str, Any]]
     artifacts: dict[str, Any]
 
 
-def prepare_for_export(model: nn.Module) -> _Prepared:
+def prepare_for_export(model: nn.Module, techniques: Mapping[str, Any] | None = None) -> _Prepared:
     """The ``copy`` and ``techniques`` steps: a CPU copy of ``model`` ready for ONNX, with what each technique
-    reported and handed on. The original model is untouched."""
+    reported (by name) and handed on. ``techniques``: recipe key -> config of those the model was trained with
+    (None: not known, :func:`~hf_compress.technique.techniques_used`). The original model is untouched."""
     prepared = copy.deepcopy(model).cpu()
     if hasattr(prepared, "merge_and_unload"):  # a PEFT model: fold the adapters into the base weights
         prepared = prepared.merge_and_unload()
     prepared.eval()
-    report: dict[str, Any] = {}
+    report: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {}
-    for technique in reversed(registered_techniques()):  # undo the last surgery first
-        facts = technique.prepare_for_export(prepared)
-        report.update(facts.report)
+    for technique, config in reversed(techniques_used(techniques)):  # undo the last surgery first
+        facts = technique.prepare_for_export(prepared, config)
+        report[technique.name] = dict(facts.report)
         artifacts.update(facts.artifacts)
-    return _Prepared(prepared, report, artifacts)
+    return _Prepared(prepared, dict(reversed(report.items())), artifacts)
 
 
 class MetricDropError(RuntimeError):
@@ -180,6 +182,7 @@ def export_model(
     recipe: dict | None = None,
     base_model: str | None = None,
     overwrite: bool = False,
+    techniques: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` to ``output_dir`` as ``config`` says (ONNX fp32, or int8 by ``config.int8``); return the
     report.
@@ -190,7 +193,10 @@ def export_model(
 
     The folder is built under a temporary name and renamed into place at the end: an interrupted or failed export
     leaves no ``output_dir`` that loads as if complete, and ``model`` is never modified. An existing non-empty
-    ``output_dir`` is replaced only with ``overwrite=True`` and only if it is an earlier export. With
+    ``output_dir`` is replaced only with ``overwrite=True`` and only if it is an earlier export. ``techniques``: the
+    techniques ``model`` was trained with, recipe key -> config (default: the technique blocks of ``recipe``; with
+    none, every registered technique, without config); their export hooks run, and each one's report entries are
+    ``report["techniques"][<name>]``. With
     ``config.max_metric_drop`` (in the metric's own units: 0.005 is half an F1 point), :class:`MetricDropError` is
     raised, after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
     """
@@ -199,7 +205,10 @@ def export_model(
     task = _task_of(model)
     route = INT8_ROUTES[config.int8] if config.int8 != "none" else None
     resolve_exporter(config.exporter)  # Optimum asked for and not installed: refused before anything is written
-    prepared = prepare_for_export(model)
+    if techniques is None and recipe:
+        techniques = _recipe_techniques(recipe)
+    used = techniques_used(techniques)
+    prepared = prepare_for_export(model, techniques)
     if route is not None:
         route.check_inputs(prepared.artifacts, data.calibration_dataset)
     _check_inputs(prepared.model, tokenizer, data.eval_dataset if data.evaluates else None, config.max_metric_drop)
@@ -219,11 +228,11 @@ def export_model(
             "onnx_file": ONNX_FILE,
             "size_mb": os.path.getsize(staging / ONNX_FILE) / 1e6,
             "parameters": prepared.model.num_parameters(),
-            **prepared.report,
             **details,
+            "techniques": prepared.report,
         }
         if data.evaluates:
-            report.update(_evaluate(model, prepared.model, route, staging / ONNX_FILE, task, data))
+            report.update(_evaluate(model, prepared.model, route, staging / ONNX_FILE, task, data, used))
         if config.max_metric_drop is not None and "metrics" in report:
             report["quality_gate"] = _quality_gate(report, task.pipeline_tag, config.max_metric_drop)
         report["recipe"] = recipe
@@ -268,13 +277,28 @@ def _write_onnx(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _recipe_techniques(recipe: dict) -> dict[str, Any] | None:
+    """The technique blocks of a recipe dict (by recipe key; their configs are built only for the keys' sake), or
+    None when it has none."""
+    from .recipe import Recipe
+
+    techniques = Recipe.from_dict({k: v for k, v in recipe.items() if k not in ("model", "data", "export")}).techniques
+    return techniques or None
+
+
 def _evaluate(
-    model: nn.Module, prepared: nn.Module, route: Int8Route | None, onnx_path: Path, task: Task, data: ExportData
+    model: nn.Module,
+    prepared: nn.Module,
+    route: Int8Route | None,
+    onnx_path: Path,
+    task: Task,
+    data: ExportData,
+    used: list[tuple[type[Technique], Any]],
 ) -> dict[str, Any]:
     """The ``evaluate`` step. The reference is the trained model as is for int8 (what training simulated, the
     techniques' ``reference_note`` says how), the prepared copy for fp32."""
     reference = model if route is not None else prepared
-    notes = [note for t in registered_techniques() if (note := t.reference_note(reference))]
+    notes = [note for t, config in used if (note := t.reference_note(reference, config))]
     return compare_with_pytorch(
         reference,
         onnx_path,

@@ -59,21 +59,36 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _techniques_of(report: dict[str, Any]) -> list[tuple[type, dict[str, Any]]]:
+    """The techniques of an export report (``report["techniques"]``) with their entries; one not registered in
+    this process (a plugin not installed here) adds nothing to the card."""
+    from .technique import get_technique
+
+    used = []
+    for name, entry in (report.get("techniques") or {}).items():
+        technique = get_technique(name)
+        if technique is None:
+            logger.warning(f"the export report names the technique '{name}', unknown here: the card omits it")
+        else:
+            used.append((technique, entry or {}))
+    return used
+
+
 def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: str = "apache-2.0") -> str:
     """The text of a Hub model card (``README.md``) for an export folder described by ``report``."""
     from huggingface_hub import ModelCardData
 
     from .int8 import INT8_ROUTES
     from .tasks import get_task
-    from .technique import registered_techniques
 
     task = report["task"]
     route = report.get("int8")
     tags = ["onnx", "optimum", "hf-compress", task]
     if route:
         tags += INT8_ROUTES[route].card_tags
-    for technique in registered_techniques():
-        tags += technique.card_tags(report)
+    used = _techniques_of(report)
+    for technique, entry in used:
+        tags += technique.card_tags(entry)
     base_model = report.get("base_model")
     data = ModelCardData(
         library_name="optimum",
@@ -141,8 +156,8 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
                 [(k, _percent(v), _percent(torch_metrics.get(k))) for k, v in metrics.items()],
             ),
         ]
-    for technique in registered_techniques():
-        section = technique.card_section(report)
+    for technique, entry in used:
+        section = technique.card_section(entry)
         if section:
             lines += ["", *section]
     if report.get("recipe"):

@@ -1,13 +1,14 @@
 """The int8 routes of an export: ONNX Runtime's quantizers on the MatMuls of the transformer layers.
 
-* ``qat``: a QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric
-  int8 per output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
-  (:func:`~hf_compress.onnx_graph.dequantize_only_for`), so ONNX Runtime computes what training simulated;
 * ``dynamic``: int8 weights per channel, activation ranges computed at run time;
-* ``static``: ranges calibrated on a dataset, a QDQ graph restricted like ``qat``'s.
+* ``static``: ranges calibrated on a dataset, a QDQ graph where only the targeted MatMuls read dequantized
+  activations (:func:`~hf_compress.onnx_graph.dequantize_only_for`);
+* ``qat``: the ranges learned in quantization-aware training; the quantization technique registers it
+  (:mod:`hf_compress.quantization.route`).
 
-Each route is an :class:`Int8Route` in :data:`INT8_ROUTES`, looked up by ``export.int8``; :func:`quantize_onnx` is
-the step :func:`hf_compress.export.export_model` runs.
+Each route is an :class:`Int8Route` in :data:`INT8_ROUTES` (:func:`register_int8_route`), looked up by
+``export.int8``; :func:`quantize_onnx` is the step :func:`hf_compress.export.export_model` runs. The weight levels,
+the kernel probe and the embedding-table formats are :mod:`hf_compress.int8_formats`, shared with training.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers.utils import logging
 
-from .configs import CalibrationConfig
+from .int8_formats import int8_kernel, quantize_embedding_gathers, resolve_reduce_range, weight_qmax
 from .onnx_export import ONNX_FILE
 from .onnx_graph import dequantize_only_for, fold_weight_identities, matmul_calls, matmul_nodes
+
+if TYPE_CHECKING:
+    from .configs import CalibrationConfig
 
 logger = logging.get_logger(__name__)
 
@@ -144,66 +148,6 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
         return calibrator.compute_data()
 
 
-def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
-    """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
-
-    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken. A layer
-    called more than once (a shared layer) observed all its calls: each call's input gets that range.
-    """
-    import numpy as np
-    from onnxruntime.quantization.calibrate import TensorData
-
-    bounds: dict[str, tuple[float, float]] = {}
-    for name, calls in nodes.items():
-        low, high = qat_ranges[name]
-        for _, tensor in calls:
-            old = bounds.get(tensor, (low, high))
-            bounds[tensor] = (min(old[0], low), max(old[1], high))
-    return {
-        tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
-    }
-
-
-def _quantize_qat(
-    fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
-) -> tuple[Path, int]:
-    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
-    exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
-    (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
-    (:func:`~hf_compress.onnx_graph.dequantize_only_for`): what the fake-quant layers computed.
-
-    Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
-    called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
-    float tensors.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-
-    quantizer = QDQQuantizer(
-        onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
-        per_channel=True,
-        reduce_range=reduce_range,
-        weight_qType=QuantType.QInt8,
-        activation_qType=QuantType.QUInt8,
-        tensors_range=ranges,
-        nodes_to_quantize=node_names,
-        nodes_to_exclude=[],
-        op_types_to_quantize=["MatMul"],
-        extra_options={
-            "WeightSymmetric": True,
-            "ActivationSymmetric": False,
-            "OpTypesToExcludeOutputQuantization": ["MatMul"],
-            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-        },
-    )
-    quantizer.quantize_model()
-    model, moved = dequantize_only_for(quantizer.model.model, set(node_names))
-    path = Path(out_dir) / ONNX_FILE
-    onnx.save(model, str(path))
-    return path, moved
-
-
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
     """Apply :func:`~hf_compress.onnx_graph.dequantize_only_for` to the static QDQ graph in place; return the
     inputs moved."""
@@ -214,43 +158,10 @@ def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
     return moved
 
 
-def _weight_range(
-    route: str, requested: bool | str, trained: bool | None, kernel_saturates: bool
-) -> tuple[bool, str | None]:
-    """The ``reduce_range`` to quantize with and a warning, if any.
-
-    ``dynamic``/``static``: ``requested`` (``auto``: 7-bit exactly when the kernel saturates). ``qat``: what training
-    used (``trained``); a different explicit request is refused.
-    """
-    from .quantization import resolve_reduce_range
-
-    if route != "qat":
-        return (kernel_saturates if requested == "auto" else resolve_reduce_range(requested)), None
-    if trained is None:
-        raise ValueError("int8='qat': the QAT ranges do not say which weight range training used (reduce_range)")
-    if requested != "auto" and resolve_reduce_range(requested) != trained:
-        raise ValueError(
-            f"int8='qat' with reduce_range={requested}: the model was trained with "
-            f"{'7-bit' if trained else '8-bit'} weights (quantization.reduce_range={str(trained).lower()}) and the "
-            "export must use the weights training saw; set export reduce_range to auto or "
-            f"{str(trained).lower()}, retrain with quantization.reduce_range={str(requested).lower()}, "
-            "or use dynamic or static"
-        )
-    if kernel_saturates and not trained:
-        return trained, (
-            "this CPU's int8 kernel saturates pairs of products at int16 and the model was trained with 8-bit "
-            "weights: ONNX Runtime may compute something else than training did here; train with "
-            "quantization.reduce_range: true (or auto on this machine) for this CPU"
-        )
-    return trained, None
-
-
 def _quantize_embeddings(path: Path, tables: dict[str, str]) -> dict[str, str] | str:
     """Store the embedding ``tables`` (initializer -> format) of the ONNX model at ``path`` quantized, in place;
     return each table's format (``"fp32"`` when none is quantized)."""
     import onnx
-
-    from .quantization.embeddings import quantize_embedding_gathers
 
     if not tables:
         return "fp32"
@@ -297,8 +208,16 @@ class Int8Route:
         return list(match_linears(model, None))
 
     def trained_reduce_range(self, artifacts: dict[str, Any]) -> bool | None:
-        """The weight range training used (``None``: the route chooses, see :func:`_weight_range`)."""
+        """The weight range training used, if the route follows training (``None``: see :meth:`weight_range`)."""
         return None
+
+    def weight_range(
+        self, requested: bool | str, trained: bool | None, kernel_saturates: bool
+    ) -> tuple[bool, str | None]:
+        """The ``reduce_range`` to quantize with (7-bit weights) and a warning, if any: ``requested`` (``export.
+        reduce_range``; ``auto``: 7-bit exactly when this machine's kernel saturates). ``trained``: what
+        :meth:`trained_reduce_range` found."""
+        return (kernel_saturates if requested == "auto" else resolve_reduce_range(requested)), None
 
     def embedding_tables(self, model, artifacts: dict[str, Any], embeddings: str) -> dict[str, str]:
         """The embedding tables (initializer -> format) to store quantized, for ``export.embeddings`` (``int8``,
@@ -387,57 +306,6 @@ class StaticRoute(Int8Route):
         return path, details
 
 
-class QATRoute(Int8Route):
-    name = "qat"
-    description = "int8 with the ranges learned in quantization-aware training"
-
-    def check_recipe(self, recipe: Any) -> None:
-        from .configs import RecipeError
-
-        if recipe.quantization is None:
-            raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
-
-    def check_inputs(self, artifacts, calibration_dataset) -> None:
-        layers = artifacts.get("qat_layers")
-        if not layers:
-            raise ValueError(
-                "int8='qat' needs a model trained with quantization-aware training (QATCallback or a "
-                "'quantization' recipe block); this one has no fake-quant layers: use dynamic or static"
-            )
-        if set(artifacts["qat_ranges"]) != set(layers):
-            raise ValueError(
-                "int8='qat': some fake-quant layers never observed data (QAT never started); "
-                "train past quantization.start first, or use dynamic or static"
-            )
-
-    def check_saved(self, folder: str | os.PathLike) -> None:
-        from .quantization import QATCallback
-
-        path = Path(folder) / QATCallback.state_file
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: int8 'qat' needs the observers saved by quantization-aware training "
-                "(a 'quantization' recipe block); use --int8 dynamic or static for a model trained without it"
-            )
-
-    def targets(self, model, artifacts) -> list[str]:
-        return list(artifacts["qat_layers"])
-
-    def trained_reduce_range(self, artifacts) -> bool | None:
-        return getattr(artifacts["qat_ranges"], "reduce_range", None)
-
-    def embedding_tables(self, model, artifacts, embeddings: str) -> dict[str, str]:
-        """What training saw: the tables fake-quantized in QAT, in its format (``quantization.embeddings``),
-        whatever ``export.embeddings`` says."""
-        return dict(artifacts.get("qat_embedding_tables", {}))
-
-    def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for calls in nodes.values() for node, _ in calls]
-        tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
-        path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
-        return path, {"float_readers_restored": moved}
-
-
 #: The int8 routes by name (``export.int8``); adding one is one entry.
 INT8_ROUTES: dict[str, Int8Route] = {}
 
@@ -448,8 +316,16 @@ def register_int8_route(route: Int8Route) -> Int8Route:
     return route
 
 
-for _route in (QATRoute(), DynamicRoute(), StaticRoute()):
+for _route in (DynamicRoute(), StaticRoute()):
     register_int8_route(_route)
+
+
+def _weight_range(
+    route: Int8Route | str, requested: bool | str, trained: bool | None, kernel_saturates: bool
+) -> tuple[bool, str | None]:
+    """:meth:`Int8Route.weight_range` of ``route`` (or its name)."""
+    route = INT8_ROUTES[route] if isinstance(route, str) else route
+    return route.weight_range(requested, trained, kernel_saturates)
 
 
 def quantize_onnx(
@@ -468,22 +344,20 @@ def quantize_onnx(
     """Quantize the fp32 ONNX model of ``fp32_dir`` into ``out_dir`` by ``route`` (or its name); return the report's
     details. ``artifacts`` are what the techniques handed on (the ``qat`` route reads the observed ranges).
 
-    ``reduce_range`` (``auto``, True, False): 7-bit weights; see :func:`_weight_range`. The details name the int8
-    kernel found on this machine (:func:`~hf_compress.quantization.int8_kernel`), the weight levels used and, for
+    ``reduce_range`` (``auto``, True, False): 7-bit weights; see :meth:`Int8Route.weight_range`. The details name the
+    int8 kernel found on this machine (:func:`~hf_compress.int8_formats.int8_kernel`), the weight levels used and, for
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
     ``embedding_tables``: initializers whose ``Gather`` reads a quantized table, with its format
-    (:func:`~hf_compress.quantization.embeddings.quantize_embedding_gathers`). ``fuse_model_type``: fuse the graph
+    (:func:`~hf_compress.int8_formats.quantize_embedding_gathers`). ``fuse_model_type``: fuse the graph
     first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type, ``attention`` heads and
     width from :func:`~hf_compress.fusion.attention_shape`) when the route quantizes fused graphs.
     """
-    from .quantization import int8_kernel, weight_qmax
-
     if isinstance(route, str):
         route = INT8_ROUTES[route]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     kernel = int8_kernel()
     trained = route.trained_reduce_range(artifacts)
-    use_reduced, warning = _weight_range(route.name, reduce_range, trained, kernel.saturates)
+    use_reduced, warning = route.weight_range(reduce_range, trained, kernel.saturates)
     if warning:
         logger.warning(warning)
     fold_weight_identities(os.path.join(fp32_dir, ONNX_FILE))

@@ -28,13 +28,12 @@ from .files import (
     output_dir_lock,
 )
 from .modules import SettingError
-from .recipe import DataConfig, ExportConfig, Recipe, RecipeError, VocabularyConfig
-from .students import check_teacher_student, student_from_teacher
+from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
+from .students import StudentDraft, check_teacher_student, prepare_student, student_from_teacher
 from .tables import markdown_table
 from .tasks import Task, check_data_files, get_task, task_of_model_class
 from .technique import get_technique, load_pretrained, restore_saved
 from .trainer import CompressionTrainer
-from .vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
@@ -285,25 +284,6 @@ class _Run:
             seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
         return self._finish(trainer, "teacher", output_dir, seconds)
 
-    def _trim_student_vocabulary(self, config: VocabularyConfig) -> None:
-        """The student keeps the pieces of the training data (and the alphabet); the data is tokenized again with
-        its tokenizer, which splits every training sentence as before. The teacher keeps its own tokenizer."""
-        self.student, self.tokenizer, report = trim_vocabulary(
-            self.student,
-            self.tokenizer,
-            self.task.texts(self.raw["train"], self.data),
-            config,
-            validation=self.task.texts(self.raw["validation"], self.data),
-        )
-        self.tokenized = None
-        logger.warning(
-            f"student vocabulary trimmed: {report['pieces_before']} -> {report['pieces_after']} pieces, "
-            f"{100 * report['validation']['changed_fraction']:.1f}% of the validation pieces split differently"
-        )
-        if self.args.should_save:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            atomic_write_json(os.path.join(self.args.output_dir, "vocabulary_report.json"), report)
-
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
         if layers is not None:
@@ -311,8 +291,15 @@ class _Run:
                 self.student = student_from_teacher(self.teacher, layers)
             except SettingError as error:
                 raise RecipeError(f"model.student.{error.setting}", error.value, error.allowed) from None
-        if self.recipe.model.student.vocabulary is not None:
-            self._trim_student_vocabulary(self.recipe.model.student.vocabulary)
+        draft = StudentDraft(
+            self.student,
+            self.tokenizer,
+            lambda split: self.task.texts(self.raw[split], self.data),
+            self.args.output_dir,
+            self.args.should_save,
+        )
+        if prepare_student(draft, self.recipe.model.student):  # e.g. model.student.vocabulary: trimmed
+            self.student, self.tokenizer, self.tokenized = draft.model, draft.tokenizer, None
         uses_teacher = any("teacher" in get_technique(name).resources for name in self.recipe.techniques)
         if self.teacher is not None and not uses_teacher:
             logger.warning("no technique block uses the teacher: the student is fine-tuned without it")
@@ -440,8 +427,10 @@ def export_trained_model(
 ) -> dict[str, Any]:
     """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
 
-    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on; what
-    the techniques kept beside the weights is put back first (what an int8 route may need, e.g. learned ranges).
+    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on, and
+    the techniques the model was trained with (its technique blocks; without any, every registered technique is
+    asked): what they kept beside the weights is put back first (what an int8 route may need, e.g. learned ranges),
+    and their export hooks run with the recipe's configs.
     ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
     :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced;
     ``exporter`` overrides the recipe's ``export.exporter``.
@@ -466,7 +455,8 @@ def export_trained_model(
         architecture = (AutoConfig.from_pretrained(model_dir).architectures or [""])[0]
         task = task_of_model_class(architecture) or get_task("ner")
     model = load_pretrained(model_dir, task.auto_model_class)
-    restore_saved(model, model_dir, recipe.techniques)
+    techniques = recipe.techniques or None  # a recipe without technique blocks: the run is not known
+    restore_saved(model, model_dir, techniques)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data = ExportData()
     if recipe.data is not None:
@@ -492,4 +482,5 @@ def export_trained_model(
         recipe=None if recipe.is_empty else recipe.to_dict(),
         base_model=model_dir,
         overwrite=overwrite,
+        techniques=techniques,
     )

@@ -4,6 +4,7 @@ A recipe has a block for the models, the data, the export and the training argum
 technique (its recipe key, from the technique registry); each block maps onto one config dataclass, so that what
 a recipe can say is exactly what the Python API can say::
 
+    imports: [my_technique]          # optional: modules defining techniques (imported first)
     model: {teacher: path-or-hub-id, student: {from_teacher_layers: [0, 2, 4]}}
     data: {task: ner, train_file: train.txt, validation_file: valid.txt}
     <technique key>: {...}           # one block per registered technique, e.g. its schedule and targets
@@ -39,6 +40,7 @@ from .configs import (
     StudentConfig,
     VocabularyConfig,
 )
+from .plugins import import_modules
 from .technique import get_technique, registered_techniques
 
 __all__ = [
@@ -63,6 +65,8 @@ class Recipe:
     Attributes:
         model / data / export: :class:`ModelConfig`, :class:`DataConfig`, :class:`ExportConfig` (or None).
         training: keyword arguments of :class:`transformers.TrainingArguments` (checked by name and type).
+        imports: modules imported before the technique blocks are read (techniques defined outside the package and
+            not installed as plugins); kept in the saved recipe, so that every process reading it knows them.
         techniques: the technique blocks that are set, by recipe key, in surgery order; each is also an attribute
             (``recipe.<key>``, None when absent). A technique is off when its block is absent.
     """
@@ -73,10 +77,12 @@ class Recipe:
         data: DataConfig | None = None,
         export: ExportConfig | None = None,
         training: dict[str, Any] | None = None,
+        imports: list[str] | None = None,
         **techniques: Any,
     ):
         self.model, self.data, self.export = model, data, export
         self.training = dict(training or {})
+        self.imports = import_modules(imports or [])
         blocks = {}
         for name, config in techniques.items():
             technique = get_technique(name)
@@ -138,8 +144,13 @@ class Recipe:
         data = data or {}
         if not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
-        blocks: dict[str, Any] = {}
+        imports = data.get("imports")
+        if imports is not None and not isinstance(imports, list):
+            raise RecipeError("imports", imports, "allowed: a list of Python module names")
+        blocks: dict[str, Any] = {"imports": import_modules(imports or [])}  # first: they define technique blocks
         for key, value in data.items():
+            if key == "imports":
+                continue
             config_class = _BLOCKS.get(key) or getattr(get_technique(str(key)), "config_class", None)
             if key == "training":
                 if not isinstance(value, dict):
@@ -182,7 +193,7 @@ class Recipe:
         if data is not None and not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
         data = apply_overrides(data or {}, overrides or {})
-        return cls.from_dict(data, base_dir=path.parent)
+        return cls.from_dict(data, base_dir=path.absolute().parent)  # saved recipes name the files wherever they go
 
     @classmethod
     def coerce(cls, recipe: Recipe | dict | str | os.PathLike | None) -> Recipe:
@@ -196,9 +207,11 @@ class Recipe:
         return cls.from_yaml(recipe)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (YAML-ready) with the blocks that are set: model, data, techniques, export, training."""
+        """A plain dict (YAML-ready) with the blocks that are set: imports, model, data, techniques, export,
+        training."""
         blocks = {"model": self.model, "data": self.data, **self.techniques, "export": self.export}
-        out = {k: dataclasses.asdict(v) for k, v in blocks.items() if v is not None}
+        out: dict[str, Any] = {"imports": list(self.imports)} if self.imports else {}
+        out.update({k: dataclasses.asdict(v) for k, v in blocks.items() if v is not None})
         if self.training:
             out["training"] = dict(self.training)
         return out
@@ -208,7 +221,7 @@ class Recipe:
 
 
 def _allowed_keys() -> list[str]:
-    return ["model", "data", *(t.name for t in registered_techniques()), "export", "training"]
+    return ["imports", "model", "data", *(t.name for t in registered_techniques()), "export", "training"]
 
 
 def _key_text(key: Any) -> str:

@@ -1,19 +1,33 @@
-"""Students and teachers: a student made of some of the teacher's layers, and the check that a teacher can teach a
-student (same labels, same vocabulary). These belong to the recipe's ``model`` block, whatever the techniques."""
+"""Students and teachers: a student made of some of the teacher's layers, the steps that prepare a student before
+training (:func:`register_student_step`, keyed by a field of the recipe's ``model.student``), and the check that a
+teacher can teach a student (same labels, same vocabulary). These belong to the recipe's ``model`` block, whatever
+the techniques."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .architectures import describe, layer_list, require
+from .configs import StudentConfig
 from .modules import SettingError
 
-__all__ = ["check_teacher_student", "student_from_teacher", "vocabulary_map"]
+__all__ = [
+    "StudentDraft",
+    "check_teacher_student",
+    "prepare_student",
+    "register_student_step",
+    "student_from_teacher",
+    "student_steps",
+    "vocabulary_map",
+]
 
 
 def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
@@ -137,3 +151,57 @@ def vocabulary_map(student: PreTrainedModel, student_tokenizer, teacher_tokenize
     for piece, index in student_vocab.items():
         mapping[index] = teacher_vocab[piece]
     return mapping
+
+
+# ---------------------------------------------------------------------------------------------- preparation steps
+@dataclass
+class StudentDraft:
+    """The student ``hf-compress train`` has built, before training: what a student-preparation step may change.
+
+    Attributes:
+        model / tokenizer: the student and its tokenizer; a step may replace either (the data is tokenized again
+            with the tokenizer it leaves).
+        texts: the texts of a split of the data (``"train"``, ``"validation"``) as the tokenizer reads them:
+            strings, or word lists for NER.
+        output_dir: the run's output folder, where a step may write its report when ``should_save``.
+        should_save: this process writes files (the main process of a distributed run).
+    """
+
+    model: PreTrainedModel
+    tokenizer: Any
+    texts: Callable[[str], list]
+    output_dir: str
+    should_save: bool = True
+
+
+StudentStep = Callable[[StudentDraft, Any], None]
+_STUDENT_STEPS: dict[str, StudentStep] = {}
+
+
+def register_student_step(key: str, step: StudentStep) -> StudentStep:
+    """Run ``step(draft, config)`` on the student whenever the recipe's ``model.student.<key>`` is set (``config``
+    is its value), after the student is built and before training, in registration order (e.g. ``vocabulary``:
+    :func:`~hf_compress.vocabulary.trim_vocabulary`)."""
+    fields = [f.name for f in dataclasses.fields(StudentConfig)]
+    if key not in fields:
+        raise ValueError(f"register_student_step: '{key}' is not a key of model.student ({', '.join(fields)})")
+    if key in _STUDENT_STEPS and _STUDENT_STEPS[key] is not step:
+        raise ValueError(f"register_student_step: model.student.{key} already has the step {_STUDENT_STEPS[key]}")
+    _STUDENT_STEPS[key] = step
+    return step
+
+
+def student_steps() -> dict[str, StudentStep]:
+    """The registered student-preparation steps by ``model.student`` key, in the order they run."""
+    return dict(_STUDENT_STEPS)
+
+
+def prepare_student(draft: StudentDraft, config: StudentConfig) -> list[str]:
+    """Run the step of every ``model.student`` key that ``config`` sets, on ``draft``; return the keys run."""
+    done = []
+    for key, step in _STUDENT_STEPS.items():
+        value = getattr(config, key)
+        if value is not None:
+            step(draft, value)
+            done.append(key)
+    return done

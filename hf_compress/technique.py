@@ -12,13 +12,17 @@ the surgery order. Its lifecycle, driven by the Trainer's events::
     on_save         -> state_dict()                    saved as <name>_state.pt in the checkpoint folder
     on_train_end    -> report()                        <report_name>.json and .md in output_dir; finish(model)
 
-and, for export (class methods: they work on any model, trained here or loaded from a folder)::
+and, for export (class methods: they work on any model, trained here or loaded from a folder; each is called for
+the techniques the run used, with their configs, see :func:`techniques_used`)::
 
-    restore_saved(model, folder, config)  put back what save_pretrained does not keep (e.g. observer ranges)
-    prepare_for_export(model)             fold, slice or merge on the export copy -> ExportFacts
+    restore_saved(model, folder, config)   put back what save_pretrained does not keep (e.g. observer ranges)
+    prepare_for_export(model, config)      fold, slice or merge on the export copy -> ExportFacts
+    reference_note(model, config)          how the trained model differs from a plain one (parity reference)
+    card_tags(report) / card_section(report)   model-card lines from its entry of the export report
 
-Adding a technique is its module, its config dataclass and ``@register_technique`` on its class (imported by
-``hf_compress/__init__.py``); nothing else names it.
+Adding a technique is its module, its config dataclass and ``@register_technique`` on its class; nothing else
+names it. Techniques outside the package are loaded from installed plugins or imported by name
+(:mod:`~hf_compress.plugins`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,18 +44,21 @@ from .checks import is_checked
 from .configs import RecipeError
 from .files import atomic_write_json, atomic_write_text, save_torch_state
 from .modules import SettingError
+from .plugins import TechniqueRegistrationError, check_technique_name, load_entry_points
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
     "ExportFacts",
     "Technique",
+    "TechniqueRegistrationError",
     "get_technique",
     "load_pretrained",
     "optimizer_steps",
     "restore_saved",
     "register_technique",
     "registered_techniques",
+    "techniques_used",
 ]
 
 
@@ -225,26 +232,29 @@ class Technique(TrainerCallback):
 
     @classmethod
     def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: Any | None) -> None:
-        """Put back, on a model loaded from ``folder``, what ``save_pretrained`` does not keep."""
+        """Put back, on a model loaded from ``folder``, what ``save_pretrained`` does not keep. ``config``: the run's
+        block (None when the run is not known)."""
 
     @classmethod
-    def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
-        """Make the export copy plain for ONNX, in place (a no-op on a model without this technique's layers)."""
+    def prepare_for_export(cls, model: nn.Module, config: Any | None) -> ExportFacts:
+        """Make the export copy plain for ONNX, in place (a no-op on a model without this technique's layers). Its
+        ``report`` becomes ``report["techniques"][name]`` of the export report."""
         return ExportFacts()
 
     @classmethod
-    def reference_note(cls, model: nn.Module) -> str | None:
+    def reference_note(cls, model: nn.Module, config: Any | None) -> str | None:
         """How the trained model's outputs differ from a plain model's (the parity reference), if they do."""
         return None
 
     @classmethod
     def card_tags(cls, report: dict[str, Any]) -> list[str]:
-        """Model-card tags this technique adds for an export report."""
+        """Model-card tags for this technique's entry of the export report (what :meth:`prepare_for_export`
+        reported; the card is written from the report alone)."""
         return []
 
     @classmethod
     def card_section(cls, report: dict[str, Any]) -> list[str]:
-        """Model-card lines this technique adds for an export report."""
+        """Model-card lines for this technique's entry of the export report."""
         return []
 
     # ------------------------------------------------------------------------------------ the events
@@ -319,15 +329,23 @@ class Technique(TrainerCallback):
 
 # ---------------------------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Technique]] = {}
+_PLUGINS: dict[str, Any] = {"loaded": False, "error": None}
 
 
 def register_technique(cls: type[Technique]) -> type[Technique]:
-    """Class decorator: make ``cls`` a recipe block and a step of training and export."""
+    """Class decorator: make ``cls`` a recipe block and a step of training and export.
+
+    :class:`TechniqueRegistrationError` when its ``name`` is not a valid recipe key, is reserved (``model``,
+    ``data``, ``training``, ``export``, ``imports``) or is taken by another class (the same class registered again,
+    e.g. its module reloaded, replaces itself).
+    """
     if not (isinstance(cls, type) and issubclass(cls, Technique)):
         raise TypeError(f"{cls!r} is not a Technique subclass")
     for attribute in ("name", "config_class"):
         if attribute not in cls.__dict__:
             raise TypeError(f"{cls.__name__} must set the class attribute '{attribute}'")
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    check_technique_name(cls.name, where)
     if not dataclasses.is_dataclass(cls.config_class):
         raise TypeError(f"{cls.__name__}.config_class must be a dataclass")
     if not is_checked(cls.config_class):
@@ -336,20 +354,62 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
             "and path field declaring its range"
         )
     existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"the recipe key '{cls.name}' is taken by {existing.__name__}")
+    if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != where:
+        raise TechniqueRegistrationError(
+            f"cannot register {where}: the recipe key '{cls.name}' is taken by "
+            f"{existing.__module__}.{existing.__qualname__}"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def _register_plugin(name: str, value: Any) -> None:
+    if isinstance(value, type) and issubclass(value, Technique) and _REGISTRY.get(name) is not value:
+        if value.__dict__.get("name") != name:
+            raise TechniqueRegistrationError(f"{value.__qualname__} has the recipe key {value.__dict__.get('name')!r}")
+        register_technique(value)
+
+
+def _load_plugins() -> None:
+    """The installed plugins (:mod:`~hf_compress.plugins`), once; a failure is raised on every read."""
+    if not _PLUGINS["loaded"]:
+        _PLUGINS["loaded"] = True  # first: a plugin reading the registry while it loads sees it as it is
+        try:
+            load_entry_points(_register_plugin)
+        except TechniqueRegistrationError as error:
+            _PLUGINS["error"] = error
+    if _PLUGINS["error"] is not None:
+        raise _PLUGINS["error"]
+
+
 def registered_techniques() -> list[type[Technique]]:
-    """Every registered technique, in surgery order."""
+    """Every registered technique (the package's, installed plugins', imported modules'), in surgery order."""
+    _load_plugins()
     return sorted(_REGISTRY.values(), key=lambda cls: cls.order)
 
 
 def get_technique(name: str) -> type[Technique] | None:
     """The technique registered under the recipe key ``name``, or None."""
+    _load_plugins()
     return _REGISTRY.get(name)
+
+
+def techniques_used(configs: Mapping[str, Any] | None) -> list[tuple[type[Technique], Any]]:
+    """The techniques a run used with their configs (``configs``: recipe key -> config), in surgery order.
+
+    ``None`` means the run is not known (a model trained elsewhere, no recipe): every registered technique, with no
+    config; each export hook is a no-op on a model without its layers.
+    """
+    if configs is None:
+        return [(technique, None) for technique in registered_techniques()]
+    used = []
+    for name, config in configs.items():
+        technique = get_technique(name)
+        if technique is None:
+            known = ", ".join(t.name for t in registered_techniques())
+            raise ValueError(f"unknown technique '{name}' (registered: {known}); import the module that defines it")
+        used.append((technique, config))
+    return sorted(used, key=lambda pair: pair[0].order)
 
 
 def load_pretrained(path: str | os.PathLike, model_class: type) -> nn.Module:
@@ -365,8 +425,8 @@ def load_pretrained(path: str | os.PathLike, model_class: type) -> nn.Module:
     return model_class.from_pretrained(path)
 
 
-def restore_saved(model: nn.Module, folder: str | os.PathLike, configs: dict[str, Any]) -> None:
-    """Put back on ``model`` what each technique keeps beside the weights in ``folder`` (``configs``: the recipe's
-    technique blocks by name), e.g. the QAT observers an int8 export from that folder needs."""
-    for technique in registered_techniques():
-        technique.restore_saved(model, folder, configs.get(technique.name))
+def restore_saved(model: nn.Module, folder: str | os.PathLike, configs: Mapping[str, Any] | None) -> None:
+    """Put back on ``model`` what the techniques the run used (``configs``: recipe key -> config; None: not known,
+    :func:`techniques_used`) keep beside the weights in ``folder``, e.g. the QAT observers an int8 export needs."""
+    for technique, config in techniques_used(configs):
+        technique.restore_saved(model, folder, config)

@@ -354,6 +354,7 @@ class CompressionTrainer(Trainer):
                 recipe=None if self.recipe.is_empty else self.recipe.to_dict(),
                 base_model=base_model,
                 overwrite=overwrite,
+                techniques={t.name: t.config for t in self.techniques},  # their export hooks, with their configs
             )
         except MetricDropError:  # the folder is complete and kept: it is still what push_to_hub would upload
             self.export_dir = str(output_dir)

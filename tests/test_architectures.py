@@ -209,7 +209,7 @@ def test_structured_pruning_removes_units_physically(env, structure):
     folder = env.tmp / f"onnx-pruned-{structure}"
     report = export_model(model, env.tokenizer, folder, ExportConfig(int8="none"), env.export_data())
     export_diff = max_diff(onnx_logits(folder, env.batch), masked, env.batch)
-    removed = report["removed_structures"]
+    removed = report["techniques"]["pruning"]["removed_structures"]
     units = removed["neurons_per_layer"] if structure == "neurons" else sum(map(len, removed["heads"].values()))
     record(
         env.row,

@@ -215,7 +215,8 @@ def test_cli_prune_quantize_export_and_push(recipe_path, tmp_path, capsys, monke
     results = json.loads((out / "results.json").read_text())
     assert results[-1]["name"] == "exported: ONNX int8 (qat)" and "f1" in results[-1]["metrics"]
     report = json.loads((out / "onnx-int8-qat" / "export_report.json").read_text())
-    assert report["removed_structures"]["neurons_per_layer"] == 32 and report["parity"]["num_positions"] > 0
+    removed = report["techniques"]["pruning"]["removed_structures"]
+    assert removed["neurons_per_layer"] == 32 and report["parity"]["num_positions"] > 0
     student = AutoModelForTokenClassification.from_pretrained(out)  # saved after physical removal
     assert student.config.intermediate_size == 32
     # export the saved folder again, by each route, from the command line

@@ -153,7 +153,7 @@ def test_qat_graph_carries_the_learned_scales_and_pruned_zeros(trained, tmp_path
         assert pruned.mean() == pytest.approx(0.5, abs=0.01)
         assert (q_weight[pruned] == 0).all()
         assert np.array_equal(q_weight.T, torch.round(linear.weight.detach() / expected[:, None]).numpy())
-    assert report["sparsity"]["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report["techniques"]["pruning"]["sparsity"]["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_export_errors_are_clear(trained, tokenizer, tmp_path):
@@ -164,7 +164,7 @@ def test_export_errors_are_clear(trained, tokenizer, tmp_path):
         export_model(plain, tokenizer, tmp_path / "b", ExportConfig(int8="static"))
     with pytest.raises(ValueError, match="cannot export BertForMaskedLM.*token classification and sequence"):
         export_model(BertForMaskedLM(plain.config), tokenizer, tmp_path / "c")
-    with pytest.raises(ValueError, match="allowed: none, qat, dynamic, static"):
+    with pytest.raises(ValueError, match="allowed: none, dynamic, static, qat"):
         export_model(plain, tokenizer, tmp_path / "d", ExportConfig(int8="int4"))
     fnet = FNetForTokenClassification(FNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_labels=3))
     for exporter in EXPORTERS:

@@ -20,7 +20,7 @@ REPORT = {
     "metrics": {"f1": 0.905, "precision": 0.9},
     "pytorch_metrics": {"f1": 0.908, "precision": 0.901},
     "eval_examples": 3250,
-    "sparsity": None,
+    "techniques": {"pruning": {"removed_structures": None, "sparsity": None}},
     "recipe": None,
 }
 
@@ -54,7 +54,7 @@ def test_card_with_sparsity_recipe_and_local_base_model(tmp_path):
         "task": "text-classification",
         "int8": None,
         "base_model": str(tmp_path),
-        "sparsity": sparsity,
+        "techniques": {"pruning": {"removed_structures": None, "sparsity": sparsity}},
         "recipe": {"pruning": {"final_sparsity": 0.5}},
     }
     card = ModelCard(model_card(report))

@@ -15,6 +15,7 @@ from transformers import BertForTokenClassification, DataCollatorForTokenClassif
 from hf_compress import ExportConfig, QATCallback, export_model
 from hf_compress.configs import CalibrationConfig
 from hf_compress.int8 import _weight_range, matmul_nodes, quantize_onnx
+from hf_compress.int8_formats import _int8_probe_model
 from hf_compress.onnx_graph import _scope_pattern, dequantize_only_for, sort_topologically
 from hf_compress.quantization import (
     int8_kernel,
@@ -24,7 +25,6 @@ from hf_compress.quantization import (
     saturating_matmul,
     set_qat_phase,
 )
-from hf_compress.quantization.fake_quant import _int8_probe_model
 
 NUM_LAYERS = 2
 

@@ -86,6 +86,8 @@ def test_data_files_are_relative_to_the_recipe_file_and_overrides_to_the_working
     monkeypatch.chdir(tmp_path)  # a command typed from elsewhere: the override follows the working directory
     recipe = Recipe.from_yaml("recipes/recipe.yaml", overrides={"data.train_file": "shared/train.txt"})
     assert recipe.data.train_file == str(tmp_path / "shared" / "train.txt")
+    recipe = Recipe.from_yaml("recipes/recipe.yaml")  # a recipe named relative to the working directory
+    assert recipe.data.train_file == str(tmp_path / "data" / "train.txt")  # absolute: saved recipes work anywhere
 
 
 def test_student_shorthand_string():

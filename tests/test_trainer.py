@@ -16,25 +16,13 @@ from transformers import (
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
 )
 
 from hf_compress import CompressionTrainer, student_from_teacher
 from hf_compress.distillation import DistillationCallback
 from hf_compress.tasks import classification_metrics, ner_metrics
-
-
-def ner_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        length = rng.randint(3, 12)
-        ids = [tokenizer.convert_tokens_to_ids(rng.choice(WORDS)) for _ in range(length)]
-        labels = [rng.randrange(len(NER_LABELS)) for _ in ids]
-        rows.append(
-            {"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id], "labels": [-100, *labels, -100]}
-        )
-    return Dataset.from_list(rows)
+from hf_compress.testing import flat_params, ner_dataset
+from hf_compress.testing import training_arguments as args_for
 
 
 def cls_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
@@ -45,25 +33,6 @@ def cls_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
         words = [rng.choice(["good", "great"] if label else ["bad", "awful"])] + rng.sample(WORDS[:20], 5)
         rows.append({**tokenizer(" ".join(words)), "labels": label})
     return Dataset.from_list(rows)
-
-
-def args_for(path, **kwargs) -> TrainingArguments:
-    defaults = dict(
-        per_device_train_batch_size=8,
-        num_train_epochs=2,
-        learning_rate=1e-3,
-        logging_steps=2,
-        report_to="none",
-        save_strategy="no",
-        seed=7,
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    return TrainingArguments(str(path), **{**defaults, **kwargs})
-
-
-def flat_params(model) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def test_without_teacher_and_recipe_it_is_the_plain_trainer(tokenizer, tmp_path):

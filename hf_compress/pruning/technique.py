@@ -132,7 +132,7 @@ class GradualPruningCallback(Technique):
 
     # --------------------------------------------------------------------------------------------- export
     @classmethod
-    def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
+    def prepare_for_export(cls, model: nn.Module, config: PruningConfig | None) -> ExportFacts:
         """Slice out all-zero FFN neurons and attention heads (``removed_structures``); report the sparsity."""
         removed = remove_pruned_structures(model)
         try:

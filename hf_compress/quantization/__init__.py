@@ -1,7 +1,9 @@
 """Quantization-aware training with the ranges ONNX Runtime's int8 kernels use.
 
-``config.py`` is the recipe block, ``fake_quant.py`` the torch mechanics (fake-quant linears, observers, the int8
-kernel probe), ``technique.py`` the callback that maps training onto them.
+``config.py`` is the recipe block, ``fake_quant.py`` and ``embeddings.py`` the torch mechanics (fake-quant linears
+and embeddings, observers), ``technique.py`` the callback that maps training onto them, ``route.py`` the ``qat``
+int8 route of the export (registered here). The int8 formats both halves use (weight levels, the kernel probe,
+table formats) are :mod:`hf_compress.int8_formats`.
 """
 
 from .config import QuantizationConfig
@@ -26,6 +28,7 @@ from .fake_quant import (
     weight_qmax,
     weight_scale,
 )
+from .route import QATRoute
 from .technique import QATCallback
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "Int8Kernel",
     "QATCallback",
     "QATRanges",
+    "QATRoute",
     "QuantizationConfig",
     "activation_qparams",
     "activation_ranges",

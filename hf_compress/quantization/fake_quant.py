@@ -17,23 +17,24 @@ in place (their class becomes :class:`FakeQuantLinear`, a subclass of ``nn.Linea
 state-dict keys and pruning masks are untouched, so checkpoints still load with plain ``from_pretrained``. The
 observer state lives in non-persistent buffers, saved beside checkpoints by the callback.
 
-Why 7-bit weights: without VNNI (AVX2, AVX-512 without VNNI), ONNX Runtime's u8 x s8 kernels add pairs of products
-``x[k] w[k] + x[k+1] w[k+1]`` in int16 with saturation (``vpmaddubsw``): with ``|x w| <= 255 * 127`` a pair can reach
-64770 > 32767, with 7-bit weights at most ``255 * 64 * 2 = 32640``. :func:`int8_kernel` finds out, by running such a
-product, which kernel this machine has.
+Why 7-bit weights, and the probe of this machine's int8 kernel: :mod:`hf_compress.int8_formats`.
 """
 
 from __future__ import annotations
 
-import functools
-import platform
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..int8_formats import (
+    ACTIVATION_QMAX,
+    WEIGHT_QMAX,
+    Int8Kernel,
+    int8_kernel,
+    resolve_reduce_range,
+    saturating_matmul,
+    weight_qmax,
+)
 from ..modules import match_linears
 
 __all__ = [
@@ -58,15 +59,6 @@ __all__ = [
     "weight_scale",
 ]
 
-WEIGHT_QMAX = 127  # symmetric int8: [-127, 127]
-REDUCED_WEIGHT_QMAX = 64  # int8 with ONNX Runtime's reduce_range: [-64, 64] (7 bits)
-ACTIVATION_QMAX = 255  # uint8: [0, 255]
-
-
-def weight_qmax(reduce_range: bool) -> int:
-    """The largest weight level: 64 with ``reduce_range`` (levels ``[-64, 64]``), else 127."""
-    return REDUCED_WEIGHT_QMAX if reduce_range else WEIGHT_QMAX
-
 
 def weight_scale(weight: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
     """Per-output-channel symmetric int8 scale ``max|W[c, :]| / qmax`` (1.0 for an all-zero row, as ORT does)."""
@@ -86,102 +78,6 @@ def activation_qparams(min_val: torch.Tensor, max_val: torch.Tensor) -> tuple[to
         )
     zero_point = torch.round(-low / scale).clamp(0, ACTIVATION_QMAX)
     return scale.float(), zero_point.to(torch.int32)
-
-
-@dataclass(frozen=True)
-class Int8Kernel:
-    """What ONNX Runtime's u8 x s8 MatMul computes on this machine: ``saturates`` (pairs of products clipped to
-    int16, so weights need ``reduce_range``) and a ``description`` for reports."""
-
-    saturates: bool
-    description: str
-
-
-def _int8_probe_model():
-    """A QDQ graph ``DequantizeLinear(QuantizeLinear(x)) @ DequantizeLinear(W)`` (scales 1, zero points 0), the
-    pattern ONNX Runtime fuses into its u8 x s8 kernel, with its input ``x`` and int8 weight ``W``.
-
-    ``x`` rows are constant (uint8 levels 255, 200, 128, 1), ``W`` columns constant (127, -127, 100, 64, -64, 1, 0,
-    -1): a pair of products ``2 x w`` exceeds int16 in some columns and not in others, whatever pairs the kernel forms.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    k = 64
-    x = np.repeat(np.array([[255.0], [200.0], [128.0], [1.0]], dtype=np.float32), k, axis=1)
-    w = np.repeat(np.array([[127, -127, 100, 64, -64, 1, 0, -1]], dtype=np.int8), k, axis=0)
-    initializers = [
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
-        numpy_helper.from_array(np.array(0, dtype=np.uint8), "zero_u8"),
-        numpy_helper.from_array(np.array(0, dtype=np.int8), "zero_s8"),
-        numpy_helper.from_array(w, "w_q"),
-    ]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "one", "zero_u8"], ["x_q"]),
-        helper.make_node("DequantizeLinear", ["x_q", "one", "zero_u8"], ["x_dq"]),
-        helper.make_node("DequantizeLinear", ["w_q", "one", "zero_s8"], ["w_dq"]),
-        helper.make_node("MatMul", ["x_dq", "w_dq"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "int8_probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x.shape[0], w.shape[1]])],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), x, w
-
-
-def saturating_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` of uint8 ``x`` and int8 ``w`` as an int16-saturating kernel computes it (``vpmaddubsw``):
-    ``sum_i clip(x[2i] w[2i] + x[2i+1] w[2i+1], -32768, 32767)`` accumulated in int32."""
-    products = x.astype(np.int64)[:, :, None] * w.astype(np.int64)[None, :, :]  # (M, K, N)
-    pairs = products.reshape(x.shape[0], -1, 2, w.shape[1]).sum(axis=2)
-    return np.clip(pairs, -32768, 32767).sum(axis=1)
-
-
-def _instruction_set() -> str:
-    """A name for the CPU's int8 instructions, from ``/proc/cpuinfo`` (for reports only)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    if {"avx512_vnni", "avx_vnni"} & set(flags):
-        return "VNNI"
-    if "avx512bw" in flags:
-        return "AVX-512, no VNNI"
-    if "avx2" in flags:
-        return "AVX2, no VNNI"
-    return platform.machine() or "unknown CPU"
-
-
-@functools.cache
-def int8_kernel() -> Int8Kernel:
-    """Probe ONNX Runtime's u8 x s8 MatMul (default session options) once: exact, or int16-saturating pairs.
-
-    Runs :func:`_int8_probe_model` and compares with the exact product and :func:`saturating_matmul`.
-    """
-    import onnxruntime as ort
-
-    model, x, w = _int8_probe_model()
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    result = session.run(["y"], {"x": x})[0].astype(np.int64)
-    exact = x.astype(np.int64) @ w.astype(np.int64)
-    isa = _instruction_set()
-    if np.array_equal(result, exact):
-        return Int8Kernel(False, f"u8s8 exact ({isa})")
-    if np.array_equal(result, saturating_matmul(x.astype(np.uint8), w)):
-        return Int8Kernel(True, f"u8s8 saturating ({isa})")
-    return Int8Kernel(True, f"u8s8 inexact ({isa}): off by up to {int(np.abs(result - exact).max())}")
-
-
-def resolve_reduce_range(reduce_range: bool | str) -> bool:
-    """``true``/``false`` as given; ``"auto"``: 7-bit weights exactly when :func:`int8_kernel` saturates."""
-    if reduce_range == "auto":
-        return int8_kernel().saturates
-    if isinstance(reduce_range, bool):
-        return reduce_range
-    raise ValueError(f"reduce_range={reduce_range!r}; allowed: auto, true, false")
 
 
 def qat_phase(step: int, start: int, freeze: int | None) -> str:

@@ -168,7 +168,7 @@ class QATCallback(Technique):
         set_qat_phase(model, "frozen")
 
     @classmethod
-    def prepare_for_export(cls, model: nn.Module) -> ExportFacts:
+    def prepare_for_export(cls, model: nn.Module, config: QuantizationConfig | None) -> ExportFacts:
         """Fold fake-quant layers and embeddings back into plain ones; their observed ranges and the embedding tables
         trained int8 go to the int8 route."""
         quantized = list(qat_modules(model))
@@ -178,7 +178,7 @@ class QATCallback(Technique):
         return ExportFacts(artifacts=artifacts if quantized else {})
 
     @classmethod
-    def reference_note(cls, model: nn.Module) -> str | None:
+    def reference_note(cls, model: nn.Module, config: QuantizationConfig | None) -> str | None:
         if any(m.fake_quant_enabled for m in qat_modules(model).values()):
             return "PyTorch with fake quantization (QAT)"
         return None

@@ -1,0 +1,157 @@
+"""The ``qat`` int8 route: the export half of quantization-aware training.
+
+A QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric int8 per
+output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
+(:func:`~hf_compress.onnx_graph.dequantize_only_for`), so ONNX Runtime computes what training simulated. Registered
+with :func:`~hf_compress.int8.register_int8_route` when the quantization package is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..checks import RecipeError
+from ..int8 import Int8Route, register_int8_route
+from ..int8_formats import resolve_reduce_range
+from ..onnx_export import ONNX_FILE
+from ..onnx_graph import dequantize_only_for
+from .technique import QATCallback
+
+__all__ = ["QATRoute"]
+
+
+def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+    """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
+
+    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken. A layer
+    called more than once (a shared layer) observed all its calls: each call's input gets that range.
+    """
+    import numpy as np
+    from onnxruntime.quantization.calibrate import TensorData
+
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, calls in nodes.items():
+        low, high = qat_ranges[name]
+        for _, tensor in calls:
+            old = bounds.get(tensor, (low, high))
+            bounds[tensor] = (min(old[0], low), max(old[1], high))
+    return {
+        tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
+    }
+
+
+def _quantize_qat(
+    fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
+) -> tuple[Path, int]:
+    """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
+    exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
+    (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
+    (:func:`~hf_compress.onnx_graph.dequantize_only_for`): what the fake-quant layers computed.
+
+    Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
+    called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
+    float tensors.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    quantizer = QDQQuantizer(
+        onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
+        per_channel=True,
+        reduce_range=reduce_range,
+        weight_qType=QuantType.QInt8,
+        activation_qType=QuantType.QUInt8,
+        tensors_range=ranges,
+        nodes_to_quantize=node_names,
+        nodes_to_exclude=[],
+        op_types_to_quantize=["MatMul"],
+        extra_options={
+            "WeightSymmetric": True,
+            "ActivationSymmetric": False,
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
+    quantizer.quantize_model()
+    model, moved = dequantize_only_for(quantizer.model.model, set(node_names))
+    path = Path(out_dir) / ONNX_FILE
+    onnx.save(model, str(path))
+    return path, moved
+
+
+class QATRoute(Int8Route):
+    """``export.int8: qat``: the ranges and weights quantization-aware training learned."""
+
+    name = "qat"
+    description = "int8 with the ranges learned in quantization-aware training"
+
+    def check_recipe(self, recipe: Any) -> None:
+        if recipe.quantization is None:
+            raise RecipeError("export.int8", "qat", "needs a 'quantization' block (QAT); or use dynamic or static")
+
+    def check_inputs(self, artifacts, calibration_dataset) -> None:
+        layers = artifacts.get("qat_layers")
+        if not layers:
+            raise ValueError(
+                "int8='qat' needs a model trained with quantization-aware training (QATCallback or a "
+                "'quantization' recipe block); this one has no fake-quant layers: use dynamic or static"
+            )
+        if set(artifacts["qat_ranges"]) != set(layers):
+            raise ValueError(
+                "int8='qat': some fake-quant layers never observed data (QAT never started); "
+                "train past quantization.start first, or use dynamic or static"
+            )
+
+    def check_saved(self, folder: str | os.PathLike) -> None:
+        path = Path(folder) / QATCallback.state_file
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: int8 'qat' needs the observers saved by quantization-aware training "
+                "(a 'quantization' recipe block); use --int8 dynamic or static for a model trained without it"
+            )
+
+    def targets(self, model, artifacts) -> list[str]:
+        return list(artifacts["qat_layers"])
+
+    def trained_reduce_range(self, artifacts) -> bool | None:
+        return getattr(artifacts["qat_ranges"], "reduce_range", None)
+
+    def weight_range(
+        self, requested: bool | str, trained: bool | None, kernel_saturates: bool
+    ) -> tuple[bool, str | None]:
+        """What training used (``trained``); a different explicit request is refused, and a warning is given when
+        this machine's kernel saturates with the 8-bit weights training used."""
+        if trained is None:
+            raise ValueError("int8='qat': the QAT ranges do not say which weight range training used (reduce_range)")
+        if requested != "auto" and resolve_reduce_range(requested) != trained:
+            raise ValueError(
+                f"int8='qat' with reduce_range={requested}: the model was trained with "
+                f"{'7-bit' if trained else '8-bit'} weights (quantization.reduce_range={str(trained).lower()}) and "
+                "the export must use the weights training saw; set export reduce_range to auto or "
+                f"{str(trained).lower()}, retrain with quantization.reduce_range={str(requested).lower()}, "
+                "or use dynamic or static"
+            )
+        if kernel_saturates and not trained:
+            return trained, (
+                "this CPU's int8 kernel saturates pairs of products at int16 and the model was trained with 8-bit "
+                "weights: ONNX Runtime may compute something else than training did here; train with "
+                "quantization.reduce_range: true (or auto on this machine) for this CPU"
+            )
+        return trained, None
+
+    def embedding_tables(self, model, artifacts, embeddings: str) -> dict[str, str]:
+        """What training saw: the tables fake-quantized in QAT, in its format (``quantization.embeddings``),
+        whatever ``export.embeddings`` says."""
+        return dict(artifacts.get("qat_embedding_tables", {}))
+
+    def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
+        node_names = [node for calls in nodes.values() for node, _ in calls]
+        tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
+        path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
+        return path, {"float_readers_restored": moved}
+
+
+register_int8_route(QATRoute())
