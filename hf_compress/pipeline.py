@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
@@ -232,12 +233,25 @@ class _Run:
         if self.tokenized is None:  # teacher and student share labels and tokenizer (checked on loading)
             self.tokenized = self.task.preprocess(self.raw, self.tokenizer, model.config.label2id, self.data)
         args = dataclasses.replace(self.args, output_dir=output_dir)
+        train = self.tokenized["train"]
+        for name, config in (recipe.techniques if recipe is not None else {}).items():
+            extra = get_technique(name).extra_training_data(
+                config,
+                task=self.task,
+                raw_train=self.raw["train"],
+                data=self.data,
+                tokenizer=self.tokenizer,
+                label2id=model.config.label2id,
+            )
+            if extra is not None:
+                logger.warning(f"{name}: {len(extra)} examples added to the {len(train)} of the training set")
+                train = concatenate_datasets([train, extra.cast(train.features)])
         return CompressionTrainer(
             model=model,
             args=args,
             teacher=teacher,
             recipe=recipe,
-            train_dataset=self.tokenized["train"],
+            train_dataset=train,
             eval_dataset=self.tokenized["validation"],
             data_collator=self.task.data_collator(self.tokenizer),
             processing_class=self.tokenizer,

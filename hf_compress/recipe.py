@@ -151,11 +151,14 @@ class Recipe:
                 allowed = _allowed_keys()
                 raise _unknown_key(_key_text(key), key, value, allowed, f"allowed keys: {', '.join(allowed)}")
         recipe = cls(**blocks)
-        if base_dir is not None and recipe.data is not None:
-            for key in ("train_file", "validation_file"):
-                value = getattr(recipe.data, key)
-                if value is not None and not os.path.isabs(value):
-                    setattr(recipe.data, key, os.path.normpath(os.path.join(base_dir, value)))
+        if base_dir is not None:
+            for dotted in _path_keys():
+                block, *parents, leaf = dotted.split(".")
+                node = getattr(recipe, block, None)
+                for part in parents:
+                    node = getattr(node, part, None)
+                if node is not None and getattr(node, leaf, None) is not None:
+                    setattr(node, leaf, _absolute(getattr(node, leaf), base_dir))
         return recipe
 
     @classmethod
@@ -166,8 +169,11 @@ class Recipe:
         ``--data.train_file``) to the working directory.
         """
         path = Path(path)
+        path_keys = _path_keys()
         overrides = {
-            key: os.path.abspath(value) if key in _DATA_FILE_KEYS and isinstance(value, str) and value else value
+            key: _absolute(load_yaml(value) if key not in _DATA_FILE_KEYS else value)
+            if key in path_keys and isinstance(value, str) and value
+            else value
             for key, value in (overrides or {}).items()
         }
         if not path.is_file():
@@ -245,6 +251,21 @@ def load_yaml(stream) -> Any:
 
 
 _DATA_FILE_KEYS = ("data.train_file", "data.validation_file")
+
+
+def _path_keys() -> tuple[str, ...]:
+    """The dotted keys that hold file paths: relative to the recipe file in a file, to the working directory on
+    the command line (the data files, and each technique's ``path_fields``)."""
+    return _DATA_FILE_KEYS + tuple(f"{t.name}.{key}" for t in registered_techniques() for key in t.path_fields)
+
+
+def _absolute(value: Any, base_dir: str | os.PathLike | None = None) -> Any:
+    """A path (or each path of a list) made absolute against ``base_dir`` (default: the working directory)."""
+    if isinstance(value, list):
+        return [_absolute(v, base_dir) for v in value]
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base_dir, value)) if base_dir is not None else os.path.abspath(value)
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
