@@ -256,7 +256,7 @@ class _Run:
             data_collator=self.task.data_collator(self.tokenizer),
             processing_class=self.tokenizer,
             teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
-            compute_metrics=self.task.compute_metrics(model.config.id2label),
+            compute_metrics=self.task.compute_metrics(model.config.id2label, self.data.decoding),
             callbacks=self.callbacks or None,
             stop_on_signal=self.stop_on_signal,
         )
@@ -489,7 +489,7 @@ def export_trained_model(
         data = ExportData(
             eval_dataset=tokenized.get("validation"),
             data_collator=task.data_collator(tokenizer),
-            compute_metrics=task.compute_metrics(model.config.id2label),
+            compute_metrics=task.compute_metrics(model.config.id2label, recipe.data.decoding),
             calibration_dataset=tokenized.get("train"),
         )
     config = dataclasses.replace(recipe.export or ExportConfig(), int8=int8)

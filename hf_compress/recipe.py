@@ -82,8 +82,14 @@ class Recipe:
             technique = get_technique(name)
             if technique is None:
                 raise TypeError(f"Recipe() got an unknown block {name!r}; allowed: {', '.join(_allowed_keys())}")
-            if config is not None and not isinstance(config, technique.config_class):
-                raise TypeError(f"Recipe({name}=...) takes a {technique.config_class.__name__}")
+            several = technique.repeatable and isinstance(config, list) and config
+            if config is not None and not all(
+                isinstance(c, technique.config_class) for c in (config if several else [config])
+            ):
+                kind = technique.config_class.__name__
+                raise TypeError(
+                    f"Recipe({name}=...) takes a {kind}" + (f" or a list of {kind}" if technique.repeatable else "")
+                )
             if config is not None:
                 blocks[name] = config
         order = [t.name for t in registered_techniques()]
@@ -145,6 +151,12 @@ class Recipe:
                 if not isinstance(value, dict):
                     raise RecipeError("training", value, "allowed: a mapping of TrainingArguments fields")
                 blocks[key] = value
+            elif config_class is not None and isinstance(value, list) and get_technique(str(key)).repeatable:
+                if not value:
+                    raise RecipeError(key, value, f"one {key} block or a non-empty list of them")
+                blocks[key] = [_build(config_class, block, f"{key}.{i}") for i, block in enumerate(value)]
+                if len(blocks[key]) == 1:
+                    blocks[key] = blocks[key][0]
             elif config_class is not None:
                 blocks[key] = None if value is None else _build(config_class, value, key)
             else:
@@ -204,7 +216,11 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (YAML-ready) with the blocks that are set: model, data, techniques, export, training."""
         blocks = {"model": self.model, "data": self.data, **self.techniques, "export": self.export}
-        out = {k: dataclasses.asdict(v) for k, v in blocks.items() if v is not None}
+        out = {
+            k: [dataclasses.asdict(c) for c in v] if isinstance(v, list) else dataclasses.asdict(v)
+            for k, v in blocks.items()
+            if v is not None
+        }
         if self.training:
             out["training"] = dict(self.training)
         return out

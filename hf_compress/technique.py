@@ -99,6 +99,9 @@ class Technique(TrainerCallback):
     keeps_state_with_model: ClassVar[bool] = False
     #: Adds a term to the training loss (:meth:`loss`): needs CompressionTrainer.
     contributes_loss: ClassVar[bool] = False
+    #: Its recipe key may hold a list of blocks (``pruning: [{structure: heads, ...}, {structure: neurons, ...}]``):
+    #: the technique then takes the list as its config.
+    repeatable: ClassVar[bool] = False
     #: Dotted keys of its block that hold file paths (``("transfer.files",)``): a YAML recipe's relative paths
     #: are read relative to the recipe file, the command line's to the working directory.
     path_fields: ClassVar[tuple[str, ...]] = ()
@@ -116,7 +119,8 @@ class Technique(TrainerCallback):
             raise TypeError(f"give a {self.config_class.__name__} or its fields as keywords, not both")
         if config is None:
             config = self.config_class(**settings)
-        if not isinstance(config, self.config_class):
+        several = self.repeatable and isinstance(config, list) and config
+        if not all(isinstance(c, self.config_class) for c in (config if several else [config])):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.model: nn.Module | None = None
@@ -201,8 +205,9 @@ class Technique(TrainerCallback):
         return inputs
 
     @classmethod
-    def extra_training_data(cls, config: Any, *, task: Any, raw_train: Any, data: Any, tokenizer: Any,
-                            label2id: dict[str, int]) -> Any | None:
+    def extra_training_data(
+        cls, config: Any, *, task: Any, raw_train: Any, data: Any, tokenizer: Any, label2id: dict[str, int]
+    ) -> Any | None:
         """Tokenized examples this technique adds to the training set of ``hf-compress train`` (the rows of
         :meth:`Task.preprocess`), or ``None``; the teacher stage never sees them."""
         return None

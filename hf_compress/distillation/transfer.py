@@ -145,9 +145,10 @@ def transfer_texts(config: TransferConfig, task: Task, raw_train: Dataset, data:
     texts = list(raw_train[data.text_column])
     copies = augment_texts(texts, config.augmented_copies, augmentations, config.rate, config.seed)
     rows = copies + [" ".join(words) for words in files]
-    columns: dict[str, Any] = {data.text_column: rows, data.label_column: [raw_train[data.label_column][0]] * len(rows)}
     if data.text_pair_column:
         raise RecipeError("distillation.transfer", "set", "a transfer set needs single-text classification")
+    placeholder = [raw_train[data.label_column][0]] * len(rows)  # any training label: marked as no gold label
+    columns: dict[str, Any] = {data.text_column: rows, data.label_column: placeholder}
     return Dataset.from_dict(columns, features=raw_train.select_columns(list(columns)).features)
 
 
@@ -174,4 +175,3 @@ def transfer_dataset(
     marked = task.without_gold_labels(tokenized)
     logger.info(f"transfer set: {len(marked)} examples the teacher labels")
     return marked
-

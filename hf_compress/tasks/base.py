@@ -74,8 +74,9 @@ class Task(abc.ABC):
         """The collator that pads a batch."""
 
     @abc.abstractmethod
-    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
-        """A ``compute_metrics`` function for the Trainer."""
+    def compute_metrics(self, id2label: dict[int, str], decoding: str = "argmax") -> Callable:
+        """A ``compute_metrics`` function for the Trainer; its ``decoding`` attribute says how predictions are read
+        from the logits (:mod:`hf_compress.tasks.decoding`)."""
 
 
 def load_hub_dataset(data: DataConfig) -> DatasetDict:
