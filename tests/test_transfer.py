@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import NER_LABELS, tiny_bert_config
 from datasets import Dataset, DatasetDict, concatenate_datasets
+from test_cli import encoder_dir, recipe_path  # noqa: F401 (fixtures)
 from test_trainer import args_for
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification, TrainerCallback
 
@@ -226,3 +227,33 @@ def test_the_model_never_sees_transfer_labels_and_the_cache_covers_transfer_rows
     rows = len(gold) + len(transfer)
     assert distiller.cache.misses == -(-rows // 4) and distiller.cache.hits == 2 * -(-rows // 4)
     assert [rate for epoch, rate in hits.rates if epoch == 3][-1] == round(2 / 3, 4)
+
+
+def test_cli_train_with_a_transfer_set_and_constrained_decoding(recipe_path, tmp_path, capsys):
+    """The student trains on the gold rows plus the transfer rows; the teacher stage on the gold rows only."""
+    import json
+
+    import yaml
+
+    from hf_compress.cli import main as cli_main
+
+    (tmp_path / "news.txt").write_text("\n".join(["john went to paris", "the bank of london said"] * 8) + "\n")
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["distillation"]["transfer"] = {"augmented_copies": 1, "files": ["news.txt"]}
+    recipe["data"]["decoding"] = "constrained"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["train", str(recipe_path), "--output_dir", str(out)])
+    assert stop.value.code == 0
+    data = Recipe.from_yaml(recipe_path).data
+    raw = get_task("ner").load_raw(data)["train"]
+    added = len(transfer_texts(Recipe.from_yaml(recipe_path).distillation.transfer, get_task("ner"), raw, data))
+    assert 16 < added <= 40 + 16  # the 16 file sentences and the changed copies of the 40 training sentences
+    steps = 2 * -(-(40 + added) // 8)
+    assert (out / f"checkpoint-{steps}").is_dir() and (out / "teacher" / "checkpoint-10").is_dir()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["distillation"]["transfer"]["files"] == [
+        str(tmp_path / "news.txt")
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert all(0.0 <= r["metrics"]["f1"] <= 1.0 for r in results)
