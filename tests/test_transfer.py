@@ -229,7 +229,7 @@ def test_the_model_never_sees_transfer_labels_and_the_cache_covers_transfer_rows
     assert [rate for epoch, rate in hits.rates if epoch == 3][-1] == round(2 / 3, 4)
 
 
-def test_cli_train_with_a_transfer_set_and_constrained_decoding(recipe_path, tmp_path, capsys):
+def test_cli_train_with_a_transfer_set_and_constrained_decoding(recipe_path, tmp_path):  # noqa: F811
     """The student trains on the gold rows plus the transfer rows; the teacher stage on the gold rows only."""
     import json
 
