@@ -151,7 +151,7 @@ class Recipe:
                 if not isinstance(value, dict):
                     raise RecipeError("training", value, "allowed: a mapping of TrainingArguments fields")
                 blocks[key] = value
-            elif config_class is not None and isinstance(value, list) and get_technique(str(key)).repeatable:
+            elif isinstance(value, list) and getattr(get_technique(str(key)), "repeatable", False):
                 if not value:
                     raise RecipeError(key, value, f"one {key} block or a non-empty list of them")
                 blocks[key] = [_build(config_class, block, f"{key}.{i}") for i, block in enumerate(value)]
