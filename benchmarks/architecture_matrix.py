@@ -1,4 +1,5 @@
-"""The README's architecture x capability tables, from the numbers the matrix tests write on each stack.
+"""The architecture x capability tables of docs/architectures.md, from the numbers the matrix tests write on each
+stack.
 
 On each stack (its own python), with ``HF_COMPRESS_MATRIX`` naming where the numbers go::
 
@@ -33,7 +34,7 @@ def _diff(value) -> str:
     return "-" if value is None else ("0" if value == 0 else f"{value:.0e}")
 
 
-#: How the README names each row.
+#: How the documentation names each row.
 NAMES = {
     "bert": "BERT",
     "distilbert": "DistilBERT",

@@ -39,7 +39,7 @@ __all__ = [
     "weight_layers",
 ]
 
-#: What a recipe can ask of an architecture, by the names refusals use, with the words errors and the README use.
+#: What a recipe can ask of an architecture, by the names refusals use, with the words errors and the docs use.
 CAPABILITIES: dict[str, str] = {
     "student_layers": "a student from teacher layers",
     "distillation": "logit distillation",
@@ -118,7 +118,7 @@ class Architecture:
     """What hf-compress needs to know of an encoder architecture.
 
     Attributes:
-        name: how errors and the README name it.
+        name: how errors and the documentation name it.
         model_types: the ``config.model_type`` values it covers.
         layers: the path of the transformer layer list from the base model (``encoder.layer``); ``*`` stands for
             every index (ALBERT's ``encoder.albert_layer_groups.*.albert_layers``: the layers with weights).

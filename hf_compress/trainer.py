@@ -73,6 +73,9 @@ class _CheckpointComplete(TrainerCallback):
 class CompressionTrainer(Trainer):
     """``Trainer`` + the techniques of a ``recipe`` (and the ``teacher`` the techniques that learn from one use).
 
+    All other arguments are those of :class:`transformers.Trainer`; technique callbacks given in ``callbacks`` are
+    run like the recipe's.
+
     Args:
         teacher: the teacher model, for the techniques that take one (configured by their recipe block, or by the
             defaults a technique has for a teacher given without one). Those techniques keep it in eval mode and
@@ -83,8 +86,6 @@ class CompressionTrainer(Trainer):
         stop_on_signal: on SIGTERM or SIGINT during ``train()``, finish the optimizer step, save a complete
             checkpoint and raise :class:`~hf_compress.stopping.TrainingStopped` (adds a
             :class:`~hf_compress.stopping.StopOnSignal` callback; one given in ``callbacks`` does the same).
-        All other arguments are those of :class:`transformers.Trainer`; technique callbacks given in ``callbacks``
-        are run like the recipe's.
     """
 
     def __init__(

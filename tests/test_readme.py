@@ -33,7 +33,7 @@ def _ci_lines() -> list[str]:
 
 #: The two tested stacks: the constraints file and the extras installed with it.
 STACKS = {
-    "constraints.txt": ("quickstart", "plot", "dev"),  # the default: the newest transformers 5, no Optimum
+    "constraints.txt": ("quickstart", "plot", "dev", "docs"),  # the default: the newest transformers 5, no Optimum
     "constraints-optimum.txt": ("optimum", "dev"),  # transformers 4.57 with Optimum
 }
 
@@ -133,8 +133,7 @@ def test_each_python_version_gets_one_pin_per_package(constraints):
 
 
 def test_quickstart_command_uses_the_shipped_recipe_and_sample():
-    blocks = _bash_blocks((ROOT / "README.md").read_text())
-    quickstart = next(block for block in blocks if "hf-compress train" in block)
+    quickstart = _setup_commands()[0]
     recipe_path = re.search(r"hf-compress train (\S+)", quickstart).group(1)
     recipe = Recipe.from_yaml(ROOT / recipe_path)
     train, valid = read_conll(recipe.data.train_file), read_conll(recipe.data.validation_file)

@@ -46,7 +46,8 @@ def soft_target_loss(
     """``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, averaged over the positions where ``mask`` is true.
 
     Args:
-        student_logits / teacher_logits: ``(..., num_labels)``; the KL is taken over the last axis.
+        student_logits: ``(..., num_labels)``; the KL is taken over the last axis.
+        teacher_logits: the same shape.
         temperature: T > 0. The T^2 factor keeps gradient magnitudes comparable across temperatures.
         mask: boolean ``(...)``: the positions that count (e.g. ``labels != -100``); None counts every position.
     """

@@ -27,7 +27,8 @@ class PruningConfig:
             (:mod:`hf_compress.architectures`).
         final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
         initial_sparsity: s_i, the fraction pruned at ``start``.
-        start_epoch / end_epoch: the ramp in epochs (floats); or ``start_step`` / ``end_step`` in optimizer steps.
+        start_epoch / end_epoch / start_step / end_step: the ramp, in (fractional) epochs or in optimizer steps
+            (one unit, not both).
         update_every: recompute masks every this many optimizer steps during the ramp.
         scope: ``per_layer`` (every layer pruned to the same sparsity) or ``global`` (one ranking across layers).
             Neurons are always per layer: a config has a single ``intermediate_size``, so every FFN block must keep
