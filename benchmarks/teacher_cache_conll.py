@@ -5,7 +5,11 @@ the other in one run: without distillation; distilled with the teacher run on ev
 states); distilled with ``distillation.cache_teacher: true`` (the teacher runs on epoch 1, epochs 2+ read its
 outputs from the cache). Wall time of each epoch (the Trainer's own loop, no evaluation or checkpoint inside),
 the final training loss, and the ratio of the cached run's later epochs to the no-distillation epochs.
-Writes ``teacher_cache_conll.{json,md}``.
+Writes ``teacher_cache_conll.{json,md}`` (``teacher_cache_conll-transfer<N>`` with copies).
+
+With ``--transfer_copies N`` the distilled runs also learn from N augmented copies of the training set
+(``distillation.transfer``), and the run without distillation trains on the same rows: the training file plus
+the same copies (seeded alike) with their augmented tags as labels. The cache then covers the transfer rows too.
 
     python benchmarks/teacher_cache_conll.py --train_file ../shared/data/conll2003/train.txt \\
         --validation_file ../shared/data/conll2003/valid.txt --teacher ../shared/models/minilm-l6-conll2003-teacher
@@ -24,7 +28,10 @@ from latency import markdown_table, write_results
 from transformers import TrainerCallback
 
 from hf_compress import Recipe, run_recipe
+from hf_compress.distillation.augment import TOKEN_AUGMENTATIONS, augment_sentences
+from hf_compress.distillation.config import TransferConfig
 from hf_compress.pipeline import default_training_arguments
+from hf_compress.tasks import read_conll
 
 
 class EpochTimes(TrainerCallback):
@@ -47,15 +54,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--student_layers", default="0,2,4", help="teacher layers the student is built from")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max_train_samples", type=int, help="train on the first N sentences only")
+    parser.add_argument("--transfer_copies", type=int, default=0, help="augmented copies in a transfer set")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--output_dir", default="benchmarks/results", help="where teacher_cache_conll.{json,md} go")
     parser.add_argument("--work_dir", default="benchmarks/results/teacher_cache_conll-runs", help="the runs")
     return parser.parse_args()
 
 
-def train(args: argparse.Namespace, teacher: str, name: str, distillation: dict | None) -> dict:
+def train(
+    args: argparse.Namespace, teacher: str, name: str, distillation: dict | None, train_file: str | None = None
+) -> dict:
     data = {**data_block(args), "max_eval_samples": 64}
-    if args.max_train_samples:
+    if train_file:  # the same rows as the transfer set's run, all labelled
+        data["train_file"] = train_file
+    elif args.max_train_samples:
         data["max_train_samples"] = args.max_train_samples
     recipe = {
         "model": {
@@ -85,13 +97,33 @@ def train(args: argparse.Namespace, teacher: str, name: str, distillation: dict 
     return {"epoch_seconds": timer.seconds}
 
 
+def write_labelled_copies(args: argparse.Namespace, transfer: TransferConfig) -> str:
+    """The training sentences and their augmented copies (as ``distillation.transfer`` makes them), with tags."""
+    sentences = read_conll(args.train_file)
+    sentences = sentences.select(range(min(len(sentences), args.max_train_samples or len(sentences))))
+    gold = [(list(t), list(g)) for t, g in zip(sentences["tokens"], sentences["ner_tags"], strict=True)]
+    operations = transfer.augmentations or list(TOKEN_AUGMENTATIONS)
+    rows = gold + augment_sentences(gold, transfer.augmented_copies, operations, transfer.rate, transfer.seed)
+    path = os.path.join(args.work_dir, "train-and-copies.txt")
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for tokens, tags in rows:
+            out.write("".join(f"{token} {tag}\n" for token, tag in zip(tokens, tags, strict=True)) + "\n")
+    print(f"{path}: {len(gold)} sentences and {len(rows) - len(gold)} augmented copies, all labelled")
+    return path
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     teacher = fine_tuned_model(args)
     kd = {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}}
+    labelled = None
+    if args.transfer_copies:
+        kd["transfer"] = {"augmented_copies": args.transfer_copies}
+        labelled = write_labelled_copies(args, TransferConfig(**kd["transfer"]))
     runs = {
-        "no distillation": train(args, teacher, "plain", None),
+        "no distillation": train(args, teacher, "plain", None, labelled),
         "distilled, online teacher": train(args, teacher, "online", kd),
         "distilled, cached teacher": train(args, teacher, "cached", {**kd, "cache_teacher": True}),
     }
@@ -110,8 +142,14 @@ def main() -> None:
         ],
         runs,
     )
-    report = {"command": command_line("teacher_cache_conll.py", args), "model": teacher, "runs": runs}
-    write_results(args.output_dir, "teacher_cache_conll", report, table)
+    report = {
+        "command": command_line("teacher_cache_conll.py", args),
+        "model": teacher,
+        "transfer_copies": args.transfer_copies,
+        "runs": runs,
+    }
+    stem = "teacher_cache_conll" + (f"-transfer{args.transfer_copies}" if args.transfer_copies else "")
+    write_results(args.output_dir, stem, report, table)
     print(table)
 
 

@@ -206,7 +206,8 @@ def _task_metric(model: BenchModel, raw, data: DataConfig, threads: int, batch_s
             label = np.pad(label, [(0, 0), (0, data.max_length - label.shape[1])], constant_values=-100)
         logits.append(out)
         labels.append(label)
-    metrics = task.compute_metrics(config.id2label)(EvalPrediction(np.concatenate(logits), np.concatenate(labels)))
+    compute = task.compute_metrics(config.id2label, data.decoding)  # the same decoding for every row
+    metrics = compute(EvalPrediction(np.concatenate(logits), np.concatenate(labels)))
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -250,6 +251,7 @@ def run_bench(
     frontier = [models[i].name for i in pareto_frontier(points)]
     report = {
         "metric": task.metric_name,
+        "decoding": data.decoding if task.name == "ner" else None,
         "threads": threads,
         "latency_sentences": len(texts),
         "models": {m.name: m.results for m in models},
@@ -287,7 +289,15 @@ def bench_markdown(report: dict[str, Any]) -> str:
             row += [f"{ratio['batch1']:.2f}x", f"{ratio['batch32']:.2f}x"]
         row.append("yes" if name in report["pareto_frontier"] else "")
         rows.append(row)
-    return markdown_table(header, rows) + "\n"
+    decoding = report.get("decoding")
+    note = f"Tags decoded by {decoding} for every row ({_DECODING_NOTES[decoding]}).\n\n" if decoding else ""
+    return note + markdown_table(header, rows) + "\n"
+
+
+_DECODING_NOTES = {
+    "argmax": "the best label of each token alone",
+    "constrained": "Viterbi over legal IOB2 transitions at the first sub-token of each word",
+}
 
 
 def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> bool:

@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train_file", help="local training file (its labels define the label set)")
     bench.add_argument("--validation_file", help="the local eval file")
     bench.add_argument("--max_eval_samples", type=int, help="evaluate on the first N examples")
+    bench.add_argument(
+        "--decoding",
+        choices=("argmax", "constrained"),
+        default="argmax",
+        help="NER: how every row's tags are read (constrained: Viterbi over legal IOB2 transitions)",
+    )
     bench.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     bench.add_argument("--latency_sentences", type=int, default=300, help="eval examples timed one by one")
     _add_import_option(bench)
@@ -248,7 +254,7 @@ def bench_command(args: argparse.Namespace) -> int:
         hub = {} if args.train_file else {"dataset": args.dataset or ("conll2003" if args.task == "ner" else None)}
         if args.dataset_config:
             hub["dataset_config"] = args.dataset_config
-        data = DataConfig(task=args.task, **({k: v for k, v in files.items() if v} or hub))
+        data = DataConfig(task=args.task, decoding=args.decoding, **({k: v for k, v in files.items() if v} or hub))
         if args.max_eval_samples:
             data.max_eval_samples = args.max_eval_samples
         report = run_bench(

@@ -168,6 +168,10 @@ class DataConfig:
         max_length: truncation length in tokens.
         max_train_samples / max_eval_samples: keep only the first N examples (for quick runs).
         label_all_tokens: NER only: label every sub-token instead of only the first one (-100 elsewhere).
+        decoding: NER only: how tags are read from the logits in evaluation (the Trainer's, the export's,
+            ``hf-compress bench``) and, by default, by :class:`~hf_compress.inference.OnnxTokenClassifier`:
+            ``argmax`` per token, or ``constrained``: the legal IOB2 sequence with the highest log-probability
+            (Viterbi over the first sub-tokens; :mod:`hf_compress.tasks.decoding`).
     """
 
     task: TaskName = "ner"
@@ -182,10 +186,13 @@ class DataConfig:
     max_train_samples: int | None = field(default=None, metadata=count())
     max_eval_samples: int | None = field(default=None, metadata=count())
     label_all_tokens: bool = False
+    decoding: Literal["argmax", "constrained"] = "argmax"
 
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
             raise RecipeError("dataset", None, "give a hub 'dataset' or a local 'train_file'")
+        if self.decoding != "argmax" and self.task not in ("ner", "token-classification"):
+            raise RecipeError("decoding", self.decoding, "constrained decoding reads tags: NER only")
 
 
 @checked

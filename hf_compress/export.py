@@ -35,7 +35,7 @@ from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
 from .fusion import attention_shape, fusion_of
 from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
-from .onnx_export import ONNX_FILE, export_onnx, resolve_exporter
+from .onnx_export import ONNX_FILE, REPORT_FILE, export_onnx, resolve_exporter
 from .tables import markdown_table
 from .tasks import Task, get_task, supported_model_classes, task_of_model_class
 from .technique import Technique, techniques_used
@@ -43,8 +43,6 @@ from .technique import Technique, techniques_used
 logger = logging.get_logger(__name__)
 
 __all__ = ["ONNX_FILE", "ExportData", "MetricDropError", "export_model", "matmul_nodes", "prepare_for_export"]
-
-REPORT_FILE = "export_report.json"
 
 
 @dataclass
@@ -299,7 +297,7 @@ def _evaluate(
     techniques' ``reference_note`` says how), the prepared copy for fp32."""
     reference = model if route is not None else prepared
     notes = [note for t, config in used if (note := t.reference_note(reference, config))]
-    return compare_with_pytorch(
+    report = compare_with_pytorch(
         reference,
         onnx_path,
         data.eval_dataset,
@@ -309,6 +307,9 @@ def _evaluate(
         batch_size=data.batch_size,
         reference="; ".join(notes) or "PyTorch",
     )
+    if data.compute_metrics is not None and task.name == "ner":  # how the metrics read tags; inference's default
+        report["decoding"] = getattr(data.compute_metrics, "decoding", "argmax")
+    return report
 
 
 def _write_reports(folder: Path, report: dict[str, Any]) -> None:

@@ -13,13 +13,16 @@ folder.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from typing import Any
 
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 
-from .onnx_export import ONNX_FILE
+from .onnx_export import ONNX_FILE, REPORT_FILE
+from .tasks.decoding import DECODINGS, constrained_viterbi, iob2_transitions
 
 __all__ = ["OnnxTextClassifier", "OnnxTokenClassifier", "group_entities"]
 
@@ -89,7 +92,25 @@ class OnnxTokenClassifier(_OnnxClassifier):
     """Entity spans of texts from a token-classification export (word grouping of ``aggregation_strategy="simple"``).
 
     Calling it with one text returns its list of entities; with a list of texts, one list per text.
+
+    ``decoding``: ``argmax`` tags each sub-token alone, as ``pipeline`` does; ``constrained`` tags the first
+    sub-token of each word by Viterbi over legal IOB2 transitions (:mod:`hf_compress.tasks.decoding`) and the
+    word's other sub-tokens continue its tag. Default: the decoding the export was evaluated with
+    (``export_report.json``), else ``argmax``.
     """
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None, decoding: str | None = None):
+        super().__init__(folder, threads)
+        if decoding is None:
+            report = os.path.join(folder, REPORT_FILE)
+            with contextlib.suppress(OSError, ValueError):
+                with open(report, encoding="utf-8") as handle:
+                    decoding = json.load(handle).get("decoding")
+        self.decoding = decoding or "argmax"
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding: {self.decoding!r}; allowed: {', '.join(DECODINGS)}")
+        if self.decoding == "constrained":
+            self.transitions = iob2_transitions([self.id2label[i] for i in range(len(self.id2label))])
 
     def __call__(self, texts: str | list[str]) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         single = isinstance(texts, str)
@@ -100,16 +121,20 @@ class OnnxTokenClassifier(_OnnxClassifier):
         encoded = self.tokenizer(
             text, return_offsets_mapping=True, return_special_tokens_mask=True, truncation=True, return_tensors="np"
         )
-        scores = _softmax(self._logits(encoded)[0])
+        logits = self._logits(encoded)[0]
+        scores = _softmax(logits)
         ids = encoded["input_ids"][0]
         words = self.tokenizer.convert_ids_to_tokens(ids.tolist())
+        labels = scores.argmax(-1)
+        if self.decoding == "constrained":
+            labels = self._constrained(logits, encoded.word_ids(0))
         tokens = []
         for index, (special, (start, end)) in enumerate(
             zip(encoded["special_tokens_mask"][0], encoded["offset_mapping"][0], strict=True)
         ):
             if special:
                 continue
-            best = int(scores[index].argmax())
+            best = int(labels[index])
             word = text[start:end] if ids[index] == self.tokenizer.unk_token_id else words[index]
             tokens.append(
                 {
@@ -121,6 +146,18 @@ class OnnxTokenClassifier(_OnnxClassifier):
                 }
             )
         return group_entities(tokens, self.tokenizer.convert_tokens_to_string)
+
+    def _constrained(self, logits: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
+        """Viterbi over the first sub-token of each word; a word's later sub-tokens continue its tag (``I-X``)."""
+        firsts = [i for i, w in enumerate(word_ids) if w is not None and (i == 0 or word_ids[i - 1] != w)]
+        labels = logits.argmax(-1)
+        labels[firsts] = constrained_viterbi(logits[firsts], *self.transitions)
+        label2id = {name: i for i, name in self.id2label.items()}
+        for i, word in enumerate(word_ids):
+            if word is not None and i not in firsts:
+                name = self.id2label[int(labels[i - 1])]
+                labels[i] = label2id.get("I-" + name[2:], labels[i - 1]) if name != "O" else labels[i - 1]
+        return labels
 
 
 class OnnxTextClassifier(_OnnxClassifier):

@@ -30,6 +30,8 @@ __all__ = ["DEFAULT_OPSET", "ONNX_EXPORTERS", "ONNX_FILE", "export_onnx", "onnx_
 
 #: The file name of the ONNX model in an export folder (``ORTModelFor...from_pretrained(folder)`` finds it).
 ONNX_FILE = "model.onnx"
+#: The report every export folder holds (what was exported, parity, metrics and how they were decoded).
+REPORT_FILE = "export_report.json"
 #: Optimum's default opset for encoders, used by the torch exporter too.
 DEFAULT_OPSET = 18
 #: ``export.exporter`` values besides ``auto``.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
@@ -231,17 +232,30 @@ class _Run:
         if self.tokenized is None:  # teacher and student share labels and tokenizer (checked on loading)
             self.tokenized = self.task.preprocess(self.raw, self.tokenizer, model.config.label2id, self.data)
         args = dataclasses.replace(self.args, output_dir=output_dir)
+        train = self.tokenized["train"]
+        for name, config in (recipe.techniques if recipe is not None else {}).items():
+            extra = get_technique(name).extra_training_data(
+                config,
+                task=self.task,
+                raw_train=self.raw["train"],
+                data=self.data,
+                tokenizer=self.tokenizer,
+                label2id=model.config.label2id,
+            )
+            if extra is not None:
+                logger.warning(f"{name}: {len(extra)} examples added to the {len(train)} of the training set")
+                train = concatenate_datasets([train, extra.cast(train.features)])
         return CompressionTrainer(
             model=model,
             args=args,
             teacher=teacher,
             recipe=recipe,
-            train_dataset=self.tokenized["train"],
+            train_dataset=train,
             eval_dataset=self.tokenized["validation"],
             data_collator=self.task.data_collator(self.tokenizer),
             processing_class=self.tokenizer,
             teacher_processing_class=self.teacher_tokenizer if teacher is not None else None,
-            compute_metrics=self.task.compute_metrics(model.config.id2label),
+            compute_metrics=self.task.compute_metrics(model.config.id2label, self.data.decoding),
             callbacks=self.callbacks or None,
             stop_on_signal=self.stop_on_signal,
         )
@@ -465,7 +479,7 @@ def export_trained_model(
         data = ExportData(
             eval_dataset=tokenized.get("validation"),
             data_collator=task.data_collator(tokenizer),
-            compute_metrics=task.compute_metrics(model.config.id2label),
+            compute_metrics=task.compute_metrics(model.config.id2label, recipe.data.decoding),
             calibration_dataset=tokenized.get("train"),
         )
     config = dataclasses.replace(recipe.export or ExportConfig(), int8=int8)

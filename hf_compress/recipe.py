@@ -88,8 +88,14 @@ class Recipe:
             technique = get_technique(name)
             if technique is None:
                 raise TypeError(f"Recipe() got an unknown block {name!r}; allowed: {', '.join(_allowed_keys())}")
-            if config is not None and not isinstance(config, technique.config_class):
-                raise TypeError(f"Recipe({name}=...) takes a {technique.config_class.__name__}")
+            several = technique.repeatable and isinstance(config, list) and config
+            if config is not None and not all(
+                isinstance(c, technique.config_class) for c in (config if several else [config])
+            ):
+                kind = technique.config_class.__name__
+                raise TypeError(
+                    f"Recipe({name}=...) takes a {kind}" + (f" or a list of {kind}" if technique.repeatable else "")
+                )
             if config is not None:
                 blocks[name] = config
         order = [t.name for t in registered_techniques()]
@@ -156,17 +162,26 @@ class Recipe:
                 if not isinstance(value, dict):
                     raise RecipeError("training", value, "allowed: a mapping of TrainingArguments fields")
                 blocks[key] = value
+            elif isinstance(value, list) and getattr(get_technique(str(key)), "repeatable", False):
+                if not value:
+                    raise RecipeError(key, value, f"one {key} block or a non-empty list of them")
+                blocks[key] = [_build(config_class, block, f"{key}.{i}") for i, block in enumerate(value)]
+                if len(blocks[key]) == 1:
+                    blocks[key] = blocks[key][0]
             elif config_class is not None:
                 blocks[key] = None if value is None else _build(config_class, value, key)
             else:
                 allowed = _allowed_keys()
                 raise _unknown_key(_key_text(key), key, value, allowed, f"allowed keys: {', '.join(allowed)}")
         recipe = cls(**blocks)
-        if base_dir is not None and recipe.data is not None:
-            for key in ("train_file", "validation_file"):
-                value = getattr(recipe.data, key)
-                if value is not None and not os.path.isabs(value):
-                    setattr(recipe.data, key, os.path.normpath(os.path.join(base_dir, value)))
+        if base_dir is not None:
+            for dotted in _path_keys():
+                block, *parents, leaf = dotted.split(".")
+                node = getattr(recipe, block, None)
+                for part in parents:
+                    node = getattr(node, part, None)
+                if node is not None and getattr(node, leaf, None) is not None:
+                    setattr(node, leaf, _absolute(getattr(node, leaf), base_dir))
         return recipe
 
     @classmethod
@@ -177,8 +192,11 @@ class Recipe:
         ``--data.train_file``) to the working directory.
         """
         path = Path(path)
+        path_keys = _path_keys()
         overrides = {
-            key: os.path.abspath(value) if key in _DATA_FILE_KEYS and isinstance(value, str) and value else value
+            key: _absolute(load_yaml(value) if key not in _DATA_FILE_KEYS else value)
+            if key in path_keys and isinstance(value, str) and value
+            else value
             for key, value in (overrides or {}).items()
         }
         if not path.is_file():
@@ -211,7 +229,13 @@ class Recipe:
         training."""
         blocks = {"model": self.model, "data": self.data, **self.techniques, "export": self.export}
         out: dict[str, Any] = {"imports": list(self.imports)} if self.imports else {}
-        out.update({k: dataclasses.asdict(v) for k, v in blocks.items() if v is not None})
+        out.update(
+            {
+                k: [dataclasses.asdict(c) for c in v] if isinstance(v, list) else dataclasses.asdict(v)
+                for k, v in blocks.items()
+                if v is not None
+            }
+        )
         if self.training:
             out["training"] = dict(self.training)
         return out
@@ -258,6 +282,21 @@ def load_yaml(stream) -> Any:
 
 
 _DATA_FILE_KEYS = ("data.train_file", "data.validation_file")
+
+
+def _path_keys() -> tuple[str, ...]:
+    """The dotted keys that hold file paths: relative to the recipe file in a file, to the working directory on
+    the command line (the data files, and each technique's ``path_fields``)."""
+    return _DATA_FILE_KEYS + tuple(f"{t.name}.{key}" for t in registered_techniques() for key in t.path_fields)
+
+
+def _absolute(value: Any, base_dir: str | os.PathLike | None = None) -> Any:
+    """A path (or each path of a list) made absolute against ``base_dir`` (default: the working directory)."""
+    if isinstance(value, list):
+        return [_absolute(v, base_dir) for v in value]
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base_dir, value)) if base_dir is not None else os.path.abspath(value)
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,12 @@ class Technique(TrainerCallback):
     keeps_state_with_model: ClassVar[bool] = False
     #: Adds a term to the training loss (:meth:`loss`): needs CompressionTrainer.
     contributes_loss: ClassVar[bool] = False
+    #: Its recipe key may hold a list of blocks (``pruning: [{structure: heads, ...}, {structure: neurons, ...}]``):
+    #: the technique then takes the list as its config.
+    repeatable: ClassVar[bool] = False
+    #: Dotted keys of its block that hold file paths (``("transfer.files",)``): a YAML recipe's relative paths
+    #: are read relative to the recipe file, the command line's to the working directory.
+    path_fields: ClassVar[tuple[str, ...]] = ()
     #: The run's other models it takes in :meth:`from_recipe` (``("teacher", ...)``).
     resources: ClassVar[tuple[str, ...]] = ()
     state_file: ClassVar[str]
@@ -120,7 +126,8 @@ class Technique(TrainerCallback):
             raise TypeError(f"give a {self.config_class.__name__} or its fields as keywords, not both")
         if config is None:
             config = self.config_class(**settings)
-        if not isinstance(config, self.config_class):
+        several = self.repeatable and isinstance(config, list) and config
+        if not all(isinstance(c, self.config_class) for c in (config if several else [config])):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.model: nn.Module | None = None
@@ -198,6 +205,19 @@ class Technique(TrainerCallback):
     def forward_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments for the model's forward pass (``output_hidden_states=True``)."""
         return {}
+
+    def model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The batch as the model's forward pass sees it (a technique that contributes a loss may hide what the
+        model's own loss must not read); :meth:`loss` still gets the batch as it was."""
+        return inputs
+
+    @classmethod
+    def extra_training_data(
+        cls, config: Any, *, task: Any, raw_train: Any, data: Any, tokenizer: Any, label2id: dict[str, int]
+    ) -> Any | None:
+        """Tokenized examples this technique adds to the training set of ``hf-compress train`` (the rows of
+        :meth:`Task.preprocess`), or ``None``; the teacher stage never sees them."""
+        return None
 
     def loss(
         self, inputs: dict[str, Any], outputs: Any, loss: torch.Tensor | None

@@ -162,7 +162,10 @@ class CompressionTrainer(Trainer):
         forward: dict[str, Any] = {}
         for technique in contributors:
             forward.update({k: v or forward.get(k, False) for k, v in technique.forward_kwargs().items()})
-        outputs = model(**inputs, **forward)
+        model_inputs = inputs
+        for technique in contributors:
+            model_inputs = technique.model_inputs(model_inputs)
+        outputs = model(**model_inputs, **forward)
         loss = outputs.loss
         for technique in contributors:
             loss, terms = technique.loss(inputs, outputs, loss)

@@ -76,7 +76,8 @@ def test_bench_measures_candidates_and_the_references(tokenizer, tmp_path, capsy
     points = [(r["batch1_median_ms"], r["metric"]) for r in models.values()]
     assert report["pareto_frontier"] == [names[i] for i in pareto_frontier(points)]
     table = (out / "bench.md").read_text()
-    assert table.count("\n") == 2 + len(names) and f"batch-1 vs {names[2]}" in table
+    assert table.startswith("Tags decoded by argmax for every row") and report["decoding"] == "argmax"
+    assert table.count("\n") == 2 + 2 + len(names) and f"batch-1 vs {names[2]}" in table
     assert (out / "bench.png").stat().st_size > 10_000
     assert "| ours |" in capsys.readouterr().out
 

@@ -237,3 +237,83 @@ def test_compression_trainer_builds_pruning_from_recipe(tokenizer, tiny_ner_teac
             args=args_for(tmp_path),
             recipe={"pruning": {"targets": ["nothing.*"], "start_step": 0, "end_step": 2}},
         )
+
+
+def test_heads_and_neurons_pruned_in_one_run_each_on_its_schedule_both_removed(tokenizer, tmp_path):
+    """Two pruning blocks: heads ramp over steps 0-2, neurons over 2-5; both are sliced out, save and export agree."""
+    from hf_compress import ExportConfig, Recipe, export_model
+    from hf_compress.export import ExportData
+
+    recipe = Recipe.from_dict(
+        {
+            "pruning": [
+                {"structure": "heads", "final_sparsity": 0.5, "start_step": 0, "end_step": 2, "update_every": 1},
+                {"structure": "neurons", "final_sparsity": 0.75, "start_step": 2, "end_step": 5, "update_every": 1},
+            ]
+        }
+    )
+    assert [b.structure for b in recipe.pruning] == ["heads", "neurons"]
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    m = model(tokenizer).train()
+    data = ner_dataset(tokenizer, n=64)
+    collator = DataCollatorForTokenClassification(tokenizer)
+    trainer = CompressionTrainer(
+        model=m,
+        args=args_for(tmp_path / "run", logging_steps=1, max_steps=6),
+        recipe=recipe,
+        train_dataset=data,
+        data_collator=collator,
+    )
+    callback = trainer.techniques[0]
+    trainer.train()
+    logs = {log["step"]: log for log in trainer.state.log_history if "loss" in log}
+    # each block on its own cubic ramp: heads reach 0.5 at step 2 while neurons start there
+    assert logs[1]["sparsity_target_heads"] == pytest.approx(0.5 - 0.5 * 0.5**3)
+    assert logs[1]["sparsity_target_neurons"] == 0.0
+    assert logs[2]["sparsity_target_heads"] == 0.5 and logs[2]["sparsity_target_neurons"] == 0.0
+    assert logs[5]["sparsity_target_neurons"] == 0.75
+    report = sparsity_report(m)
+    assert sum(r["heads"] for r in report["layers"]) == 8
+    assert [r["ffn_neurons"] for r in report["layers"]] == [16] * 4
+    assert callback.report()["target_sparsity"] == {"heads": 0.5, "neurons": 0.75}
+    assert len(callback.state_dict()["blocks"]) == 2
+    m.eval()
+    input_ids = torch.randint(5, 60, (3, 9))
+    masked = _outputs(m, input_ids)
+    export = export_model(
+        m,
+        tokenizer,
+        tmp_path / "onnx",
+        ExportConfig(int8="none"),
+        ExportData(eval_dataset=ner_dataset(tokenizer, n=16, seed=1), data_collator=collator),
+    )
+    removed = export["removed_structures"]
+    assert removed["neurons_per_layer"] == 48 and sum(len(h) for h in removed["heads"].values()) == 8
+    assert export["parity"]["max_abs_logit_diff"] < 1e-5 and export["parity"]["argmax_agreement"] == 1.0
+    callback.compact(m)  # what hf-compress train saves: neurons (and, where transformers records them, heads) gone
+    assert m.config.intermediate_size == 16
+    assert torch.allclose(_outputs(m, input_ids), masked, atol=1e-5)
+    m.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path / "saved").eval()
+    assert torch.allclose(_outputs(reloaded, input_ids), masked, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "blocks, key",
+    [
+        ([{"structure": "neurons"}, {"structure": "neurons"}], r"pruning\.1\.structure.*block 0 prunes neurons"),
+        ([{"structure": "unstructured"}, {"structure": "unstructured"}], r"pruning\.1\.structure"),
+        ([], r"recipe key 'pruning': got \[\]"),
+    ],
+)
+def test_pruning_blocks_that_cannot_run_together(blocks, key):
+    from hf_compress import Recipe
+
+    with pytest.raises(RecipeError, match=key):
+        Recipe.from_dict({"pruning": [{**b, "start_step": 0, "end_step": 2} for b in blocks]})
+
+
+def test_unstructured_blocks_on_overlapping_targets_are_refused(tokenizer):
+    blocks = [config(targets=["*.intermediate.dense"]), config(targets=["*.layer.0.*"])]
+    with pytest.raises(RecipeError, match=r"pruning\.1\.targets.*disjoint from block 0"):
+        GradualPruningCallback(blocks).prepare(model(tokenizer))

@@ -192,9 +192,11 @@ class DistillationLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the total loss and its detached terms (``task``, ``kd``, ``hidden``, ``attention``).
 
-        ``task_loss`` defaults to ``student_outputs.loss``. Soft targets count only real positions:
-        ``labels != -100`` for token classification (every example for sequence classification); the
-        intermediate terms count tokens where ``attention_mask`` is 1.
+        ``task_loss`` defaults to ``student_outputs.loss``; a batch with no gold label (transfer examples only:
+        every label -100 or :data:`~hf_compress.tasks.base.NO_GOLD_LABEL`) has no task term. Soft targets count
+        only real positions: ``labels != -100`` for token classification (transfer examples' label positions too),
+        every example for sequence classification; the intermediate terms count tokens where ``attention_mask``
+        is 1.
         """
         cfg = self.config
         s_logits, t_logits = student_outputs.logits, teacher_outputs.logits
@@ -203,6 +205,8 @@ class DistillationLoss(nn.Module):
             mask = labels.ne(-100) if labels is not None else attention_mask
         kd = soft_target_loss(s_logits, t_logits, cfg.temperature, mask)
         task = student_outputs.loss if task_loss is None else task_loss
+        if labels is not None and not labels.dtype.is_floating_point and not bool((labels >= 0).any()):
+            task = None  # transfer examples only (no gold label): the model's mean over no position is NaN
         total = (1.0 - cfg.alpha) * kd if task is None else cfg.alpha * task + (1.0 - cfg.alpha) * kd
         terms = {"kd": kd.detach()}
         if task is not None:

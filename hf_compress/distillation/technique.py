@@ -16,10 +16,12 @@ from ..compat import use_eager_attention
 from ..configs import RecipeError
 from ..students import check_teacher_student
 from ..tables import markdown_table
+from ..tasks.base import NO_GOLD_LABEL
 from ..technique import Technique, register_technique
 from .cache import TeacherCache
 from .config import DistillationConfig, LayerLossConfig
 from .losses import DistillationLoss
+from .transfer import transfer_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -50,6 +52,7 @@ class DistillationCallback(Technique):
     report_name = "distillation_report"
     contributes_loss = True
     resources = ("teacher", "teacher_processing_class")
+    path_fields = ("transfer.files",)
     qualifier = "distilled"
 
     def __init__(
@@ -104,6 +107,13 @@ class DistillationCallback(Technique):
             raise RecipeError(
                 "distillation", "set", "the 'distillation' block needs a teacher: set model.teacher, or drop the block"
             )
+
+    @classmethod
+    def extra_training_data(cls, config: DistillationConfig, *, task, raw_train, data, tokenizer, label2id):
+        """The transfer set (``transfer``): augmented copies and text files, labelled by the teacher only."""
+        if config.transfer is None:
+            return None
+        return transfer_dataset(config.transfer, task, raw_train, data, tokenizer, label2id)
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
@@ -178,6 +188,14 @@ class DistillationCallback(Technique):
             "output_hidden_states": self.loss_module.needs_hidden_states,
             "output_attentions": self.loss_module.needs_attentions,
         }
+
+    def model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Transfer examples' label positions (:data:`~hf_compress.tasks.base.NO_GOLD_LABEL`) are hidden from the
+        model's own (task) loss as -100; the soft targets still count them."""
+        labels = inputs.get("labels")
+        if labels is None or labels.dtype.is_floating_point or not bool((labels == NO_GOLD_LABEL).any()):
+            return inputs
+        return {**inputs, "labels": labels.masked_fill(labels == NO_GOLD_LABEL, -100)}
 
     def loss(
         self, inputs: dict[str, Any], outputs: Any, loss: torch.Tensor | None

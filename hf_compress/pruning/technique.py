@@ -8,6 +8,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..architectures import weight_layers
+from ..configs import RecipeError
 from ..tables import markdown_table
 from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
 from .config import PruningConfig
@@ -30,104 +31,163 @@ class GradualPruningCallback(Technique):
     (``pruning_state.pt``) and restored on resume. Target and achieved sparsity (per layer) go to the logs; the
     final sparsity report is printed and saved as ``sparsity_report.{json,md}`` in ``output_dir``. At export, FFN
     neurons and attention heads whose weights are all zero are sliced out.
+
+    Several blocks, each on its own schedule (a list of configs; in a recipe a list under ``pruning:``), prune
+    different structures in one run: e.g. attention heads and FFN neurons, both removed physically. Two blocks
+    may not prune the same structure (unstructured blocks may, on disjoint ``targets``).
     """
 
     name = "pruning"
     config_class = PruningConfig
     order = 20
     report_name = "sparsity_report"
+    repeatable = True
 
-    def __init__(self, config: PruningConfig | None = None, **settings: Any):
+    def __init__(self, config: PruningConfig | list[PruningConfig] | None = None, **settings: Any):
         super().__init__(config, **settings)
-        self.pruner: MagnitudePruner | None = None
-        self.start_step = self.end_step = 0
+        self.blocks: list[PruningConfig] = self.config if isinstance(self.config, list) else [self.config]
+        check_blocks(self.blocks)
+        self.pruners: list[MagnitudePruner] = []
+        self.ramps: list[tuple[int, int]] = [(0, 0)] * len(self.blocks)  # (start, end) optimizer steps per block
         self.step = 0  # the last optimizer step seen
+
+    @property
+    def pruner(self) -> MagnitudePruner | None:
+        """The masks of the first (or only) block."""
+        return self.pruners[0] if self.pruners else None
 
     @classmethod
     def example_config(cls) -> PruningConfig:
         return PruningConfig(final_sparsity=0.5, start_step=0, end_step=4, update_every=1)
 
     @classmethod
-    def capabilities(cls, config: PruningConfig) -> dict[str, str]:
-        if config.structure == "unstructured":
-            return {}
-        return {f"{config.structure[:-1]}_pruning": "pruning.structure"}
+    def capabilities(cls, config: PruningConfig | list[PruningConfig]) -> dict[str, str]:
+        needs = {}
+        for i, block in enumerate(config if isinstance(config, list) else [config]):
+            if block.structure != "unstructured":
+                key = f"pruning.{i}.structure" if isinstance(config, list) else "pruning.structure"
+                needs[f"{block.structure[:-1]}_pruning"] = key
+        return needs
+
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        if isinstance(recipe.pruning, list):
+            check_blocks(recipe.pruning)
 
     def describe(self) -> str:
-        return f"{self.config.structure} sparsity {self.config.final_sparsity:g}"
+        return ", ".join(f"{b.structure} sparsity {b.final_sparsity:g}" for b in self.blocks)
 
     # --------------------------------------------------------------------------------------------- schedule
-    def target_sparsity(self, step: int) -> float:
-        """The schedule's sparsity after ``step`` optimizer steps."""
-        c = self.config
-        return cubic_sparsity(step, c.initial_sparsity, c.final_sparsity, self.start_step, self.end_step)
+    def target_sparsity(self, step: int, block: int = 0) -> float:
+        """The schedule's sparsity of block ``block`` after ``step`` optimizer steps."""
+        c, (start, end) = self.blocks[block], self.ramps[block]
+        return cubic_sparsity(step, c.initial_sparsity, c.final_sparsity, start, end)
+
+    @property
+    def start_step(self) -> int:
+        return min(start for start, _ in self.ramps)
+
+    @property
+    def end_step(self) -> int:
+        return max(end for _, end in self.ramps)
 
     def schedule(self, steps_per_epoch: float) -> None:
-        c = self.config
-        self.start_step = optimizer_steps(c.start_epoch, c.start_step, steps_per_epoch)
-        self.end_step = optimizer_steps(c.end_epoch, c.end_step, steps_per_epoch)
+        self.ramps = [
+            (
+                optimizer_steps(c.start_epoch, c.start_step, steps_per_epoch),
+                optimizer_steps(c.end_epoch, c.end_step, steps_per_epoch),
+            )
+            for c in self.blocks
+        ]
 
-    def _should_update(self, step: int) -> bool:
-        if step < self.start_step or step > self.end_step:
+    def _should_update(self, step: int, block: int) -> bool:
+        start, end = self.ramps[block]
+        if step < start or step > end:
             return False
-        return (step - self.start_step) % self.config.update_every == 0 or step == self.end_step
+        return (step - start) % self.blocks[block].update_every == 0 or step == end
 
     def _update(self, step: int) -> None:
-        self.pruner.update(self.target_sparsity(step))
-        self.pruner.broadcast()
+        for block, pruner in enumerate(self.pruners):
+            if self._should_update(step, block):
+                pruner.update(self.target_sparsity(step, block))
+                pruner.broadcast()
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
-        self.pruner = MagnitudePruner(model, self.config)  # bad targets fail here, before training
+        self.pruners = [MagnitudePruner(model, c) for c in self.blocks]  # bad targets fail here, before training
+        owners: dict[int, int] = {}
+        for i, pruner in enumerate(self.pruners):
+            for module, _ in pruner.masked_parameters():
+                if owners.setdefault(id(module), i) != i:
+                    raise RecipeError(
+                        f"pruning.{i}.targets", self.blocks[i].targets, f"disjoint from block {owners[id(module)]}'s"
+                    )
 
     def begin(self, step: int) -> None:
         self.step = step
-        if step == 0 and self._should_update(0):
+        if step == 0:
             self._update(0)
 
     def has_state(self) -> bool:
-        return self.pruner is not None
+        return bool(self.pruners)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.pruner.state_dict()
+        if len(self.pruners) == 1:
+            return self.pruners[0].state_dict()
+        return {"blocks": [p.state_dict() for p in self.pruners]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pruner.load_state_dict(state)
+        states = state["blocks"] if "blocks" in state else [state]
+        if len(states) != len(self.pruners):
+            raise ValueError(f"the pruning state holds {len(states)} block(s), the recipe {len(self.pruners)}")
+        for pruner, block_state in zip(self.pruners, states, strict=True):
+            pruner.load_state_dict(block_state)
 
     def state_missing(self, path: str, step: int) -> None:
         if step >= self.start_step:
             logger.warning(f"{path} not found: pruning masks rebuilt from the zeros of the loaded weights")
-            self.pruner.masks_from_zeros()
+            for pruner in self.pruners:
+                pruner.masks_from_zeros()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.pruner.mask_gradients()
+        for pruner in self.pruners:
+            pruner.mask_gradients()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.pruner.apply()
+        for pruner in self.pruners:
+            pruner.apply()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step
-        if self._should_update(state.global_step):
-            self._update(state.global_step)
+        self._update(state.global_step)
 
     def log_values(self, step: int) -> dict[str, float]:
-        values = {"sparsity_target": round(self.target_sparsity(step), 4)}
-        per_layer = self.pruner.layer_sparsity()
-        values["sparsity"] = round(sum(per_layer.values()) / max(len(per_layer), 1), 4)
-        values.update({f"sparsity_layer_{layer}": round(value, 4) for layer, value in per_layer.items()})
+        values = {}
+        for block, pruner in enumerate(self.pruners):
+            suffix = "" if len(self.pruners) == 1 else f"_{self.blocks[block].structure}"
+            per_layer = pruner.layer_sparsity()
+            values[f"sparsity_target{suffix}"] = round(self.target_sparsity(step, block), 4)
+            values[f"sparsity{suffix}"] = round(sum(per_layer.values()) / max(len(per_layer), 1), 4)
+            values.update({f"sparsity{suffix}_layer_{layer}": round(v, 4) for layer, v in per_layer.items()})
         return values
 
     def report(self) -> dict[str, Any]:
-        report = sparsity_report(self.pruner.model)
-        report["target_sparsity"] = self.target_sparsity(self.step)
-        report["structure"] = self.config.structure
+        report = sparsity_report(self.pruners[0].model)
+        if len(self.blocks) == 1:
+            report["target_sparsity"] = self.target_sparsity(self.step)
+            report["structure"] = self.blocks[0].structure
+        else:
+            report["target_sparsity"] = {
+                b.structure: self.target_sparsity(self.step, i) for i, b in enumerate(self.blocks)
+            }
+            report["structure"] = [b.structure for b in self.blocks]
         return report
 
     def report_markdown(self, report: dict[str, Any]) -> str:
         return sparsity_table(report)
 
     def compact(self, model: nn.Module) -> None:
-        if self.config.structure != "unstructured":
+        if any(b.structure != "unstructured" for b in self.blocks):
             logger.info(f"removed pruned structures: {remove_pruned_structures(model, loadable=True)}")
 
     # --------------------------------------------------------------------------------------------- export
@@ -156,6 +216,20 @@ class GradualPruningCallback(Technique):
         ]
         rows.append(("total (encoder linears)", f"{100 * sparsity['total']['sparsity']:.2f}%", "", ""))
         return ["## Sparsity", "", markdown_table(("layer", "sparsity", "heads", "FFN neurons"), rows)]
+
+
+def check_blocks(blocks: list[PruningConfig]) -> None:
+    """Several pruning blocks must prune different structures (unstructured ones: explicit, disjoint targets)."""
+    seen: dict[str, int] = {}
+    for i, block in enumerate(blocks):
+        if block.structure in seen and (block.structure != "unstructured" or not block.targets):
+            raise RecipeError(
+                f"pruning.{i}.structure",
+                block.structure,
+                f"block {seen[block.structure]} prunes {block.structure} already: one block per structure "
+                "(several unstructured blocks need disjoint targets)",
+            )
+        seen.setdefault(block.structure, i)
 
 
 def _sparse(report: dict[str, Any]) -> bool:

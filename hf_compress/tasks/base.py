@@ -11,7 +11,11 @@ from transformers import PreTrainedTokenizerBase
 
 from ..configs import DataConfig
 
-__all__ = ["Task", "load_hub_dataset", "select_first"]
+__all__ = ["NO_GOLD_LABEL", "Task", "load_hub_dataset", "select_first"]
+
+#: The label of a position to predict whose gold label is unknown (an example the teacher labels: distillation's
+#: transfer set). Losses that read gold labels skip it like -100; the teacher's terms count it.
+NO_GOLD_LABEL = -99
 
 
 class Task(abc.ABC):
@@ -51,13 +55,28 @@ class Task(abc.ABC):
     ) -> DatasetDict:
         """Tokenized splits with ``labels``."""
 
+    def without_gold_labels(self, tokenized):
+        """Tokenized examples whose labels are placeholders, marked as having no gold label: label positions
+        become :data:`NO_GOLD_LABEL` (per token), or the example's label -100 (per sequence)."""
+
+        def mark(batch):
+            return {
+                "labels": [
+                    [NO_GOLD_LABEL if label != -100 else -100 for label in row] if isinstance(row, list) else -100
+                    for row in batch["labels"]
+                ]
+            }
+
+        return tokenized.map(mark, batched=True, desc="Marking transfer examples")
+
     @abc.abstractmethod
     def data_collator(self, tokenizer: PreTrainedTokenizerBase):
         """The collator that pads a batch."""
 
     @abc.abstractmethod
-    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
-        """A ``compute_metrics`` function for the Trainer."""
+    def compute_metrics(self, id2label: dict[int, str], decoding: str = "argmax") -> Callable:
+        """A ``compute_metrics`` function for the Trainer; its ``decoding`` attribute says how predictions are read
+        from the logits (:mod:`hf_compress.tasks.decoding`)."""
 
 
 def load_hub_dataset(data: DataConfig) -> DatasetDict:

@@ -147,5 +147,9 @@ class TextClassificationTask(Task):
     def data_collator(self, tokenizer: PreTrainedTokenizerBase):
         return DataCollatorWithPadding(tokenizer)
 
-    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
-        return classification_metrics(id2label)
+    def compute_metrics(self, id2label: dict[int, str], decoding: str = "argmax") -> Callable:
+        if decoding != "argmax":
+            raise ValueError(f"decoding {decoding!r} reads tags: NER only; text classification takes the argmax")
+        compute = classification_metrics(id2label)
+        compute.decoding = "argmax"
+        return compute

@@ -10,12 +10,12 @@ import os
 import re
 from collections.abc import Callable
 
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Sequence
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
+from .decoding import decode_tags, iob2_transitions
 
 __all__ = ["TokenClassificationTask", "read_conll", "align_labels_with_tokens", "ner_metrics"]
 
@@ -116,14 +116,18 @@ def align_labels_with_tokens(
     return aligned
 
 
-def ner_metrics(id2label: dict[int, str]) -> Callable:
-    """A ``compute_metrics`` for the Trainer: entity-level precision, recall, F1 (seqeval) and token accuracy."""
+def ner_metrics(id2label: dict[int, str], decoding: str = "argmax") -> Callable:
+    """A ``compute_metrics`` for the Trainer: entity-level precision, recall, F1 (seqeval) and token accuracy, the
+    tags read from the logits of the labelled positions by ``decoding`` (``argmax`` or ``constrained``)."""
     from seqeval.metrics import f1_score, precision_score, recall_score
+
+    if decoding == "constrained":
+        iob2_transitions([id2label[i] for i in range(len(id2label))])  # IOB2 labels, or a clear error now
 
     def compute(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred
-        predictions = np.argmax(logits, axis=-1)
         keep = labels != -100
+        predictions = decode_tags(logits, keep, id2label, decoding)
         true_tags = [[id2label[int(i)] for i in row[k]] for row, k in zip(labels, keep, strict=True)]
         pred_tags = [[id2label[int(i)] for i in row[k]] for row, k in zip(predictions, keep, strict=True)]
         correct, total = int((predictions[keep] == labels[keep]).sum()), int(keep.sum())
@@ -134,6 +138,7 @@ def ner_metrics(id2label: dict[int, str]) -> Callable:
             "accuracy": correct / max(total, 1),
         }
 
+    compute.decoding = decoding
     return compute
 
 
@@ -205,5 +210,5 @@ class TokenClassificationTask(Task):
     def data_collator(self, tokenizer: PreTrainedTokenizerBase):
         return DataCollatorForTokenClassification(tokenizer)
 
-    def compute_metrics(self, id2label: dict[int, str]) -> Callable:
-        return ner_metrics(id2label)
+    def compute_metrics(self, id2label: dict[int, str], decoding: str = "argmax") -> Callable:
+        return ner_metrics(id2label, decoding)
