@@ -287,7 +287,7 @@ def test_heads_and_neurons_pruned_in_one_run_each_on_its_schedule_both_removed(t
         ExportConfig(int8="none"),
         ExportData(eval_dataset=ner_dataset(tokenizer, n=16, seed=1), data_collator=collator),
     )
-    removed = export["removed_structures"]
+    removed = export["techniques"]["pruning"]["removed_structures"]
     assert removed["neurons_per_layer"] == 48 and sum(len(h) for h in removed["heads"].values()) == 8
     assert export["parity"]["max_abs_logit_diff"] < 1e-5 and export["parity"]["argmax_agreement"] == 1.0
     callback.compact(m)  # what hf-compress train saves: neurons (and, where transformers records them, heads) gone
