@@ -41,6 +41,7 @@ class GradualPruningCallback(Technique):
         super().__init__(config, **settings)
         self.pruner: MagnitudePruner | None = None
         self.start_step = self.end_step = 0
+        self.steps_per_epoch = 0.0
         self.step = 0  # the last optimizer step seen
 
     @classmethod
@@ -66,6 +67,21 @@ class GradualPruningCallback(Technique):
         c = self.config
         self.start_step = optimizer_steps(c.start_epoch, c.start_step, steps_per_epoch)
         self.end_step = optimizer_steps(c.end_epoch, c.end_step, steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+
+    def schedule_problems(self, total_steps: int) -> list[str]:
+        c = self.config
+        if self.end_step <= total_steps:
+            return []
+        key = "pruning.end_epoch" if c.end_epoch is not None else "pruning.end_step"
+        given = (
+            f" (epoch {c.end_epoch:g} at {self.steps_per_epoch:g} steps per epoch)" if c.end_epoch is not None else ""
+        )
+        return [
+            f"{key}: the pruning ramp ends at optimizer step {self.end_step}{given}, after this run's last step "
+            f"{total_steps}: the sparsity reaches at most {self.target_sparsity(total_steps):.3g}, not "
+            f"final_sparsity {c.final_sparsity:g}"
+        ]
 
     def _should_update(self, step: int) -> bool:
         if step < self.start_step or step > self.end_step:

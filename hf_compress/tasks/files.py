@@ -1,0 +1,140 @@
+"""Local data files as ``datasets``: CSV/TSV, JSON (lines, an array of objects or an object of columns), Parquet, and
+folders written by ``save_to_disk``.
+
+Files are read in memory (no ``datasets`` cache entry per file version). Every problem is one ``ValueError`` (or
+``OSError``) line naming the file, and the line or row when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+
+from datasets import Dataset, DatasetDict
+
+__all__ = ["TABLE_FORMATS", "check_text_file", "load_saved_dataset", "read_table", "table_format"]
+
+#: File extensions read as tables, and their format.
+TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (what third-party readers say can span several)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def table_format(path: str) -> str | None:
+    """``csv``, ``json`` or ``parquet`` from the file extension; None for any other."""
+    return TABLE_FORMATS.get(os.path.splitext(path)[1].lower())
+
+
+def check_text_file(path: str) -> str:
+    """The file's text; fails with the file's name when it is missing, a folder, empty or not UTF-8."""
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); convert it to UTF-8"
+        ) from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty")
+    return text
+
+
+def _read_bytes(path: str) -> bytes:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; give the data file itself")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _json_records(path: str, text: str) -> tuple[list, Callable[[int], str]]:
+    """The records of a JSON file, and where record ``i`` is: JSON lines first (as ``datasets`` reads them), else
+    one document holding an array of objects or an object of columns."""
+    rows, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            return _json_document(path, text, f"line {number}: not valid JSON ({error.msg}, column {error.colno})")
+        except RecursionError:
+            raise ValueError(f"{path}, line {number}: nested too deeply to be a row") from None
+        lines.append(number)
+    return rows, lambda i: f"line {lines[i]}"
+
+
+def _json_document(path: str, text: str, as_lines: str) -> tuple[list, Callable[[int], str]]:
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        document = None
+    if isinstance(document, list):
+        return document, lambda i: f"record {i + 1}"
+    columns = list(document.values()) if isinstance(document, dict) else []
+    if columns and all(isinstance(c, list) and len(c) == len(columns[0]) for c in columns):
+        return [dict(zip(document, values, strict=True)) for values in zip(*columns, strict=True)], (
+            lambda i: f"row {i + 1}"
+        )
+    raise ValueError(
+        f"{path}, {as_lines}; expected JSON lines (one object per line), an array of objects or an object of columns"
+    )
+
+
+def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
+    """A CSV/TSV, JSON (lines) or Parquet file as a ``Dataset``, and where row ``i`` is in the file."""
+    kind = table_format(path)
+    if kind is None:
+        extension = os.path.splitext(path)[1].lower()
+        raise ValueError(f"{path}: unsupported file type {extension!r}; use {', '.join(TABLE_FORMATS)}")
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            _read_bytes(path)  # missing file or a folder: said plainly
+            return Dataset(pq.read_table(path)), lambda i: f"row {i + 1}"
+        text = check_text_file(path)
+        if kind == "json":
+            records, where = _json_records(path, text)
+            for index, record in enumerate(records):
+                if not isinstance(record, dict):
+                    raise ValueError(
+                        f"{path}, {where(index)}: expected an object of columns, got {type(record).__name__}"
+                    )
+            if not records:
+                raise ValueError(f"{path}: no rows")
+            return Dataset.from_list(records), where
+        import pandas as pd
+
+        sep = "\t" if path.lower().endswith(".tsv") else ","
+        frame = pd.read_csv(path, sep=sep)
+        return Dataset.from_pandas(frame, preserve_index=False), lambda i: f"line {i + 2}"
+    except (ValueError, OSError) as error:
+        message = one_line(error)
+        raise type(error)(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except Exception as error:  # pyarrow and pandas raise their own types for unreadable files or mixed columns
+        raise ValueError(f"{path}: cannot be read as {kind}: {one_line(error)}") from None
+
+
+def load_saved_dataset(path: str) -> DatasetDict:
+    """A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``, as a ``DatasetDict``."""
+    from datasets import load_from_disk
+
+    try:
+        loaded = load_from_disk(path)
+    except Exception as error:
+        raise ValueError(f"{path}: not a dataset saved with save_to_disk: {one_line(error)}") from None
+    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+
+
+def missing_value(value) -> bool:
+    """None, or a float NaN (what pandas reads for an empty CSV cell)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
