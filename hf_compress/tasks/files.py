@@ -1,12 +1,14 @@
 """Local data files as ``datasets``: CSV/TSV, JSON (lines, an array of objects or an object of columns), Parquet, and
 folders written by ``save_to_disk``.
 
-Files are read in memory (no ``datasets`` cache entry per file version). Every problem is one ``ValueError`` (or
-``OSError``) line naming the file, and the line or row when there is one.
+Files are read in memory (no ``datasets`` cache entry per file version), and a dataset read from a file is
+fingerprinted by the file's bytes. Every problem is one ``ValueError`` (or ``OSError``) line naming the file, and the
+line or row when there is one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 from datasets import Dataset, DatasetDict
 
-__all__ = ["TABLE_FORMATS", "check_text_file", "load_saved_dataset", "read_table", "table_format"]
+__all__ = ["TABLE_FORMATS", "check_text_file", "file_dataset", "load_saved_dataset", "read_table", "table_format"]
 
 #: File extensions read as tables, and their format.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -53,6 +55,18 @@ def _read_bytes(path: str) -> bytes:
         raise FileNotFoundError(f"data file not found: {path}")
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def file_dataset(table, content: bytes) -> Dataset:
+    """A ``Dataset`` of a ``pyarrow.Table`` or a dict of columns read from a file of bytes ``content``,
+    fingerprinted by those bytes (``Dataset.from_dict`` would hash the built table; the data is in memory, so the
+    fingerprint names no cache file)."""
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    if isinstance(table, dict):
+        table = pa.Table.from_pydict(table)
+    return Dataset(InMemoryTable(table), fingerprint=hashlib.sha256(content).hexdigest()[:32])
 
 
 def _json_records(path: str, text: str) -> tuple[list, Callable[[int], str]]:
@@ -99,8 +113,8 @@ def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            _read_bytes(path)  # missing file or a folder: said plainly
-            return Dataset(pq.read_table(path)), lambda i: f"row {i + 1}"
+            content = _read_bytes(path)  # missing file or a folder: said plainly
+            return file_dataset(pq.read_table(path), content), lambda i: f"row {i + 1}"
         text = check_text_file(path)
         if kind == "json":
             records, where = _json_records(path, text)
@@ -111,12 +125,17 @@ def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
                     )
             if not records:
                 raise ValueError(f"{path}: no rows")
-            return Dataset.from_list(records), where
+            import pyarrow as pa
+
+            return file_dataset(pa.Table.from_pylist(records), text.encode()), where
         import pandas as pd
 
         sep = "\t" if path.lower().endswith(".tsv") else ","
+        import pyarrow as pa
+
         frame = pd.read_csv(path, sep=sep)
-        return Dataset.from_pandas(frame, preserve_index=False), lambda i: f"line {i + 2}"
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        return file_dataset(table, text.encode()), lambda i: f"line {i + 2}"
     except (ValueError, OSError) as error:
         message = one_line(error)
         raise type(error)(message if message.startswith(str(path)) else f"{path}: {message}") from None

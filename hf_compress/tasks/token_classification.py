@@ -18,7 +18,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from ..checks import short_repr
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
-from .files import read_table, table_format
+from .files import file_dataset, read_table, table_format
 
 __all__ = ["TokenClassificationTask", "read_conll", "read_ner_file", "align_labels_with_tokens", "ner_metrics"]
 
@@ -77,7 +77,8 @@ def read_conll(path: str | os.PathLike) -> Dataset:
         sentences.append((tokens, tags))
     if not sentences:
         raise ValueError(f"{path}: no sentences found (expected CoNLL format: 'TOKEN ... TAG' lines)")
-    return Dataset.from_dict({"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]})
+    columns = {"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]}
+    return file_dataset(columns, _read_again(path))
 
 
 def _tag_names(feature) -> list[str] | None:
@@ -135,7 +136,12 @@ def read_ner_file(path: str | os.PathLike) -> Dataset:
                 raise ValueError(f"{at}: {problem}")
         sentences.append(tokens)
         tag_lists.append(tags)
-    return Dataset.from_dict({"tokens": sentences, "ner_tags": tag_lists})
+    return file_dataset({"tokens": sentences, "ner_tags": tag_lists}, _read_again(path))
+
+
+def _read_again(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _check_tags_seen_in_training(train: Dataset, validation: Dataset, data: DataConfig) -> None:
