@@ -43,7 +43,7 @@ from .modules import check_frozen_models
 from .recipe import ExportConfig, Recipe
 from .stopping import StopOnSignal, TrainingStopped
 from .technique import Technique, registered_techniques
-from .trainer_recipe import ScheduleCheck, apply_training_block, load_recipe_teacher, refuse_run_blocks
+from .trainer_recipe import ScheduleCheck, apply_run_blocks
 
 logger = logging.get_logger(__name__)
 
@@ -90,15 +90,9 @@ class CompressionTrainer(Trainer):
         self._saving: Path | None = None
         self._in_train = False
         self.schedule_problems: list[str] = []
-        if not recipe_blocks_applied:
-            refuse_run_blocks(self.recipe)
-            args = apply_training_block(args, self.recipe.training)
-            if teacher is None:
-                teacher, loaded_processing_class = load_recipe_teacher(self.recipe, model)
-                teacher_processing_class = teacher_processing_class or loaded_processing_class
-            elif self.recipe.model is not None and self.recipe.model.teacher is not None:
-                logger.info(f"teacher= given: the recipe's model.teacher ({self.recipe.model.teacher}) is not loaded")
         resources = {"teacher": teacher, "teacher_processing_class": teacher_processing_class}
+        if not recipe_blocks_applied:
+            args = apply_run_blocks(self.recipe, model, args, resources)
         check_frozen_models(model, resources)
         from_recipe = self._techniques_from_recipe(resources)
         extra = [RecipeInCheckpoints(self.recipe)] if not self.recipe.is_empty else []
@@ -302,19 +296,17 @@ class CompressionTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """``Trainer.save_model``, compressed: outside training, what the techniques can remove is removed from a
-        copy of the model before it is saved (pruned FFN neurons and heads sliced out, the techniques'
-        :meth:`~hf_compress.technique.Technique.compact`): the folder loads with plain ``from_pretrained`` into the
-        smaller model, with the same outputs; the model being trained is left as it is. The recipe
-        (``recipe.yaml``) and the technique state an export needs (QAT observers) are written beside it, so that
-        ``hf-compress export`` reads the folder as it reads one of ``hf-compress train``. Checkpoints are saved as
-        trained (as are models under DeepSpeed or FSDP, whose parameters are sharded)."""
+        """``Trainer.save_model``, compressed: outside training, a copy of the model is saved with what the techniques
+        remove (:meth:`~hf_compress.technique.Technique.compact`: pruned FFN neurons and heads) removed; it loads
+        with plain ``from_pretrained``, same outputs. The recipe (``recipe.yaml``) and the technique state an export
+        needs are written beside it, for ``hf-compress export``. Checkpoints, and models sharded by DeepSpeed or
+        FSDP, are saved as trained."""
         if self._in_train or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         trained = self.model
         shrinking = [t for t in self.techniques if type(t).compact is not Technique.compact]
-        if shrinking:
+        if shrinking and self.args.should_save:  # (the other processes of a DDP run write nothing)
             self.model = copy.deepcopy(self.accelerator.unwrap_model(trained))
             for technique in shrinking:
                 technique.compact(self.model)

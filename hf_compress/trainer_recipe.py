@@ -31,10 +31,27 @@ from .technique import get_technique
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["apply_training_block", "load_recipe_teacher", "refuse_run_blocks"]
+__all__ = ["apply_run_blocks", "apply_training_block", "load_recipe_teacher", "refuse_run_blocks"]
 
 #: Where ``Trainer`` puts its output without ``TrainingArguments`` (its own default).
 DEFAULT_OUTPUT_DIR = "tmp_trainer"
+
+
+def apply_run_blocks(
+    recipe: Recipe, model: nn.Module | None, args: TrainingArguments | None, resources: dict[str, Any]
+) -> TrainingArguments | None:
+    """Refuse the blocks that cannot apply, return ``args`` with the ``training`` block applied, and put the
+    ``model.teacher`` in ``resources`` when none is given and a technique uses one."""
+    refuse_run_blocks(recipe)
+    args = apply_training_block(args, recipe.training)
+    if resources.get("teacher") is None:
+        teacher, processing_class = load_recipe_teacher(recipe, model)
+        if teacher is not None:
+            resources["teacher"] = teacher
+            resources["teacher_processing_class"] = resources.get("teacher_processing_class") or processing_class
+    elif recipe.model is not None and recipe.model.teacher is not None:
+        logger.info(f"teacher= given: the recipe's model.teacher ({recipe.model.teacher}) is not loaded")
+    return args
 
 
 def refuse_run_blocks(recipe: Recipe) -> None:
@@ -119,9 +136,10 @@ def load_recipe_teacher(recipe: Recipe, model: nn.Module | None) -> tuple[nn.Mod
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     task = task_of_model_class(type(base).__name__) if base is not None else None
     if task is None:
+        what = "without a model (model_init)" if base is None else f"for a {type(base).__name__}"
         raise ValueError(
-            f"model.teacher: cannot tell which task head to load the teacher with for {type(base).__name__}; load "
-            "it yourself and pass teacher=..."
+            f"model.teacher: cannot tell which task head to load the teacher with {what}; load it yourself and "
+            "pass teacher=..."
         )
     teacher = load_pretrained(path, task.auto_model_class)
     recipe.check_architecture(teacher.config)

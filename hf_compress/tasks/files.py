@@ -103,6 +103,31 @@ def _json_document(path: str, text: str, as_lines: str) -> tuple[list, Callable[
     )
 
 
+def _arrow_table(path: str, records: list[dict], where: Callable[[int], str]):
+    """The records as a ``pyarrow.Table`` (the first record's columns, as ``datasets`` takes them); a column whose
+    values have no common type is named, with the first row that differs."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    for column in records[0]:
+        values = [record.get(column) for record in records]
+        try:
+            pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as error:
+            first = next((i for i, v in enumerate(values) if v is not None), 0)
+            kind = type(values[first]).__name__
+            row = next((i for i, v in enumerate(values) if v is not None and type(v).__name__ != kind), None)
+            at = f" ({where(row)} holds {type(values[row]).__name__})" if row is not None else ""
+            raise ValueError(
+                f"{path}: column {column!r} holds values of no common type: {kind} in {where(first)}{at} "
+                f"({one_line(error)})"
+            ) from None
+    raise ValueError(f"{path}: the rows cannot form one table")
+
+
 def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
     """A CSV/TSV, JSON (lines) or Parquet file as a ``Dataset``, and where row ``i`` is in the file."""
     kind = table_format(path)
@@ -125,9 +150,7 @@ def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
                     )
             if not records:
                 raise ValueError(f"{path}: no rows")
-            import pyarrow as pa
-
-            return file_dataset(pa.Table.from_pylist(records), text.encode()), where
+            return file_dataset(_arrow_table(path, records, where), text.encode()), where
         import pandas as pd
 
         sep = "\t" if path.lower().endswith(".tsv") else ","
@@ -136,9 +159,11 @@ def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
         frame = pd.read_csv(path, sep=sep)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         return file_dataset(table, text.encode()), lambda i: f"line {i + 2}"
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # ours name the file; another library's gets the name in front
         message = one_line(error)
-        raise type(error)(message if message.startswith(str(path)) else f"{path}: {message}") from None
+        plain = type(error) if type(error) in (ValueError, FileNotFoundError, IsADirectoryError) else None
+        kind_of = plain or (OSError if isinstance(error, OSError) else ValueError)
+        raise kind_of(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except Exception as error:  # pyarrow and pandas raise their own types for unreadable files or mixed columns
         raise ValueError(f"{path}: cannot be read as {kind}: {one_line(error)}") from None
 
