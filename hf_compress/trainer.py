@@ -89,6 +89,7 @@ class CompressionTrainer(Trainer):
         self.recipe = Recipe.coerce(recipe)
         self._saving: Path | None = None
         self._in_train = False
+        self._final_states: dict[str, dict] = {}  # technique state as training left it, for save_model
         self.schedule_problems: list[str] = []
         resources = {"teacher": teacher, "teacher_processing_class": teacher_processing_class}
         if not recipe_blocks_applied:
@@ -287,6 +288,9 @@ class CompressionTrainer(Trainer):
             self._in_train = False
             if stopper is not None:
                 stopper.restore()
+        kept = [t for t in self.techniques if t.keeps_state_with_model and t.has_state()]
+        # as training left it (before anything, e.g. run_recipe's compaction, changes the model)
+        self._final_states = {t.state_file: copy.deepcopy(t.state_dict()) for t in kept}
         if stopper is not None and stopper.received is not None:  # a signal after the last step's end
             folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             complete = os.path.isdir(folder) and not os.path.exists(os.path.join(folder, SAVING_MARKER))
@@ -319,7 +323,8 @@ class CompressionTrainer(Trainer):
                 atomic_write_text(os.path.join(output_dir, RECIPE_FILE), self.recipe.to_yaml())
             for technique in self.techniques:
                 if technique.keeps_state_with_model and technique.has_state():
-                    save_torch_state(technique.state_dict(), os.path.join(output_dir, technique.state_file))
+                    state = self._final_states.get(technique.state_file) or technique.state_dict()
+                    save_torch_state(state, os.path.join(output_dir, technique.state_file))
 
     # ------------------------------------------------------------------------------------------ export
     def export(
