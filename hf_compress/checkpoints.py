@@ -17,21 +17,25 @@ from __future__ import annotations
 import errno
 import os
 import re
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .files import WEIGHT_FILES, is_disk_full
+from .files import WEIGHT_FILES, atomic_write_text, is_disk_full
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "CheckpointComplete",
     "CheckpointError",
     "CheckpointSaveError",
     "RECIPE_FILE",
+    "RecipeInCheckpoints",
     "SAVING_MARKER",
     "allow_loading_onto_indexed_cpu",
     "check_checkpoint",
@@ -207,3 +211,28 @@ def allow_loading_onto_indexed_cpu() -> None:
         logger.warning("cannot teach torch.load the device cpu:N (priority taken); resuming DDP on the CPU may fail")
         return
     torch.serialization.register_package(_CPU_INDEX_PRIORITY, lambda storage: None, _restore_on_indexed_cpu)
+
+
+class RecipeInCheckpoints(TrainerCallback):
+    """Write the recipe into every checkpoint folder, so that resuming can check it is the same."""
+
+    def __init__(self, recipe):
+        self.recipe = recipe
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
+
+
+class CheckpointComplete(TrainerCallback):
+    """The last callback of a CompressionTrainer: once the Trainer and every other callback have written a checkpoint,
+    it is complete (``trainer._checkpoint_complete()``)."""
+
+    def __init__(self, trainer):
+        self.trainer = weakref.ref(trainer)
+
+    def on_save(self, args, state, control, **kwargs):
+        trainer = self.trainer()
+        if trainer is not None:
+            trainer._checkpoint_complete()

@@ -22,11 +22,14 @@ from .pipeline import check_recipe_models, default_training_arguments, results_t
 from .plugins import import_modules
 from .recipe import Recipe, RecipeError
 from .stopping import STOPPED_EXIT_CODE, TrainingStopped
+from .tasks import load_task_data
 
 logger = logging.getLogger("hf_compress")
 
 EPILOG = """Any recipe key can be overridden with a dotted flag, e.g.
   --training.learning_rate 5e-5  --training.num_train_epochs 1  --data.max_train_samples 500"""
+EXPORT_EPILOG = """The recipe's export block is the default; flags and dotted overrides of recipe keys change it:
+  --export.int8 dynamic  --export.fuse false  --data.train_file train.json --data.validation_file dev.json"""
 
 
 def parse_overrides(extra: Sequence[str]) -> dict[str, str]:
@@ -102,17 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train into an output_dir that holds a previous run (files are written over, none deleted)",
     )
-    train.add_argument("--check", action="store_true", help="validate the recipe, print it, and stop")
+    train.add_argument(
+        "--check", action="store_true", help="validate the recipe, its local model folders and data files; print it"
+    )
     _add_import_option(train)
 
-    export = commands.add_parser("export", help="export a trained model to ONNX fp32 or int8, evaluated")
+    export = commands.add_parser(
+        "export",
+        help="export a trained model to ONNX fp32 or int8, evaluated",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     export.add_argument(
         "model_dir", help="a model folder (the output of 'hf-compress train', or any fine-tuned model)"
     )
     export.add_argument("--output_dir", help="where the ONNX folder goes (default: MODEL_DIR/onnx[-int8-ROUTE])")
-    export.add_argument("--int8", choices=["none", *INT8_ROUTES], default="none")
     export.add_argument(
-        "--recipe", help="data to evaluate/calibrate on, and the technique blocks (default: MODEL_DIR/recipe.yaml)"
+        "--int8", choices=["none", *INT8_ROUTES], help="an int8 route, or none (default: the recipe's export.int8)"
+    )
+    export.add_argument(
+        "--recipe",
+        help="the export block, data to evaluate/calibrate on, the technique blocks (default: MODEL_DIR/recipe.yaml)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in the output folder")
     export.add_argument(
@@ -177,6 +190,8 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.check:
         try:
             check_recipe_models(recipe)
+            if recipe.data is not None:
+                load_task_data(recipe.data, local_only=True)
         except BAD_INPUT as error:
             return _bad_input(error)
         print(recipe.to_yaml())
@@ -212,17 +227,20 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
-def export_command(args: argparse.Namespace) -> int:
+def export_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     from .export import report_markdown
-    from .pipeline import export_trained_model
+    from .pipeline import export_config, export_trained_model
+    from .recipe import apply_overrides
 
     if (status := _import_modules(args)) is not None:
         return status
-    output_dir = args.output_dir or str(
-        Path(args.model_dir) / ("onnx" if args.int8 == "none" else f"onnx-int8-{args.int8}")
-    )
     try:
-        recipe = Recipe.from_yaml(args.recipe) if args.recipe else None
+        overrides = parse_overrides(extra)
+        saved = Path(args.model_dir) / "recipe.yaml"
+        path = args.recipe or (saved if saved.is_file() else None)
+        recipe = Recipe.from_yaml(path, overrides) if path else Recipe.from_dict(apply_overrides({}, overrides))
+        int8 = export_config(recipe, args.int8).int8
+        output_dir = args.output_dir or str(Path(args.model_dir) / ("onnx" if int8 == "none" else f"onnx-int8-{int8}"))
         report = export_trained_model(
             args.model_dir,
             output_dir,
@@ -303,10 +321,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
         raise SystemExit(train_command(args, extra))
+    if args.command == "export":
+        raise SystemExit(export_command(args, extra))
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "export":
-        raise SystemExit(export_command(args))
     if args.command == "push":
         raise SystemExit(push_command(args))
     if args.command == "bench":

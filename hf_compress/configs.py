@@ -159,10 +159,13 @@ class DataConfig:
 
     Attributes:
         task: ``ner`` (alias ``token-classification``) or ``text-classification``.
-        dataset: hub dataset id (e.g. ``conll2003``) when no local files are given.
+        dataset: hub dataset id (e.g. ``conll2003``), or a local folder written by ``save_to_disk``, when no local
+            files are given.
         dataset_config: the hub dataset's configuration name.
-        train_file / validation_file: local files: CoNLL format (``.txt``/``.conll``) for NER; CSV or JSON (lines)
-            for text classification. Relative paths in a YAML recipe are relative to the recipe file.
+        train_file / validation_file: local files. NER: CoNLL (``.txt``/``.conll``, any extension but those
+            below), or JSON lines / JSON / Parquet rows of ``tokens`` and ``ner_tags`` (as ``run_ner.py`` reads);
+            text classification: CSV, TSV, JSON (lines) or Parquet. Relative paths in a YAML recipe are relative to
+            the recipe file.
         text_column / text_pair_column / label_column: column names (text classification); for NER the columns
             are ``tokens`` and ``ner_tags``.
         max_length: truncation length in tokens.

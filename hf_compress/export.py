@@ -19,6 +19,7 @@ or with :class:`~hf_compress.inference.OnnxTokenClassifier` / a plain ONNX Runti
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 from transformers.utils import logging
 
@@ -43,6 +45,9 @@ from .technique import Technique, techniques_used
 logger = logging.get_logger(__name__)
 
 __all__ = ["ONNX_FILE", "ExportData", "MetricDropError", "export_model", "matmul_nodes", "prepare_for_export"]
+
+#: The recipe an export was made with, its ``export`` block as applied.
+RECIPE_FILE = "recipe.yaml"
 
 
 @dataclass
@@ -197,6 +202,7 @@ def export_model(
     ``report["techniques"][<name>]``. With
     ``config.max_metric_drop`` (in the metric's own units: 0.005 is half an F1 point), :class:`MetricDropError` is
     raised, after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
+    The folder keeps ``recipe`` (the training run's blocks) with ``config`` as its ``export`` block: ``recipe.yaml``.
     """
     config = config or ExportConfig()
     data = data or ExportData()
@@ -233,7 +239,8 @@ def export_model(
             report.update(_evaluate(model, prepared.model, route, staging / ONNX_FILE, task, data, used))
         if config.max_metric_drop is not None and "metrics" in report:
             report["quality_gate"] = _quality_gate(report, task.pipeline_tag, config.max_metric_drop)
-        report["recipe"] = recipe
+        report["recipe"] = {**(recipe or {}), "export": dataclasses.asdict(config)}  # as exported
+        atomic_write_text(staging / RECIPE_FILE, yaml.safe_dump(report["recipe"], sort_keys=False))
         _write_reports(staging, report)
     report["output_dir"] = str(output_dir)
     if not report.get("quality_gate", {}).get("passed", True):

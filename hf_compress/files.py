@@ -19,7 +19,6 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +144,18 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
+def _make_hidden_dir(target: Path, kind: str) -> Path:
+    """A new folder ``.<name>.<kind>-<random>`` beside ``target``, created as ``mkdir`` creates folders (0777 less
+    the umask: the folder renamed into place has the usual permissions, not ``mkdtemp``'s owner-only 0700)."""
+    while True:
+        path = target.parent / f".{target.name}.{kind}-{secrets.token_hex(8)}"
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def staged_directory(target: str | os.PathLike, *, overwrite: bool = False, marker: str) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``target`` and rename it into place when the block succeeds.
@@ -168,7 +179,7 @@ def staged_directory(target: str | os.PathLike, *, overwrite: bool = False, mark
                 "with overwrite: choose another folder"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging = _make_hidden_dir(target, "partial")
     try:
         yield staging
     except BaseException as error:
@@ -182,7 +193,7 @@ def staged_directory(target: str | os.PathLike, *, overwrite: bool = False, mark
         raise
     replaced = None
     if target.exists():
-        replaced = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+        replaced = _make_hidden_dir(target, "replaced")
         os.replace(target, replaced / target.name)
     os.replace(staging, target)
     if replaced is not None:

@@ -33,6 +33,7 @@ EXPORT_FILES = frozenset(
         "ort_config.json",
         "export_report.json",
         "export_report.md",
+        "recipe.yaml",
         "README.md",
         "tokenizer.json",
         "tokenizer_config.json",

@@ -12,7 +12,14 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["SettingError", "find_layer_list", "locate_layer_list", "match_linears", "replace_module"]
+__all__ = [
+    "SettingError",
+    "check_frozen_models",
+    "find_layer_list",
+    "locate_layer_list",
+    "match_linears",
+    "replace_module",
+]
 
 #: Names that the list of transformer layers goes by (BERT ``layer``, Llama ``layers``, GPT-2 ``h``, T5 ``block``).
 LAYER_LIST_NAMES = ("layer", "layers", "h", "block")
@@ -84,3 +91,26 @@ def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted path ``name`` of ``model`` (``bert.encoder.layer.0.output.dense``)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def check_frozen_models(model: nn.Module | None, resources: dict[str, Any]) -> None:
+    """Refuse a model that runs beside the trained one (a teacher, kept frozen) but is it or shares parameters."""
+    if model is None:
+        return
+    names = {id(p): n for n, p in model.named_parameters()}
+    storage = {(p.device, p.data_ptr()): n for n, p in model.named_parameters() if p.data_ptr()}
+    for key, other in resources.items():
+        if not isinstance(other, nn.Module):
+            continue
+        if other is model:
+            raise ValueError(
+                f"{key}= is the model being trained: a {key} is frozen, which would freeze the model; pass a "
+                f"separate {key} (loaded again with from_pretrained, or copy.deepcopy(model) before training)"
+            )
+        shared = [names.get(id(p)) or storage.get((p.device, p.data_ptr())) for p in other.parameters()]
+        shared = [n for n in shared if n]
+        if shared:
+            raise ValueError(
+                f"{key}= shares {len(shared)} parameter(s) with the model being trained (e.g. {shared[0]}): a "
+                f"{key} is frozen, which would freeze them; pass a separate copy (copy.deepcopy or from_pretrained)"
+            )

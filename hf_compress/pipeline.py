@@ -32,7 +32,7 @@ from .modules import SettingError
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
 from .students import StudentDraft, check_teacher_student, prepare_student, student_from_teacher
 from .tables import markdown_table
-from .tasks import Task, check_data_files, get_task, task_of_model_class
+from .tasks import Task, check_data_files, get_task, load_task_data, task_of_model_class
 from .technique import get_technique, load_pretrained, restore_saved
 from .trainer import CompressionTrainer
 
@@ -175,11 +175,7 @@ class _Run:
         self.stop_on_signal = stop_on_signal
 
     def load_data(self) -> None:
-        check_data_files(self.data)
-        self.raw = self.task.load_raw(self.data)
-        if "validation" not in self.raw:
-            raise ValueError("the recipe's data has no validation split: set data.validation_file")
-        self.labels = self.task.label_list(self.raw, self.data)
+        self.task, self.raw, self.labels = load_task_data(self.data)
 
     def _load_model(self, path: str, label_order: list[str] | None, allow_new_head: bool) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(path)
@@ -258,6 +254,7 @@ class _Run:
             compute_metrics=self.task.compute_metrics(model.config.id2label, self.data.decoding),
             callbacks=self.callbacks or None,
             stop_on_signal=self.stop_on_signal,
+            recipe_blocks_applied=True,
         )
 
     def _finish(
@@ -429,28 +426,41 @@ def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -
     atomic_write_text(os.path.join(output_dir, "recipe.yaml"), recipe.to_yaml())
 
 
+def export_config(
+    recipe: Recipe | None,
+    int8: str | None = None,
+    *,
+    max_metric_drop: float | None = None,
+    exporter: str | None = None,
+) -> ExportConfig:
+    """The recipe's ``export`` block (default: :class:`ExportConfig`), with the values given here over it."""
+    given = {"int8": int8, "max_metric_drop": max_metric_drop, "exporter": exporter}
+    base = (recipe.export if recipe is not None else None) or ExportConfig()
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
 def export_trained_model(
     model_dir: str,
     output_dir: str,
-    int8: str = "none",
+    int8: str | None = None,
     recipe: Recipe | None = None,
     *,
     overwrite: bool = False,
     max_metric_drop: float | None = None,
     exporter: str | None = None,
 ) -> dict[str, Any]:
-    """Export a model saved by ``hf-compress train`` (or any fine-tuned model folder); return the export report.
+    """Export a model saved by ``hf-compress train`` or ``CompressionTrainer.save_model`` (or any fine-tuned model
+    folder); return the export report.
 
-    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the data to evaluate and calibrate on, and
-    the techniques the model was trained with (its technique blocks; without any, every registered technique is
-    asked): what they kept beside the weights is put back first (what an int8 route may need, e.g. learned ranges),
-    and their export hooks run with the recipe's configs.
-    ``max_metric_drop`` (default: the recipe's ``export.max_metric_drop``) is the quality gate of
-    :func:`~hf_compress.export.export_model`; ``overwrite`` lets an earlier export in ``output_dir`` be replaced;
-    ``exporter`` overrides the recipe's ``export.exporter``.
+    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the export settings (its ``export`` block),
+    the data to evaluate and calibrate on (its ``data`` block: any data the task reads) and the techniques the model
+    was trained with (its technique blocks; without any, every registered technique is asked): what they kept beside
+    the weights is put back first (what an int8 route may need, e.g. learned ranges), and their export hooks run
+    with the recipe's configs. ``int8``, ``max_metric_drop`` (the quality gate of
+    :func:`~hf_compress.export.export_model`) and ``exporter``, when given, override the recipe's ``export`` block;
+    ``overwrite`` lets an earlier export in ``output_dir`` be replaced. The export folder keeps the effective recipe
+    (``recipe.yaml``).
     """
-    import dataclasses
-
     from .export import ExportData, export_model
     from .int8 import INT8_ROUTES
     from .onnx_export import resolve_exporter
@@ -458,11 +468,12 @@ def export_trained_model(
     if exporter is not None:
         resolve_exporter(exporter)  # Optimum asked for and not installed: refused before anything is read
     check_model_source(model_dir, "model_dir")
-    if int8 in INT8_ROUTES:
-        INT8_ROUTES[int8].check_saved(model_dir)
     saved_recipe = Path(model_dir) / "recipe.yaml"
     if recipe is None:
         recipe = Recipe.from_yaml(saved_recipe) if saved_recipe.is_file() else Recipe()
+    config = export_config(recipe, int8, max_metric_drop=max_metric_drop, exporter=exporter)
+    if config.int8 in INT8_ROUTES:
+        INT8_ROUTES[config.int8].check_saved(model_dir)
     if recipe.data is not None:
         task = get_task(recipe.data.task)
     else:
@@ -482,11 +493,6 @@ def export_trained_model(
             compute_metrics=task.compute_metrics(model.config.id2label, recipe.data.decoding),
             calibration_dataset=tokenized.get("train"),
         )
-    config = dataclasses.replace(recipe.export or ExportConfig(), int8=int8)
-    if max_metric_drop is not None:
-        config = dataclasses.replace(config, max_metric_drop=max_metric_drop)
-    if exporter is not None:
-        config = dataclasses.replace(config, exporter=exporter)
     return export_model(
         model,
         tokenizer,

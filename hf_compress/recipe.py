@@ -224,6 +224,12 @@ class Recipe:
             return cls.from_dict(recipe)
         return cls.from_yaml(recipe)
 
+    def techniques_only(self) -> Recipe:
+        """A copy with the technique blocks and the ``export`` block alone: what applies to a model built
+        elsewhere (``CompressionTrainer(model=..., recipe=recipe.techniques_only())``), without the ``model``,
+        ``data`` and ``training`` blocks of a recipe written for ``hf-compress train``."""
+        return Recipe(export=copy.deepcopy(self.export), **copy.deepcopy(self.techniques))
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (YAML-ready) with the blocks that are set: imports, model, data, techniques, export,
         training."""

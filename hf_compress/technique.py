@@ -178,6 +178,11 @@ class Technique(TrainerCallback):
     def schedule(self, steps_per_epoch: float) -> None:
         """Turn the config's epochs into optimizer steps."""
 
+    def schedule_problems(self, total_steps: int) -> list[str]:
+        """After :meth:`schedule`: each point of the schedule that a run of ``total_steps`` optimizer steps does not
+        reach, one line naming its recipe key, the step it needs and the run's last step (empty: it completes)."""
+        return []
+
     def begin(self, step: int) -> None:
         """Training (re)starts at optimizer step ``step``, with the state restored when resuming."""
 

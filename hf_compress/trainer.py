@@ -12,62 +12,42 @@ being written until every callback has written its files, and older checkpoints 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
-import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .checkpoints import (
     RECIPE_FILE,
     SAVING_MARKER,
+    CheckpointComplete,
     CheckpointError,
     CheckpointSaveError,
+    RecipeInCheckpoints,
     allow_loading_onto_indexed_cpu,
     check_checkpoint,
     latest_complete_checkpoint,
 )
 from .compat import rotate_checkpoints
 from .export import ExportData
-from .files import atomic_write_text
+from .files import atomic_write_text, save_torch_state
+from .modules import check_frozen_models
 from .recipe import ExportConfig, Recipe
 from .stopping import StopOnSignal, TrainingStopped
 from .technique import Technique, registered_techniques
+from .trainer_recipe import ScheduleCheck, apply_run_blocks
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["CompressionTrainer"]
-
-
-class _RecipeInCheckpoints(TrainerCallback):
-    """Write the recipe into every checkpoint folder, so that resuming can check it is the same."""
-
-    def __init__(self, recipe: Recipe):
-        self.recipe = recipe
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if state.is_world_process_zero and os.path.isdir(folder):
-            atomic_write_text(os.path.join(folder, RECIPE_FILE), self.recipe.to_yaml())
-
-
-class _CheckpointComplete(TrainerCallback):
-    """The last callback: once the Trainer and every other callback have written a checkpoint, it is complete."""
-
-    def __init__(self, trainer: CompressionTrainer):
-        self.trainer = weakref.ref(trainer)
-
-    def on_save(self, args, state, control, **kwargs):
-        trainer = self.trainer()
-        if trainer is not None:
-            trainer._checkpoint_complete()
 
 
 class CompressionTrainer(Trainer):
@@ -81,8 +61,15 @@ class CompressionTrainer(Trainer):
             defaults a technique has for a teacher given without one). Those techniques keep it in eval mode and
             frozen; it is prepared by Accelerate in evaluation mode when training starts, and kept out of the
             optimizer, the distributed wrapper and the checkpoints.
-        recipe: a :class:`Recipe`, a dict or a YAML path: one technique per technique block.
+        recipe: a :class:`Recipe`, a dict or a YAML path: one technique per technique block. Its ``training``
+            block fills the ``TrainingArguments`` fields left at their defaults (a field set to another value keeps
+            it, with a warning), its ``model.teacher`` is loaded when no ``teacher`` is given and a technique uses
+            one; ``data`` and ``model.student`` are refused (they are for ``hf-compress train``; see
+            :mod:`~hf_compress.trainer_recipe`). Schedules the run does not complete are warned about when
+            training starts.
         teacher_processing_class: the teacher's tokenizer, checked against the student's when both are given.
+        recipe_blocks_applied: the caller has applied the recipe's ``model``, ``data`` and ``training`` blocks
+            itself (:func:`~hf_compress.pipeline.run_recipe` does): they are left alone here.
         stop_on_signal: on SIGTERM or SIGINT during ``train()``, finish the optimizer step, save a complete
             checkpoint and raise :class:`~hf_compress.stopping.TrainingStopped` (adds a
             :class:`~hf_compress.stopping.StopOnSignal` callback; one given in ``callbacks`` does the same).
@@ -97,18 +84,26 @@ class CompressionTrainer(Trainer):
         recipe: Recipe | dict | str | None = None,
         teacher_processing_class=None,
         stop_on_signal: bool = False,
+        recipe_blocks_applied: bool = False,
         **kwargs,
     ):
         self.recipe = Recipe.coerce(recipe)
         self._saving: Path | None = None
+        self._in_train = False
+        self._final_states: dict[str, dict] = {}  # technique state as training left it, for save_model
+        self.schedule_problems: list[str] = []
         resources = {"teacher": teacher, "teacher_processing_class": teacher_processing_class}
+        if not recipe_blocks_applied:
+            args = apply_run_blocks(self.recipe, model, args, resources)
+        check_frozen_models(model, resources)
         from_recipe = self._techniques_from_recipe(resources)
-        extra = [_RecipeInCheckpoints(self.recipe)] if not self.recipe.is_empty else []
+        extra = [RecipeInCheckpoints(self.recipe)] if not self.recipe.is_empty else []
         kwargs["callbacks"] = [*from_recipe, *extra, *(kwargs.get("callbacks") or [])]
         super().__init__(model=model, args=args, **kwargs)
         if stop_on_signal and self.stopper is None:
             self.callback_handler.add_callback(StopOnSignal())
-        self.callback_handler.add_callback(_CheckpointComplete(self))
+        self.callback_handler.add_callback(ScheduleCheck(self))
+        self.callback_handler.add_callback(CheckpointComplete(self))
         if self.args.device.type == "cpu" and self.args.device.index is not None:  # DDP on the CPU: cpu:0
             allow_loading_onto_indexed_cpu()
         for callback in reversed(from_recipe):  # first, so that reporting integrations see their logs
@@ -138,8 +133,8 @@ class CompressionTrainer(Trainer):
 
     def add_callback(self, callback) -> None:
         super().add_callback(callback)
-        last = [cb for cb in self.callback_handler.callbacks if isinstance(cb, _CheckpointComplete)]
-        for cb in last:  # stays last: a checkpoint is complete once every other callback has written its files
+        last = [cb for cb in self.callback_handler.callbacks if isinstance(cb, (ScheduleCheck, CheckpointComplete))]
+        for cb in last:  # stay last: schedules are set, and checkpoints written, by every other callback first
             self.callback_handler.callbacks.remove(cb)
             self.callback_handler.callbacks.append(cb)
 
@@ -282,6 +277,7 @@ class CompressionTrainer(Trainer):
                 technique.prepare_frozen_models(lambda m: self.accelerator.prepare_model(m, evaluation_mode=True))
             self._frozen_prepared = True
         stopper = self.stopper
+        self._in_train = True
         try:
             output = super().train(
                 resume_from_checkpoint=resume_from_checkpoint,
@@ -293,14 +289,46 @@ class CompressionTrainer(Trainer):
             self._discard_unfinished_checkpoint(error)
             raise
         finally:
+            self._in_train = False
             if stopper is not None:
                 stopper.restore()
+        kept = [t for t in self.techniques if t.keeps_state_with_model and t.has_state()]
+        # as training left it (before anything, e.g. run_recipe's compaction, changes the model)
+        self._final_states = {t.state_file: copy.deepcopy(t.state_dict()) for t in kept}
         if stopper is not None and stopper.received is not None:  # a signal after the last step's end
             folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             complete = os.path.isdir(folder) and not os.path.exists(os.path.join(folder, SAVING_MARKER))
             name = signal.Signals(stopper.received).name
             raise TrainingStopped(name, self.state.global_step, folder if complete else None)
         return output
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``, compressed: outside training, a copy of the model is saved with what the techniques
+        remove (:meth:`~hf_compress.technique.Technique.compact`: pruned FFN neurons and heads) removed; it loads
+        with plain ``from_pretrained``, same outputs. The recipe (``recipe.yaml``) and the technique state an export
+        needs are written beside it, for ``hf-compress export``. Checkpoints, and models sharded by DeepSpeed or
+        FSDP, are saved as trained."""
+        if self._in_train or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        trained = self.model
+        shrinking = [t for t in self.techniques if type(t).compact is not Technique.compact]
+        if shrinking and self.args.should_save:  # (the other processes of a DDP run write nothing)
+            self.model = copy.deepcopy(self.accelerator.unwrap_model(trained))
+            for technique in shrinking:
+                technique.compact(self.model)
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self.model = trained
+        if self.args.should_save:
+            if not self.recipe.is_empty:
+                atomic_write_text(os.path.join(output_dir, RECIPE_FILE), self.recipe.to_yaml())
+            for technique in self.techniques:
+                if technique.keeps_state_with_model and technique.has_state():
+                    state = self._final_states.get(technique.state_file) or technique.state_dict()
+                    save_torch_state(state, os.path.join(output_dir, technique.state_file))
 
     # ------------------------------------------------------------------------------------------ export
     def export(

@@ -103,7 +103,7 @@ def _csv(tmp_path, train: str | bytes, valid: str | bytes = "text,label\ngood fi
         (b"text,label\nd\xe9j\xe0 vu,pos\n", "text,label\nok,pos\n", r"train\.csv, line 2: not UTF-8 text"),
         ("   \n", "text,label\nok,pos\n", r"train\.csv: the file is empty"),
         ("text,label\ngood,pos\nbad,neg\n", "text,label\nmeh,neutral\n", r"label\(s\) \['neutral'\] never occur"),
-        ("text,label\ngood,pos\nbad,\n", "text,label\nok,pos\n", r"train\.csv: row 2 has no value in the label"),
+        ("text,label\ngood,pos\nbad,\n", "text,label\nok,pos\n", r"train\.csv, line 3: no value in the label"),
     ],
     ids=["not-utf8", "empty", "unseen-label", "missing-label"],
 )

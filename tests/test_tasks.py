@@ -1,5 +1,7 @@
 """Tasks: CoNLL reading, label alignment, metrics, text-classification files."""
 
+import re
+
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
@@ -128,3 +130,58 @@ def test_text_classification_csv(tmp_path, tokenizer):
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task 'qa'"):
         get_task("qa")
+
+
+# ------------------------------------------------------------------------------------------ NER in other formats
+def test_ner_json_lines_json_parquet_and_saved_datasets_read_as_conll(tmp_path):
+    import json
+
+    (tmp_path / "train.txt").write_text(CONLL)
+    conll = read_conll(tmp_path / "train.txt")
+    pairs = zip(conll["tokens"], conll["ner_tags"], strict=True)
+    rows = [{"tokens": t, "ner_tags": n, "id": i} for i, (t, n) in enumerate(pairs)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "train.json").write_text(json.dumps(rows, indent=1))  # an array of objects
+    names = label_list_from_tags(conll["ner_tags"])
+    features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))})
+    ids = [[names.index(tag) for tag in tags] for tags in conll["ner_tags"]]
+    typed = Dataset.from_dict({"tokens": conll["tokens"], "ner_tags": ids}, features=features)
+    typed.to_parquet(tmp_path / "train.parquet")
+    DatasetDict({"train": typed, "validation": typed}).save_to_disk(tmp_path / "saved")
+    task = get_task("ner")
+    expected = (conll["tokens"], conll["ner_tags"])
+    for name in ("train.jsonl", "train.json", "train.parquet"):
+        raw = task.load_raw(DataConfig(train_file=str(tmp_path / name), validation_file=str(tmp_path / "train.txt")))
+        assert (raw["train"]["tokens"], raw["train"]["ner_tags"]) == expected, name
+        assert task.label_list(raw, DataConfig(train_file="x")) == names
+    raw = task.load_raw(DataConfig(dataset=str(tmp_path / "saved")))
+    assert list(raw) == ["train", "validation"] and task.label_list(raw, DataConfig(train_file="x")) == names
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"tokens": ["a", "b"], "ner_tags": [0, 1]}\n', r"line 1: 'ner_tags' must be a list of tag names"),
+        (
+            '{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["a", "b"], "ner_tags": ["O"]}\n',
+            "line 2: 2 tokens but 1",
+        ),
+        ('{"tokens": "a b", "ner_tags": ["O", "O"]}\n', r"line 1: 'tokens' must be a list of words"),
+        ('{"words": ["a"], "tags": ["O"]}\n', r"no column\(s\) \['tokens', 'ner_tags'\]"),
+        ('{"tokens": ["a"], "ner_tags": ["I-PER"]}\n', "line 1: 'I-PER' after 'the sentence start'"),
+        ('{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": [\n', r"line 2: not valid JSON"),
+    ],
+    ids=["integer-tags", "lengths", "tokens-string", "columns", "iob1", "broken-json"],
+)
+def test_bad_ner_json_lines(tmp_path, content, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}(, |: ){message}"):
+        get_task("ner").load_raw(DataConfig(train_file=str(path)))
+
+
+def test_ner_csv_is_refused(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("tokens,ner_tags\na,O\n")
+    with pytest.raises(ValueError, match="NER data cannot be CSV"):
+        get_task("ner").load_raw(DataConfig(train_file=str(path)))

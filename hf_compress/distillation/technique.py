@@ -14,6 +14,7 @@ from transformers.utils import logging
 from ..architectures import require
 from ..compat import use_eager_attention
 from ..configs import RecipeError
+from ..modules import check_frozen_models
 from ..students import check_teacher_student
 from ..tables import markdown_table
 from ..tasks.base import NO_GOLD_LABEL
@@ -79,7 +80,11 @@ class DistillationCallback(Technique):
     @classmethod
     def from_recipe(cls, config: DistillationConfig, **resources: Any) -> DistillationCallback:
         if resources.get("teacher") is None:
-            raise RecipeError("distillation", "set", "a 'distillation' block needs a teacher (teacher=...)")
+            raise RecipeError(
+                "distillation",
+                "teacher=None",
+                "a 'distillation' block needs a teacher: pass CompressionTrainer(teacher=...) or set model.teacher",
+            )
         return cls(
             config, teacher=resources["teacher"], teacher_processing_class=resources.get("teacher_processing_class")
         )
@@ -117,6 +122,7 @@ class DistillationCallback(Technique):
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
+        check_frozen_models(model, {"teacher": self.teacher})  # (given as a callback: CompressionTrainer checks first)
         mapping = check_teacher_student(
             model, self.teacher, self.student_processing_class, self.teacher_processing_class
         )

@@ -49,6 +49,7 @@ class GradualPruningCallback(Technique):
         check_blocks(self.blocks)
         self.pruners: list[MagnitudePruner] = []
         self.ramps: list[tuple[int, int]] = [(0, 0)] * len(self.blocks)  # (start, end) optimizer steps per block
+        self.steps_per_epoch = 0.0
         self.step = 0  # the last optimizer step seen
 
     @property
@@ -99,6 +100,26 @@ class GradualPruningCallback(Technique):
             )
             for c in self.blocks
         ]
+        self.steps_per_epoch = steps_per_epoch
+
+    def schedule_problems(self, total_steps: int) -> list[str]:
+        problems = []
+        for block, (c, (_, end)) in enumerate(zip(self.blocks, self.ramps, strict=True)):
+            if end <= total_steps:
+                continue
+            prefix = f"pruning.{block}" if len(self.blocks) > 1 else "pruning"
+            key = f"{prefix}.end_epoch" if c.end_epoch is not None else f"{prefix}.end_step"
+            given = (
+                f" (epoch {c.end_epoch:g} at {self.steps_per_epoch:g} steps per epoch)"
+                if c.end_epoch is not None
+                else ""
+            )
+            problems.append(
+                f"{key}: the pruning ramp ends at optimizer step {end}{given}, after this run's last step "
+                f"{total_steps}: the sparsity reaches at most {self.target_sparsity(total_steps, block):.3g}, not "
+                f"final_sparsity {c.final_sparsity:g}"
+            )
+        return problems
 
     def _should_update(self, step: int, block: int) -> bool:
         start, end = self.ramps[block]

@@ -54,6 +54,7 @@ class QATCallback(Technique):
     def __init__(self, config: QuantizationConfig | None = None, **settings: Any):
         super().__init__(config, **settings)
         self.start_step, self.freeze_step = 0, None
+        self.steps_per_epoch = 0.0
         self.phase = "off"
 
     @classmethod
@@ -77,6 +78,25 @@ class QATCallback(Technique):
         c = self.config
         self.start_step = optimizer_steps(c.start_epoch, c.start_step, steps_per_epoch)
         self.freeze_step = optimizer_steps(c.freeze_observers_epoch, c.freeze_observers_step, steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+
+    def schedule_problems(self, total_steps: int) -> list[str]:
+        """The optimizer step after ``start_step`` steps is the first fake-quantized one (the first frozen one after
+        ``freeze_step``): a point at or after the run's ``total_steps`` is never reached."""
+        never = {
+            "start": "QAT never starts: the model trains without fake quantization ('qat' exports have no ranges)",
+            "freeze_observers": "the observers never freeze: no step trains with the scales the int8 model uses",
+        }
+        for point, step in (("start", self.start_step), ("freeze_observers", self.freeze_step)):
+            if step is not None and step >= total_steps:
+                epoch = getattr(self.config, f"{point}_epoch")
+                key = f"quantization.{point}_{'epoch' if epoch is not None else 'step'}"
+                given = f" (epoch {epoch:g} at {self.steps_per_epoch:g} steps per epoch)" if epoch is not None else ""
+                return [
+                    f"{key}: needs optimizer step {step + 1}{given}, after this run's last step {total_steps}: "
+                    + never[point]
+                ]
+        return []
 
     def _enter_phase(self, step: int) -> None:
         phase = qat_phase(step, self.start_step, self.freeze_step)

@@ -10,6 +10,7 @@ from datasets import DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..configs import DataConfig
+from .files import load_saved_dataset
 
 __all__ = ["NO_GOLD_LABEL", "Task", "load_hub_dataset", "select_first"]
 
@@ -80,8 +81,14 @@ class Task(abc.ABC):
 
 
 def load_hub_dataset(data: DataConfig) -> DatasetDict:
-    """``datasets.load_dataset(dataset, dataset_config)`` with the usual split names checked."""
-    raw = load_dataset(data.dataset, data.dataset_config)
+    """``datasets.load_dataset(dataset, dataset_config)``, or a local folder written by ``save_to_disk``, with the
+    usual split names checked."""
+    if os.path.isdir(data.dataset) and any(
+        os.path.isfile(os.path.join(data.dataset, name)) for name in ("dataset_dict.json", "state.json")
+    ):
+        raw = load_saved_dataset(data.dataset)
+    else:
+        raw = load_dataset(data.dataset, data.dataset_config)
     if "train" not in raw:
         raise ValueError(f"dataset {data.dataset!r} has no 'train' split (splits: {list(raw)})")
     splits = {"train": raw["train"]}

@@ -1,16 +1,18 @@
-"""Sequence classification from CSV / JSON (lines) files or hub datasets, scored by accuracy and macro F1."""
+"""Sequence classification from CSV, TSV, JSON (lines) or Parquet files, hub datasets or ``save_to_disk`` folders,
+scored by accuracy and macro F1."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import ClassLabel, DatasetDict
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from ..checks import short_repr
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
+from .files import missing_value, read_table, table_format
 
 __all__ = ["TextClassificationTask", "classification_metrics"]
 
@@ -30,35 +32,29 @@ def classification_metrics(id2label: dict[int, str]) -> Callable:
     return compute
 
 
-def _file_format(path: str) -> str:
-    extension = os.path.splitext(path)[1].lower()
-    formats = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
-    if extension not in formats:
-        raise ValueError(f"{path}: unsupported file type {extension!r}; use .csv, .tsv, .json or .jsonl")
-    return formats[extension]
-
-
-def _check_text_file(path: str) -> None:
-    """Fail with the file's name when it is missing, a folder, empty or not UTF-8 (before ``datasets`` reads it)."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder; give the data file itself")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, "rb") as handle:
-        content = handle.read()
-    if not content.strip():
-        raise ValueError(f"{path}: the file is empty")
-    try:
-        content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = content[: error.start].count(b"\n") + 1
+def _check_columns(ds, data: DataConfig, source: str, where: Callable[[int], str]) -> None:
+    """The text columns hold text and the label column a label in every row (``where(i)``: row i in ``source``)."""
+    texts = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else [])
+    missing = [c for c in [*texts, data.label_column] if c not in ds.column_names]
+    if missing:
         raise ValueError(
-            f"{path}, line {line}: not UTF-8 text (byte {content[error.start]:#04x}); convert it to UTF-8"
-        ) from None
+            f"{source}: missing column(s) {missing}; columns: {ds.column_names} "
+            "(set data.text_column / data.label_column)"
+        )
+    for column in texts:
+        for index, value in enumerate(ds[column]):
+            if not isinstance(value, str):
+                what = "no text" if missing_value(value) else f"{short_repr(value)}, not text,"
+                raise ValueError(f"{source}, {where(index)}: {what} in column {column!r}")
+    for index, value in enumerate(ds[data.label_column]):
+        if missing_value(value) or not isinstance(value, (str, int, float)):
+            what = "no value" if missing_value(value) else f"{short_repr(value)}, not a label,"
+            raise ValueError(f"{source}, {where(index)}: {what} in the label column {data.label_column!r}")
 
 
 class TextClassificationTask(Task):
-    """Single-sentence or sentence-pair classification (``text_column``, optional ``text_pair_column``)."""
+    """Single-sentence or sentence-pair classification (``text_column``, optional ``text_pair_column``) on CSV, TSV,
+    JSON (lines) or Parquet files, a hub dataset or a ``save_to_disk`` folder."""
 
     name = "text-classification"
     auto_model_class = AutoModelForSequenceClassification
@@ -71,35 +67,17 @@ class TextClassificationTask(Task):
             files = {"train": data.train_file}
             if data.validation_file is not None:
                 files["validation"] = data.validation_file
-            kinds = {_file_format(path) for path in files.values()}
+            kinds = {table_format(path) for path in files.values()}
             if len(kinds) > 1:
                 raise ValueError(f"train and validation files must have the same format, got {files}")
-            kind = kinds.pop()
-            for path in files.values():
-                _check_text_file(path)
-            extra = {"delimiter": "\t"} if kind == "csv" and data.train_file.endswith(".tsv") else {}
-            try:
-                raw = load_dataset(kind, data_files=files, **extra)
-            except Exception as error:  # datasets raises several types for unreadable files
-                raise ValueError(f"could not read {files}: {error}") from error
+            tables = {split: read_table(path) for split, path in files.items()}
+            raw = DatasetDict({split: table for split, (table, _) in tables.items()})
+            sources = {split: (files[split], where) for split, (_, where) in tables.items()}
         else:
             raw = load_hub_dataset(data)
-        columns = [data.text_column, data.label_column] + ([data.text_pair_column] if data.text_pair_column else [])
+            sources = {split: (f"{data.dataset} ({split})", lambda i: f"row {i + 1}") for split in raw}
         for split, ds in raw.items():
-            missing = [c for c in columns if c not in ds.column_names]
-            if missing:
-                source = files[split] if data.train_file is not None else data.dataset
-                raise ValueError(
-                    f"{source}: missing column(s) {missing}; columns: {ds.column_names} "
-                    "(set data.text_column / data.label_column)"
-                )
-        for split, ds in raw.items():
-            values = ds[data.label_column]
-            if None in values:
-                source = files[split] if data.train_file is not None else data.dataset
-                raise ValueError(
-                    f"{source}: row {values.index(None) + 1} has no value in the label column {data.label_column!r}"
-                )
+            _check_columns(ds, data, *sources[split])
         if "validation" in raw and not isinstance(raw["train"].features[data.label_column], ClassLabel):
             unseen = sorted(
                 set(map(str, raw["validation"][data.label_column])) - set(map(str, raw["train"][data.label_column]))
@@ -122,7 +100,11 @@ class TextClassificationTask(Task):
         if isinstance(feature, ClassLabel):
             return list(feature.names)
         values = {v for split in raw.values() for v in split[data.label_column]}
-        return [str(v) for v in sorted(values)]
+        try:
+            ordered = sorted(values)  # numbers in numeric order
+        except TypeError:  # numbers in one split, strings in another
+            ordered = sorted(values, key=str)
+        return list(dict.fromkeys(str(v) for v in ordered))
 
     def preprocess(
         self, raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], data: DataConfig

@@ -1,4 +1,5 @@
-"""Token classification (NER): CoNLL files or hub datasets, first-sub-token label alignment, seqeval F1.
+"""Token classification (NER): CoNLL files, JSON (lines) or Parquet files of ``tokens``/``ner_tags`` rows, hub
+datasets or folders saved with ``save_to_disk``; first-sub-token label alignment, seqeval F1.
 
 The metric calls :mod:`seqeval` directly (entity-level micro F1, the CoNLL-2003 convention), so it works offline,
 unlike ``evaluate.load("seqeval")`` which fetches the metric's code from the hub.
@@ -13,11 +14,13 @@ from collections.abc import Callable
 from datasets import ClassLabel, Dataset, DatasetDict, Sequence
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
+from ..checks import short_repr
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
 from .decoding import decode_tags, iob2_transitions
+from .files import file_dataset, read_table, table_format
 
-__all__ = ["TokenClassificationTask", "read_conll", "align_labels_with_tokens", "ner_metrics"]
+__all__ = ["TokenClassificationTask", "read_conll", "read_ner_file", "align_labels_with_tokens", "ner_metrics"]
 
 _TAG = re.compile(r"^(O|[BIES]-\S+)$")
 
@@ -65,21 +68,80 @@ def read_conll(path: str | os.PathLike) -> Dataset:
                     f"(a token with a space in it, or a missing column?): {line.rstrip()!r}"
                 )
             tag = columns[-1]
-            if not _TAG.match(tag):
-                raise ValueError(f"{where}: {tag!r} is not an IOB tag (O, B-TYPE or I-TYPE) in {line.rstrip()!r}")
-            if tag[:2] in ("I-", "E-") and (not tags or tags[-1][:2] not in ("B-", "I-") or tags[-1][2:] != tag[2:]):
-                previous = tags[-1] if tags else "the sentence start"
-                raise ValueError(
-                    f"{where}: {tag!r} after {previous!r}: in IOB2 an entity starts with B-{tag[2:]} "
-                    "(convert IOB1 files, where I- may start an entity, to IOB2)"
-                )
+            problem = _tag_problem(tag, tags[-1] if tags else None)
+            if problem:
+                raise ValueError(f"{where}: {problem}" + (f" in {line.rstrip()!r}" if "IOB tag" in problem else ""))
             tokens.append(columns[0])
             tags.append(tag)
     if tokens:
         sentences.append((tokens, tags))
     if not sentences:
         raise ValueError(f"{path}: no sentences found (expected CoNLL format: 'TOKEN ... TAG' lines)")
-    return Dataset.from_dict({"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]})
+    columns = {"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]}
+    return file_dataset(columns, _read_again(path))
+
+
+def _tag_names(feature) -> list[str] | None:
+    """The tag names of a ``ner_tags`` feature of ``ClassLabel`` ids, or None (tags are names)."""
+    return feature.feature.names if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel) else None
+
+
+def _tag_problem(tag: str, previous: str | None) -> str | None:
+    """What is wrong with ``tag`` after ``previous`` (None at the sentence start) in IOB2, or None."""
+    if not _TAG.match(tag):
+        return f"{tag!r} is not an IOB tag (O, B-TYPE or I-TYPE)"
+    if tag[:2] in ("I-", "E-") and (previous is None or previous[:2] not in ("B-", "I-") or previous[2:] != tag[2:]):
+        return (
+            f"{tag!r} after {previous or 'the sentence start'!r}: in IOB2 an entity starts with B-{tag[2:]} "
+            "(convert IOB1 files, where I- may start an entity, to IOB2)"
+        )
+    return None
+
+
+def read_ner_file(path: str | os.PathLike) -> Dataset:
+    """A NER data file: JSON (lines) or Parquet rows with ``tokens`` (the words) and ``ner_tags`` (one IOB2 tag name
+    per word, or ``ClassLabel`` ids), as ``transformers``' ``run_ner.py`` reads them; any other file is CoNLL
+    (:func:`read_conll`). Problems raise one line naming the file and the line or row."""
+    path = str(path)
+    kind = table_format(path)
+    if kind is None:
+        return read_conll(path)
+    if kind == "csv":
+        raise ValueError(f"{path}: NER data cannot be CSV (no word lists in cells); use CoNLL, JSON lines or Parquet")
+    table, where = read_table(path)
+    missing = [c for c in ("tokens", "ner_tags") if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{path}: no column(s) {missing} (columns: {table.column_names}); NER rows hold 'tokens' (the words) "
+            "and 'ner_tags' (one tag per word)"
+        )
+    names = _tag_names(table.features["ner_tags"])
+    sentences, tag_lists = [], []
+    for index, (tokens, tags) in enumerate(zip(table["tokens"], table["ner_tags"], strict=True)):
+        at = f"{path}, {where(index)}"
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError(f"{at}: 'tokens' must be a list of words (strings), got {short_repr(tokens)}")
+        if names is not None and isinstance(tags, list):
+            tags = [names[t] for t in tags]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValueError(
+                f"{at}: 'ner_tags' must be a list of tag names (O, B-PER, I-PER, ...), got {short_repr(tags)} "
+                "(integer tags need their names: a ClassLabel feature, as save_to_disk keeps it)"
+            )
+        if len(tags) != len(tokens):
+            raise ValueError(f"{at}: {len(tokens)} tokens but {len(tags)} ner_tags")
+        for position, tag in enumerate(tags):
+            problem = _tag_problem(tag, tags[position - 1] if position else None)
+            if problem:
+                raise ValueError(f"{at}: {problem}")
+        sentences.append(tokens)
+        tag_lists.append(tags)
+    return file_dataset({"tokens": sentences, "ner_tags": tag_lists}, _read_again(path))
+
+
+def _read_again(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _check_tags_seen_in_training(train: Dataset, validation: Dataset, data: DataConfig) -> None:
@@ -95,9 +157,12 @@ def _check_tags_seen_in_training(train: Dataset, validation: Dataset, data: Data
 
 
 def label_list_from_tags(tag_lists: list[list[str]]) -> list[str]:
-    """``O`` first, then ``B-``/``I-`` of each entity type in alphabetical order."""
-    types = sorted({tag[2:] for tags in tag_lists for tag in tags if tag != "O"})
-    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
+    """``O`` first, then ``B-``/``I-`` of each entity type in alphabetical order (and ``E-``/``S-``, IOBES, when the
+    tags use them)."""
+    seen = {tag for tags in tag_lists for tag in tags}
+    types = sorted({tag[2:] for tag in seen if tag != "O"})
+    prefixes = ("B", "I", *(p for p in ("E", "S") if any(tag.startswith(f"{p}-") for tag in seen)))
+    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in prefixes]
 
 
 def align_labels_with_tokens(
@@ -143,7 +208,8 @@ def ner_metrics(id2label: dict[int, str], decoding: str = "argmax") -> Callable:
 
 
 class TokenClassificationTask(Task):
-    """NER on CoNLL files (``train_file``/``validation_file``) or a hub dataset with ``tokens``/``ner_tags``."""
+    """NER on local files (``train_file``/``validation_file``: CoNLL, JSON lines, JSON or Parquet), or a hub dataset
+    or ``save_to_disk`` folder with ``tokens``/``ner_tags``."""
 
     name = "ner"
     auto_model_class = AutoModelForTokenClassification
@@ -153,9 +219,9 @@ class TokenClassificationTask(Task):
 
     def load_raw(self, data: DataConfig) -> DatasetDict:
         if data.train_file is not None:
-            splits = {"train": read_conll(data.train_file)}
+            splits = {"train": read_ner_file(data.train_file)}
             if data.validation_file is not None:
-                splits["validation"] = read_conll(data.validation_file)
+                splits["validation"] = read_ner_file(data.validation_file)
                 _check_tags_seen_in_training(splits["train"], splits["validation"], data)
             raw = DatasetDict(splits)
         else:

@@ -1,0 +1,115 @@
+"""transformers' own run_ner.py with CompressionTrainer (examples/run_ner): train, save compressed, export by the
+recipe, on the project's NER sample converted to JSON lines, with tiny models, offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from conftest import tiny_bert_config
+from packaging import version
+from transformers import AutoModelForTokenClassification, BertForTokenClassification
+
+from hf_compress.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "run_ner"
+SAMPLE = ROOT / "examples" / "data" / "conll-sample"
+
+pytestmark = pytest.mark.skipif(
+    version.parse(transformers.__version__) < version.parse("5.8.0"),
+    reason="transformers' run_ner.py of this folder needs transformers 5.8 or later",
+)
+
+
+def test_the_diff_is_the_script_minus_the_original():
+    diff = (EXAMPLE / "run_ner.diff").read_text()
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    script = (EXAMPLE / "run_ner.py").read_text().splitlines()
+    assert removed == ["    trainer = Trainer("] and all(line in script for line in added) and len(added) == 10
+    assert script[:14] == diff_original_header()
+
+
+def diff_original_header() -> list[str]:
+    """The license header the original starts with (kept verbatim)."""
+    return [
+        "#!/usr/bin/env python",
+        "# Copyright 2020 The HuggingFace Team All rights reserved.",
+        "#",
+        '# Licensed under the Apache License, Version 2.0 (the "License");',
+        "# you may not use this file except in compliance with the License.",
+        "# You may obtain a copy of the License at",
+        "#",
+        "#     http://www.apache.org/licenses/LICENSE-2.0",
+        "#",
+        "# Unless required by applicable law or agreed to in writing, software",
+        '# distributed under the License is distributed on an "AS IS" BASIS,',
+        "# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.",
+        "# See the License for the specific language governing permissions and",
+        "# limitations under the License.",
+    ]
+
+
+def test_run_ner_trains_saves_compressed_and_exports(tmp_path, tokenizer, capsys):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    for split in ("train", "valid"):
+        done = subprocess.run(
+            [sys.executable, "conll_to_json.py", str(SAMPLE / f"{split}.txt"), str(tmp_path / f"{split}.json")],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "train.json").read_text().splitlines()]
+    assert len(rows) == 1200 and rows[0]["ner_tags"][:1] == ["O"]
+    labels = sorted({tag for row in rows for tag in row["ner_tags"]})  # run_ner.py's label order
+    torch.manual_seed(0)
+    for name, layers in (("teacher", 4), ("student", 2)):
+        config = tiny_bert_config(len(tokenizer), labels, num_hidden_layers=layers, max_position_embeddings=64)
+        BertForTokenClassification(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    recipe = {
+        "model": {"teacher": str(tmp_path / "teacher")},
+        "distillation": {"temperature": 2.0, "alpha": 0.5},
+        "pruning": {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 8, "update_every": 2},
+        "quantization": {"start_step": 6, "freeze_observers_step": 10},
+        "export": {"int8": "qat"},
+        "training": {"per_device_train_batch_size": 16, "learning_rate": 1.0e-3, "max_steps": 12},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    command = [
+        *(sys.executable, "run_ner.py", "--model_name_or_path", str(tmp_path / "student")),
+        *("--train_file", str(tmp_path / "train.json"), "--validation_file", str(tmp_path / "valid.json")),
+        *("--output_dir", str(out), "--do_train", "--do_eval", "--recipe", str(tmp_path / "recipe.yaml")),
+        *("--max_train_samples", "192", "--max_eval_samples", "64", "--max_seq_length", "64"),
+        *("--use_cpu", "--report_to", "none", "--disable_tqdm", "true"),
+    ]
+    done = subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    assert "does not complete" not in log
+    state = json.loads((out / "trainer_state.json").read_text())  # the recipe's training block, not the defaults
+    assert state["max_steps"] == 12 and state["train_batch_size"] == 16
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 192
+    assert "eval_f1" in json.loads((out / "eval_results.json").read_text())
+    saved = AutoModelForTokenClassification.from_pretrained(out)  # the plain class loads the smaller model
+    assert saved.config.intermediate_size == 32 and saved.config.num_hidden_layers == 2
+    assert (out / "quantization_state.pt").is_file() and (out / "distillation_report.json").is_file()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["export"]["int8"] == "qat"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(
+            ["export", str(out), "--data.train_file", str(tmp_path / "train.json")]
+            + ["--data.validation_file", str(tmp_path / "valid.json"), "--data.max_eval_samples", "64"]
+        )
+    assert stop.value.code == 0, capsys.readouterr().err
+    report = json.loads((out / "onnx-int8-qat" / "export_report.json").read_text())
+    assert report["int8"] == "qat" and 0.0 <= report["metrics"]["f1"] <= 1.0
+    assert report["parity"]["num_positions"] > 0
