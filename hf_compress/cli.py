@@ -29,7 +29,8 @@ logger = logging.getLogger("hf_compress")
 EPILOG = """Any recipe key can be overridden with a dotted flag, e.g.
   --training.learning_rate 5e-5  --training.num_train_epochs 1  --data.max_train_samples 500"""
 EXPORT_EPILOG = """The recipe's export block is the default; flags and dotted overrides of recipe keys change it:
-  --export.int8 dynamic  --export.fuse false  --data.train_file train.json --data.validation_file dev.json"""
+  --export.int8 dynamic  --export.fuse false
+  --data.train_file train.json  --data.validation_file dev.json"""
 
 
 def parse_overrides(extra: Sequence[str]) -> dict[str, str]:

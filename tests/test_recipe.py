@@ -154,6 +154,13 @@ def test_cli_reports_recipe_errors_with_exit_code_2(tmp_path, capsys):
         cli_main(["train", str(path), "--output_dir", str(tmp_path / "out"), "--distillation.alpha", "2"])
     assert stop.value.code == 2
     assert "distillation.alpha" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # --check reads the data files too
+        cli_main(["train", str(path), "--output_dir", str(tmp_path / "out"), "--check"])
+    assert stop.value.code == 2
+    assert "data.train_file: file not found" in capsys.readouterr().err
+    sample = Path(__file__).resolve().parents[1] / "examples" / "data" / "conll-sample"
+    for name in ("train.txt", "valid.txt"):
+        (tmp_path / name).write_text((sample / name).read_text())
     with pytest.raises(SystemExit) as stop:
         cli_main(["train", str(path), "--output_dir", str(tmp_path / "out"), "--check"])
     assert stop.value.code == 0
