@@ -199,7 +199,7 @@ class DistillationCallback(Technique):
         """Transfer examples' label positions (:data:`~hf_compress.tasks.base.NO_GOLD_LABEL`) are hidden from the
         model's own (task) loss as -100; the soft targets still count them."""
         labels = inputs.get("labels")
-        if labels is None or labels.dtype.is_floating_point or not bool((labels == NO_GOLD_LABEL).any()):
+        if labels is None or labels.dtype.is_floating_point:
             return inputs
         return {**inputs, "labels": labels.masked_fill(labels == NO_GOLD_LABEL, -100)}
 

@@ -19,6 +19,7 @@ from transformers.utils import logging
 from ..checks import RecipeError
 from ..configs import DataConfig
 from ..tasks.base import Task
+from ..tasks.files import utf8_lines
 from .augment import SEQUENCE_AUGMENTATIONS, TOKEN_AUGMENTATIONS, augment_sentences, augment_texts
 from .config import TransferConfig
 
@@ -29,22 +30,11 @@ __all__ = ["read_transfer_file", "transfer_dataset", "transfer_texts"]
 
 def _lines(path: str) -> list[str]:
     """The file's lines, decoded as UTF-8; errors name the file and the line."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder; give the text file itself")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"transfer file not found: {path}")
     lines = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1})"
-                ) from None
-            if "\x00" in line:
-                raise ValueError(f"{path}, line {number}: a NUL character: not a text file")
-            lines.append(line.rstrip("\r\n"))
+    for number, line in utf8_lines(path, "text file", "transfer file"):
+        if "\x00" in line:
+            raise ValueError(f"{path}, line {number}: a NUL character: not a text file")
+        lines.append(line.rstrip("\r\n"))
     if not any(line.strip() for line in lines):
         raise ValueError(f"{path}: empty: expected sentences (one per line), CoNLL columns or JSON lines")
     return lines

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from datasets import Dataset, DatasetDict
 
@@ -20,6 +20,24 @@ __all__ = ["TABLE_FORMATS", "check_text_file", "file_dataset", "load_saved_datas
 
 #: File extensions read as tables, and their format.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def utf8_lines(path: str | os.PathLike, file: str, missing: str) -> Iterator[tuple[int, str]]:
+    """The lines of a text file, numbered from 1, decoded as UTF-8. A folder (``give the <file> itself``), a
+    missing file (``<missing> not found``) or a line that is not UTF-8 raises an error naming the file (and line)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; give the {file} itself")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{missing} not found: {path}")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                    f"{error.start + 1}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
 
 
 def one_line(error: BaseException) -> str:

@@ -18,7 +18,7 @@ from ..checks import short_repr
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
 from .decoding import decode_tags, iob2_transitions
-from .files import file_dataset, read_table, table_format
+from .files import file_dataset, read_table, table_format, utf8_lines
 
 __all__ = ["TokenClassificationTask", "read_conll", "read_ner_file", "align_labels_with_tokens", "ner_metrics"]
 
@@ -34,45 +34,33 @@ def read_conll(path: str | os.PathLike) -> Dataset:
     is missing, empty, not UTF-8, a malformed line, an ``I-`` tag that continues no entity) raises an error naming
     the file and line.
     """
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder; give the CoNLL file itself")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
     sentences: list[tuple[list[str], list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
     width = None
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {line_number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                    f"{error.start + 1}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-                ) from None
-            columns = line.split()
-            if not columns or columns[0] == "-DOCSTART-":
-                if tokens:
-                    sentences.append((tokens, tags))
-                    tokens, tags = [], []
-                continue
-            where = f"{path}, line {line_number}"
-            if len(columns) < 2:
-                raise ValueError(f"{where}: expected 'TOKEN ... TAG' (at least 2 columns), got {line.rstrip()!r}")
-            if width is None:
-                width = len(columns)
-            elif len(columns) != width:
-                raise ValueError(
-                    f"{where}: {len(columns)} columns where the file's lines have {width} "
-                    f"(a token with a space in it, or a missing column?): {line.rstrip()!r}"
-                )
-            tag = columns[-1]
-            problem = _tag_problem(tag, tags[-1] if tags else None)
-            if problem:
-                raise ValueError(f"{where}: {problem}" + (f" in {line.rstrip()!r}" if "IOB tag" in problem else ""))
-            tokens.append(columns[0])
-            tags.append(tag)
+    for line_number, line in utf8_lines(path, "CoNLL file", "data file"):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        where = f"{path}, line {line_number}"
+        if len(columns) < 2:
+            raise ValueError(f"{where}: expected 'TOKEN ... TAG' (at least 2 columns), got {line.rstrip()!r}")
+        if width is None:
+            width = len(columns)
+        elif len(columns) != width:
+            raise ValueError(
+                f"{where}: {len(columns)} columns where the file's lines have {width} "
+                f"(a token with a space in it, or a missing column?): {line.rstrip()!r}"
+            )
+        tag = columns[-1]
+        problem = _tag_problem(tag, tags[-1] if tags else None)
+        if problem:
+            raise ValueError(f"{where}: {problem}" + (f" in {line.rstrip()!r}" if "IOB tag" in problem else ""))
+        tokens.append(columns[0])
+        tags.append(tag)
     if tokens:
         sentences.append((tokens, tags))
     if not sentences:
