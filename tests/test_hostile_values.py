@@ -168,7 +168,7 @@ def test_the_table_covers_every_field_with_a_declared_range():
 @pytest.mark.parametrize(
     "dotted, value",
     [
-        ("pruning.final_sparsity", NAN),
+        ("pruning.1.final_sparsity", NAN),  # the second of the recipe's two pruning blocks
         ("distillation.alpha", NAN),
         ("distillation.temperature", INF),
         ("training.num_train_epochs", NAN),
@@ -187,7 +187,7 @@ def test_the_values_of_the_issue_are_refused_in_the_shipped_recipe(dotted, value
     node = recipe
     *parents, leaf = dotted.split(".")
     for part in parents:
-        node = node[part]
+        node = node[int(part)] if isinstance(node, list) else node[part]
     node[leaf] = value
     with pytest.raises(RecipeError) as error:
         Recipe.from_dict(recipe)
