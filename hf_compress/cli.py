@@ -14,6 +14,7 @@ from pathlib import Path
 
 import transformers
 
+from .checkpoints import RECIPE_FILE
 from .compat import OptimumNotInstalledError
 from .export import MetricDropError
 from .int8 import INT8_ROUTES
@@ -237,7 +238,7 @@ def export_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         return status
     try:
         overrides = parse_overrides(extra)
-        saved = Path(args.model_dir) / "recipe.yaml"
+        saved = Path(args.model_dir) / RECIPE_FILE
         path = args.recipe or (saved if saved.is_file() else None)
         recipe = Recipe.from_yaml(path, overrides) if path else Recipe.from_dict(apply_overrides({}, overrides))
         int8 = export_config(recipe, args.int8).int8

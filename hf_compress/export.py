@@ -32,6 +32,7 @@ import yaml
 from torch import nn
 from transformers.utils import logging
 
+from .checkpoints import RECIPE_FILE
 from .configs import ExportConfig
 from .evaluation import compare_with_pytorch
 from .files import atomic_write_json, atomic_write_text, staged_directory
@@ -45,9 +46,6 @@ from .technique import Technique, techniques_used
 logger = logging.get_logger(__name__)
 
 __all__ = ["ONNX_FILE", "ExportData", "MetricDropError", "export_model", "matmul_nodes", "prepare_for_export"]
-
-#: The recipe an export was made with, its ``export`` block as applied.
-RECIPE_FILE = "recipe.yaml"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
+from .checkpoints import RECIPE_FILE
 from .compat import training_arguments
 from .export import MetricDropError
 from .files import (
@@ -423,7 +424,7 @@ def results_table(results: list[ModelResult]) -> str:
 def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -> None:
     atomic_write_json(os.path.join(output_dir, "results.json"), [dataclasses.asdict(r) for r in results])
     atomic_write_text(os.path.join(output_dir, "results.md"), results_table(results) + "\n")
-    atomic_write_text(os.path.join(output_dir, "recipe.yaml"), recipe.to_yaml())
+    atomic_write_text(os.path.join(output_dir, RECIPE_FILE), recipe.to_yaml())
 
 
 def export_config(
@@ -468,7 +469,7 @@ def export_trained_model(
     if exporter is not None:
         resolve_exporter(exporter)  # Optimum asked for and not installed: refused before anything is read
     check_model_source(model_dir, "model_dir")
-    saved_recipe = Path(model_dir) / "recipe.yaml"
+    saved_recipe = Path(model_dir) / RECIPE_FILE
     if recipe is None:
         recipe = Recipe.from_yaml(saved_recipe) if saved_recipe.is_file() else Recipe()
     config = export_config(recipe, int8, max_metric_drop=max_metric_drop, exporter=exporter)

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from ..checks import RecipeError
 from ..configs import DataConfig
 from ..tasks.base import Task
-from ..tasks.files import utf8_lines
+from ..tasks.files import read_bytes, utf8_lines
 from .augment import SEQUENCE_AUGMENTATIONS, TOKEN_AUGMENTATIONS, augment_sentences, augment_texts
 from .config import TransferConfig
 
@@ -31,7 +31,7 @@ __all__ = ["read_transfer_file", "transfer_dataset", "transfer_texts"]
 def _lines(path: str) -> list[str]:
     """The file's lines, decoded as UTF-8; errors name the file and the line."""
     lines = []
-    for number, line in utf8_lines(path, "text file", "transfer file"):
+    for number, line in utf8_lines(read_bytes(path, "text file", "transfer file"), path):
         if "\x00" in line:
             raise ValueError(f"{path}, line {number}: a NUL character: not a text file")
         lines.append(line.rstrip("\r\n"))

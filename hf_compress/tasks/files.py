@@ -9,6 +9,7 @@ line or row when there is one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -22,22 +23,28 @@ __all__ = ["TABLE_FORMATS", "check_text_file", "file_dataset", "load_saved_datas
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def utf8_lines(path: str | os.PathLike, file: str, missing: str) -> Iterator[tuple[int, str]]:
-    """The lines of a text file, numbered from 1, decoded as UTF-8. A folder (``give the <file> itself``), a
-    missing file (``<missing> not found``) or a line that is not UTF-8 raises an error naming the file (and line)."""
+def read_bytes(path: str | os.PathLike, file: str = "data file", missing: str = "data file") -> bytes:
+    """The file's bytes. A folder (``give the <file> itself``) or a missing file (``<missing> not found``) raises an
+    error naming it."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a folder; give the {file} itself")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{missing} not found: {path}")
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                    f"{error.start + 1}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-                ) from None
+        return handle.read()
+
+
+def utf8_lines(content: bytes, path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """The lines of a text file's ``content``, numbered from 1, decoded as UTF-8; a line that is not UTF-8 raises an
+    error naming the file (``path``) and the line."""
+    for number, raw in enumerate(io.BytesIO(content), start=1):  # lines end at b"\n", as in a file
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                f"{error.start + 1}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+            ) from None
 
 
 def one_line(error: BaseException) -> str:
@@ -53,7 +60,7 @@ def table_format(path: str) -> str | None:
 
 def check_text_file(path: str) -> str:
     """The file's text; fails with the file's name when it is missing, a folder, empty or not UTF-8."""
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -64,15 +71,6 @@ def check_text_file(path: str) -> str:
     if not text.strip():
         raise ValueError(f"{path}: the file is empty")
     return text
-
-
-def _read_bytes(path: str) -> bytes:
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder; give the data file itself")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def file_dataset(table, content: bytes) -> Dataset:
@@ -156,7 +154,7 @@ def read_table(path: str) -> tuple[Dataset, Callable[[int], str]]:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            content = _read_bytes(path)  # missing file or a folder: said plainly
+            content = read_bytes(path)  # missing file or a folder: said plainly
             return file_dataset(pq.read_table(path), content), lambda i: f"row {i + 1}"
         text = check_text_file(path)
         if kind == "json":

@@ -18,7 +18,7 @@ from ..checks import short_repr
 from ..configs import DataConfig
 from .base import Task, load_hub_dataset, select_first
 from .decoding import decode_tags, iob2_transitions
-from .files import file_dataset, read_table, table_format, utf8_lines
+from .files import file_dataset, read_bytes, read_table, table_format, utf8_lines
 
 __all__ = ["TokenClassificationTask", "read_conll", "read_ner_file", "align_labels_with_tokens", "ner_metrics"]
 
@@ -38,7 +38,8 @@ def read_conll(path: str | os.PathLike) -> Dataset:
     tokens: list[str] = []
     tags: list[str] = []
     width = None
-    for line_number, line in utf8_lines(path, "CoNLL file", "data file"):
+    content = read_bytes(path, "CoNLL file")
+    for line_number, line in utf8_lines(content, path):
         columns = line.split()
         if not columns or columns[0] == "-DOCSTART-":
             if tokens:
@@ -66,7 +67,7 @@ def read_conll(path: str | os.PathLike) -> Dataset:
     if not sentences:
         raise ValueError(f"{path}: no sentences found (expected CoNLL format: 'TOKEN ... TAG' lines)")
     columns = {"tokens": [s[0] for s in sentences], "ner_tags": [s[1] for s in sentences]}
-    return file_dataset(columns, _read_again(path))
+    return file_dataset(columns, content)
 
 
 def _tag_names(feature) -> list[str] | None:
@@ -124,12 +125,8 @@ def read_ner_file(path: str | os.PathLike) -> Dataset:
                 raise ValueError(f"{at}: {problem}")
         sentences.append(tokens)
         tag_lists.append(tags)
-    return file_dataset({"tokens": sentences, "ner_tags": tag_lists}, _read_again(path))
-
-
-def _read_again(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+    # fingerprinted by the file's content, as read_table fingerprinted the table it read
+    return file_dataset({"tokens": sentences, "ner_tags": tag_lists}, table._fingerprint.encode())
 
 
 def _check_tags_seen_in_training(train: Dataset, validation: Dataset, data: DataConfig) -> None:
