@@ -47,6 +47,7 @@ CAPABILITIES: dict[str, str] = {
     "attention_distillation": "attention-map distillation",
     "neuron_pruning": "FFN-neuron pruning",
     "head_pruning": "attention-head pruning",
+    "width_pruning": "hidden-width pruning",
     "qat": "quantization-aware training",
     "lowrank": "low-rank layers",
     "export": "ONNX export and int8",
@@ -124,6 +125,10 @@ class Architecture:
             every index (ALBERT's ``encoder.albert_layer_groups.*.albert_layers``: the layers with weights).
         attention / feed_forwards: the parts of a layer (:class:`Attention`, :class:`FeedForward`).
         intermediate_size: the config key every FFN block's width comes from (lowered by neuron removal).
+        hidden_size / num_heads: the config keys of the residual width and of the head count (lowered by
+            hidden-width pruning).
+        per_head_tables: parameters of the base model with one column per head, shared by all layers (MPNet's
+            relative attention bias): hidden-width pruning keeps the same heads in every layer and cuts them.
         head_size: the attention head size from the config.
         layers_from_index: a layer derives part of itself from its index at construction (ModernBERT: attention
             window, RoPE base, first-layer norm); a layer copied to another index is rebuilt as that index builds it.
@@ -143,6 +148,9 @@ class Architecture:
     attention: Attention
     feed_forwards: tuple[FeedForward, ...]
     intermediate_size: str = "intermediate_size"
+    hidden_size: str = "hidden_size"
+    num_heads: str = "num_attention_heads"
+    per_head_tables: tuple[str, ...] = ()
     head_size: Callable[[Any], int] = _hidden_over_heads
     layers_from_index: bool = False
     shared_layers: bool = False
@@ -289,9 +297,16 @@ register_architecture(
         ),
         (FeedForward("ffn.lin1", "ffn.lin2"),),
         intermediate_size="hidden_dim",
+        hidden_size="dim",
+        num_heads="n_heads",
     )
 )
 _DEBERTA_NO_FUSION = "ONNX Runtime's optimizer has no fusion for disentangled attention"
+_DEBERTA_NO_WIDTH = (
+    "its relative position embeddings (rel_embeddings, with their own LayerNorm) are hidden-wide and projected by "
+    "every layer's query and key: they are not on the residual stream, and cutting their channels would change "
+    "what their LayerNorm computes"
+)
 register_architecture(
     Architecture(
         "DeBERTa",
@@ -309,6 +324,7 @@ register_architecture(
         _BERT_FFN,
         native_head_pruning=False,
         fusion=_DEBERTA_NO_FUSION,
+        refused={"width_pruning": _DEBERTA_NO_WIDTH},
     )
 )
 register_architecture(
@@ -328,6 +344,7 @@ register_architecture(
         head_size=lambda c: getattr(c, "attention_head_size", None) or _hidden_over_heads(c),
         native_head_pruning=False,
         fusion=_DEBERTA_NO_FUSION,
+        refused={"width_pruning": _DEBERTA_NO_WIDTH},
     )
 )
 register_architecture(
@@ -356,6 +373,7 @@ register_architecture(
             per_head_inputs=("position_bias",),
         ),
         _BERT_FFN,
+        per_head_tables=("encoder.relative_attention_bias",),
         native_head_pruning=False,  # (transformers 4's MPNet prune_heads leaves the shared position bias full width)
         fusion="ONNX Runtime's attention fusion does not match its relative position bias",
     )
@@ -369,6 +387,11 @@ register_architecture(
         (*_BERT_FFN, FeedForward("ffn.{}.intermediate.dense", "ffn.{}.output.dense")),
         head_size=lambda c: int(c.true_hidden_size) // int(c.num_attention_heads),
         fusion="its NoNorm layers (no LayerNorm) and bottlenecks do not match ONNX Runtime's BERT fusions",
+        refused={
+            "width_pruning": "its layers read and write the hidden width through bottlenecks (true_hidden_size, "
+            "intra_bottleneck_size) and normalize with NoNorm: the stream between layers is not one set of "
+            "channels every tensor shares",
+        },
     )
 )
 register_architecture(
@@ -388,6 +411,8 @@ register_architecture(
         refused={
             "student_layers": "its depths share one set of layer weights (albert_layer_groups): there are no "
             "per-layer weights to choose a student's layers from",
+            "width_pruning": "its embeddings are factorized (embedding_size, then a projection to hidden_size) "
+            "and one layer's weights serve every depth: not supported",
         },
     )
 )

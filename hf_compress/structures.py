@@ -19,7 +19,7 @@ from torch import nn
 from .architectures import CAPABILITIES, Architecture, FeedForward, describe, display_name, weight_layers
 from .modules import replace_module
 
-__all__ = ["Slice", "Units", "find_structures", "structures"]
+__all__ = ["Slice", "Units", "find_structures", "slice_linear", "structures"]
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Units:
             size = getattr(s.owner, s.param).shape[s.dim]
             keep = torch.tensor([i for i in range(size) if i not in gone], device=s.index.device)
             if isinstance(s.owner, nn.Linear):
-                replace_module(self.layer_module, s.path, _slice_linear(s.owner, keep, s.dim))
+                replace_module(self.layer_module, s.path, slice_linear(s.owner, keep, s.dim))
             else:
                 sliced = getattr(s.owner, s.param).detach().index_select(s.dim, keep)
                 setattr(s.owner, s.param, nn.Parameter(sliced))
@@ -129,7 +129,8 @@ def _kept_heads_of(names: tuple[str, ...], kept: torch.Tensor, heads: int):
     return hook
 
 
-def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+def slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of ``linear`` keeping the rows (``dim`` 0, with their biases) or columns (``dim`` 1) ``keep``."""
     weight = linear.weight.detach().index_select(dim, keep)
     new = nn.Linear(
         weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype
