@@ -21,6 +21,7 @@ __all__ = [
     "RecipeError",
     "StudentConfig",
     "VocabularyConfig",
+    "WidthConfig",
     "check_range",
     "check_schedule",
 ]
@@ -67,6 +68,33 @@ MIN_OPSET = 14
 # --------------------------------------------------------------------------------------------------- blocks
 @checked
 @dataclass
+class WidthConfig:
+    """A narrower student, pruned once before training and then distilled (Muralidharan et al., 2024, "Compact
+    Language Models via Pruning and Knowledge Distillation").
+
+    Attributes:
+        hidden_size: the student's hidden width (``H'``): a multiple of the attention head size ``d``; every layer
+            keeps its ``H' / d`` most important heads, and the ``H'`` most important residual channels are kept in
+            every tensor that reads or writes the residual stream (:func:`~hf_compress.pruning.prune_hidden_width`).
+        intermediate_size: the student's FFN width: every FFN block keeps its most important neurons.
+        importance: how channels, heads and neurons are ranked: ``activation`` (mean activation magnitude over
+            the calibration examples' tokens, L2 over examples, :mod:`hf_compress.pruning.importance`) or
+            ``magnitude`` (the L2 norm of their weights).
+        calibration_samples: training examples the activations are measured on (a seeded sample).
+    """
+
+    hidden_size: int | None = field(default=None, metadata=count(1))
+    intermediate_size: int | None = field(default=None, metadata=count(1))
+    importance: Literal["activation", "magnitude"] = "activation"
+    calibration_samples: int = field(default=512, metadata=count(1))
+
+    def __post_init__(self) -> None:
+        if self.hidden_size is None and self.intermediate_size is None:
+            raise RecipeError("hidden_size", None, "give hidden_size and/or intermediate_size")
+
+
+@checked
+@dataclass
 class VocabularyConfig:
     """Keep the word pieces a corpus uses, and the ones every word needs to stay tokenizable.
 
@@ -97,6 +125,8 @@ class StudentConfig:
     Attributes:
         name_or_path: a local folder or hub id of the student model (fine-tuned or a pretrained encoder).
         from_teacher_layers: build the student from these teacher layers (0-based), copying embeddings and head.
+        width: make the student narrower before training (:class:`WidthConfig`: hidden width, with the heads that
+            fit it, and FFN width, ranked by activations or magnitudes), then distil.
         vocabulary: trim the student's vocabulary to the pieces the training data uses (and the alphabet) before
             training (:func:`~hf_compress.vocabulary.trim_vocabulary`); a teacher keeps its own and reads the same
             words, its ids translated.
@@ -104,6 +134,7 @@ class StudentConfig:
 
     name_or_path: str | None = field(default=None, metadata=text("a model folder or hub id"))
     from_teacher_layers: list[int] | None = field(default=None, metadata=count(0))
+    width: WidthConfig | None = None
     vocabulary: VocabularyConfig | None = None
 
     def __post_init__(self) -> None:
