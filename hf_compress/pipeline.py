@@ -318,7 +318,7 @@ class _Run:
         trainer = self._trainer(
             self.student, self.args.output_dir, teacher=self.teacher if uses_teacher else None, recipe=self.recipe
         )
-        name = _student_name(trainer, layers)
+        name = _student_name(trainer, layers, self.recipe.model.student.width)
         resume = _checkpoint_for(resume_from_checkpoint, self.args.output_dir)
         seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
         if self.recipe.export is not None and self.recipe.export.onnx:  # before compact(): layers as trained
@@ -333,11 +333,15 @@ class _Run:
         return self._finish(trainer, name, self.args.output_dir, seconds)
 
 
-def _student_name(trainer: CompressionTrainer, layers: list[int] | None) -> str:
-    """``student (<qualifiers>), teacher layers [0, 2, 4], <descriptions>``: what the techniques did."""
+def _student_name(trainer: CompressionTrainer, layers: list[int] | None, width: Any = None) -> str:
+    """``student (<qualifiers>), teacher layers [0, 2, 4], hidden 256, <descriptions>``: what the student is made of
+    and what the techniques did."""
     qualifiers = [t.qualifier for t in trainer.techniques if t.qualifier]
     name = f"student ({', '.join(qualifiers)})" if qualifiers else "student"
     parts = [f"teacher layers {layers}"] if layers else []
+    if width is not None:
+        sizes = (("hidden", width.hidden_size), ("FFN", width.intermediate_size))
+        parts += [f"{key} {value}" for key, value in sizes if value is not None]
     return ", ".join([name, *parts, *(word for t in trainer.techniques if (word := t.describe()))])
 
 

@@ -117,6 +117,11 @@ class Recipe:
         needs: dict[str, str] = {}
         if self.model is not None and self.model.student.from_teacher_layers is not None:
             needs["student_layers"] = "model.student.from_teacher_layers"
+        if self.model is not None and self.model.student.width is not None:
+            if self.model.student.width.hidden_size is not None:
+                needs["width_pruning"] = "model.student.width.hidden_size"
+            if self.model.student.width.intermediate_size is not None:
+                needs["neuron_pruning"] = "model.student.width.intermediate_size"
         for name, block in self.techniques.items():
             needs.update(get_technique(name).capabilities(block))
         if self.export is not None and self.export.onnx:

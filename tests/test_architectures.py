@@ -225,6 +225,73 @@ def test_structured_pruning_removes_units_physically(env, structure):
     assert reload_diff < 1e-5 and export_diff < 1e-4
 
 
+def _masked_reference(model, report) -> torch.nn.Module:
+    """The full-width model computing what the narrowed one should: the removed heads' output columns and the
+    removed channels' writer rows zeroed, every LayerNorm of the stream normalizing over the kept channels only."""
+    from hf_compress.pruning import masked_layer_norm, residual_channels
+    from hf_compress.structures import structures
+
+    model = copy.deepcopy(model)
+    channels = residual_channels(model)
+    keep = torch.zeros(channels.width, dtype=torch.bool)
+    keep[report["channels"]] = True
+    with torch.no_grad():
+        for group in structures(model, "heads"):
+            dropped = report["removed_heads"].get(group.layer, [])
+            output = next(s for s in group.slices if s.dim == 1 and isinstance(s.owner, torch.nn.Linear))
+            if dropped:
+                output.owner.weight[:, output.index[dropped].flatten()] = 0
+        for s in channels.slices:
+            tensor = getattr(s.owner, s.param)
+            if s.dim == 0 and not isinstance(s.owner, torch.nn.LayerNorm):
+                tensor[~keep] = 0  # writers: the dropped channels stay zero in the stream
+    modules = dict(model.named_modules())
+    for name in channels.norms:
+        norm = modules[name]
+        norm.forward = lambda x, n=norm: masked_layer_norm(x, keep, n.weight, n.bias, n.eps)
+    return model
+
+
+def test_hidden_width_pruning_removes_channels(env):
+    """The narrowed model (hidden 32 -> 16, 4 -> 2 heads, by activations) computes what the full-width model
+    computes with those heads and channels masked out (LayerNorms over the kept channels), reloads with plain
+    ``from_pretrained``, and exports (fp32, dynamic and static int8) agreeing with PyTorch."""
+    from hf_compress.pruning import WidthConfig, calibration_batches, narrow_student
+
+    reason = refused(env, "width_pruning")
+    if reason is not None:
+        with pytest.raises(UnsupportedCapabilityError, match="hidden-width pruning"):
+            narrow_student(env.model(), WidthConfig(hidden_size=16, importance="magnitude"), None)
+        record(env.row, "width_pruning", refused=reason)
+        return
+    model = env.model()
+    train_a_little(model, env.batch)
+    width = 24 if env.row == "electra" else 16  # (ELECTRA at its embedding_size 16 drops its projection: refused)
+    batches = calibration_batches(env.tokenizer, sentences()[:16], 16, batch_size=8)
+    full = copy.deepcopy(model)
+    report = narrow_student(model, WidthConfig(hidden_size=width), batches)
+    assert model.config.to_dict()[describe_hidden(model)] == width and report["heads_per_layer"]["after"] == width // 8
+    reference_diff = max_diff(logits(model, env.batch), logits(_masked_reference(full, report), env.batch), env.batch)
+    reloaded = reload(model, env.tmp / "narrow")
+    reload_diff = max_diff(logits(reloaded, env.batch), logits(model, env.batch), env.batch)
+    cell = {"width": f"32 -> {width}", "reference_max_diff": reference_diff, "reload_max_diff": reload_diff}
+    for route in ("none", "dynamic", "static"):
+        folder = env.tmp / f"onnx-narrow-{route}"
+        config = ExportConfig(int8=route, calibration=CalibrationConfig(num_samples=16))
+        exported = export_model(model, env.tokenizer, folder, config, env.export_data())
+        cell[f"{route}_max_diff"] = max_diff(onnx_logits(folder, env.batch), logits(model, env.batch), env.batch)
+        cell[f"{route}_argmax_agreement"] = exported["parity"]["argmax_agreement"]
+    record(env.row, "width_pruning", **cell)
+    assert reference_diff < 1e-5 and reload_diff < 1e-5 and cell["none_max_diff"] < 1e-4
+    assert cell["dynamic_argmax_agreement"] >= 0.9 and cell["static_argmax_agreement"] >= 0.9
+
+
+def describe_hidden(model) -> str:
+    from hf_compress.architectures import describe
+
+    return describe(model).hidden_size
+
+
 def _qat_model(env):
     model = env.model()
     callback = QATCallback(QuantizationConfig(start_step=0, freeze_observers_step=2, averaging_constant=0.5))

@@ -1,0 +1,192 @@
+"""Narrower students: activation importance and block influence on hand-made activations, the masked LayerNorm,
+hidden-width pruning's checks, and ``model.student.width`` through the command line (the per-architecture cells,
+reference and export parity, are in test_architectures.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_bert_config
+from test_cli import write_conll
+from transformers import (
+    AutoModelForTokenClassification,
+    BertForTokenClassification,
+    BertModel,
+    ElectraConfig,
+    ElectraForTokenClassification,
+)
+
+from hf_compress import Recipe, RecipeError
+from hf_compress.cli import main as cli_main
+from hf_compress.pruning import (
+    WidthConfig,
+    block_influence,
+    collect_importance,
+    masked_layer_norm,
+    narrow_student,
+    prune_hidden_width,
+    residual_channels,
+)
+from hf_compress.pruning.importance import batch_l2, token_mean
+
+
+# ------------------------------------------------------------------------------------------ pure functions
+def test_token_mean_counts_real_tokens_only():
+    values = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]], [[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(token_mean(values, mask), torch.tensor([[2.0, 1.0], [2.0, 0.0]]))
+
+
+def test_batch_l2_aggregates_examples():
+    per_example = torch.tensor([[3.0, 1.0], [4.0, 0.0]])
+    assert torch.equal(batch_l2(per_example), torch.tensor([5.0, 1.0], dtype=torch.float64))
+
+
+def test_block_influence_is_one_minus_cosine_over_real_tokens():
+    inputs = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]]])
+    outputs = torch.tensor([[[0.0, 2.0], [2.0, 2.0], [-5.0, -5.0]]])  # orthogonal, parallel, (padding: opposite)
+    influence = block_influence(inputs, outputs, torch.tensor([[1, 1, 0]]))
+    assert influence.tolist() == pytest.approx([0.5])
+    same = block_influence(inputs, inputs * 3, torch.tensor([[1, 1, 1]]))
+    assert same.tolist() == pytest.approx([0.0], abs=1e-12)
+
+
+def test_masked_layer_norm_is_the_layer_norm_of_the_kept_channels():
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 3, 6), torch.randn(6), torch.randn(6)
+    keep = torch.tensor([True, False, True, True, False, True])
+    y = masked_layer_norm(x, keep, weight, bias, 1e-5)
+    expected = torch.nn.functional.layer_norm(x[..., keep], (4,), weight[keep], bias[keep], 1e-5)
+    assert torch.allclose(y[..., keep], expected, atol=1e-6)
+    assert torch.equal(y[..., ~keep], torch.zeros(2, 3, 2))
+
+
+# ------------------------------------------------------------------------------------------ importance on a model
+@pytest.fixture
+def bert(tokenizer) -> BertForTokenClassification:
+    torch.manual_seed(0)
+    return BertForTokenClassification(tiny_bert_config(len(tokenizer), ["O", "B-X", "I-X"])).eval()
+
+
+def _batches(tokenizer):
+    texts = [["the", "bank", "of", "paris"], ["john"], ["a", "b", "c", "d", "e", "f"]]
+    return [dict(tokenizer(texts, is_split_into_words=True, padding=True, return_tensors="pt"))]
+
+
+def test_activation_importance_matches_the_hidden_states(bert, tokenizer):
+    """Channels at the embedding LayerNorm are ``batch_l2(token_mean(|hidden_states[0]|))``; block influence of
+    layer ``l`` is the mean over examples of ``1 - cos(hidden_states[l], hidden_states[l + 1])``; padding changes
+    nothing (the same examples one by one give the same scores)."""
+    batches = _batches(tokenizer)
+    found = collect_importance(bert, batches, norms=["bert.embeddings.LayerNorm"])
+    with torch.no_grad():
+        hidden = bert(**batches[0], output_hidden_states=True).hidden_states
+    mask = batches[0]["attention_mask"]
+    assert torch.allclose(found.channel_scores(), batch_l2(token_mean(hidden[0].abs(), mask)), atol=1e-6)
+    for layer, value in enumerate(found.layer_influence()):
+        assert value == pytest.approx(float(block_influence(hidden[layer], hidden[layer + 1], mask).mean()), abs=1e-9)
+    one_by_one = [{k: v[i : i + 1, : int(mask[i].sum())] for k, v in batches[0].items()} for i in range(mask.shape[0])]
+    alone = collect_importance(bert, one_by_one, norms=["bert.embeddings.LayerNorm"])
+    assert torch.allclose(alone.channel_scores(), found.channel_scores(), atol=1e-5)
+    units = zip(alone.head_scores() + alone.neuron_scores(), found.head_scores() + found.neuron_scores(), strict=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in units)
+
+
+def test_a_silent_head_and_a_silent_neuron_score_zero(bert, tokenizer):
+    """A head whose value rows are zero outputs nothing; a neuron whose input row and bias are zero outputs
+    GELU(0) = 0: both score exactly 0 and are the first to go."""
+    with torch.no_grad():
+        layer = bert.bert.encoder.layer[1]
+        layer.attention.self.value.weight[8:16] = 0  # head 1 (head size 8)
+        layer.attention.self.value.bias[8:16] = 0
+        layer.intermediate.dense.weight[5] = 0
+        layer.intermediate.dense.bias[5] = 0
+    found = collect_importance(bert, _batches(tokenizer))
+    heads, neurons = found.head_scores()[1], found.neuron_scores()[1]
+    assert heads[1] == 0 and bool((heads[[0, 2, 3]] > 0).all())
+    assert neurons[5] == 0 and int((neurons == 0).sum()) == 1
+    report = narrow_student(bert, WidthConfig(hidden_size=24, intermediate_size=63), _batches(tokenizer))
+    assert report["removed_heads"][1] == [1] and bert.config.num_attention_heads == 3
+    assert bert.config.intermediate_size == 63 and bert.config.hidden_size == 24
+
+
+def test_magnitude_importance_keeps_the_heaviest_channels(bert):
+    with torch.no_grad():
+        bert.bert.embeddings.word_embeddings.weight[:, [3, 17]] *= 100.0
+    report = prune_hidden_width(bert, 8)
+    assert {3, 17} <= set(report["channels"]) and len(report["channels"]) == 8
+    assert bert.config.hidden_size == 8 and bert.config.num_attention_heads == 1
+    assert residual_channels(bert).width == 8
+
+
+# ------------------------------------------------------------------------------------------ checks
+def test_widths_that_cannot_be_built_are_refused(bert):
+    with pytest.raises(ValueError, match="a multiple of the attention head size 8"):
+        prune_hidden_width(bert, 20)
+    with pytest.raises(ValueError, match="between 8 and 32"):
+        prune_hidden_width(bert, 40)
+    torch.manual_seed(0)
+    electra = ElectraForTokenClassification(
+        ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    )
+    with pytest.raises(ValueError, match="embeddings_project"):
+        prune_hidden_width(electra, 16)
+    assert electra.config.hidden_size == 32  # refused before anything changed
+    with pytest.raises(RecipeError, match="hidden_size and/or intermediate_size"):
+        WidthConfig()
+
+
+def test_the_recipe_refuses_width_pruning_where_the_architecture_does(tmp_path):
+    from transformers import AutoConfig
+
+    recipe = Recipe.from_dict(
+        {
+            "model": {"teacher": "x", "student": {"from_teacher_layers": [0], "width": {"hidden_size": 16}}},
+            "data": {"task": "ner", "train_file": "t.txt"},
+        }
+    )
+    assert recipe.model.student.width == WidthConfig(hidden_size=16)
+    with pytest.raises(RecipeError, match="model.student.width.hidden_size.*DeBERTa-v2/v3 does not support"):
+        recipe.check_architecture(AutoConfig.for_model("deberta-v2"))
+    recipe.check_architecture(AutoConfig.for_model("bert"))
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_cli_trains_a_narrower_student(tmp_path, tokenizer):
+    """``model.student.width`` through ``hf-compress train``: the saved student is 16 wide with 2 heads, loads
+    with plain ``from_pretrained``, the width report is written, and hidden-state distillation learns projections
+    to the teacher's width."""
+    torch.manual_seed(0)
+    encoder = tmp_path / "encoder"
+    BertModel(tiny_bert_config(len(tokenizer), ["LABEL_0", "LABEL_1"])).save_pretrained(encoder)
+    tokenizer.save_pretrained(encoder)
+    write_conll(tmp_path / "train.txt", 40, seed=0)
+    write_conll(tmp_path / "valid.txt", 12, seed=1)
+    recipe = {
+        "model": {
+            "teacher": str(encoder),
+            "train_teacher": True,
+            "student": {"from_teacher_layers": [0, 2], "width": {"hidden_size": 16, "calibration_samples": 20}},
+        },
+        "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt"},
+        "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}},
+        "export": {"int8": "dynamic"},
+        "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "use_cpu": True, "disable_tqdm": True},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["train", str(tmp_path / "recipe.yaml"), "--output_dir", str(out)])
+    assert stop.value.code == 0
+    student = AutoModelForTokenClassification.from_pretrained(out)
+    assert student.config.hidden_size == 16 and student.config.num_attention_heads == 2
+    report = json.loads((out / "width_report.json").read_text())
+    assert report["hidden_size"] == {"before": 32, "after": 16} and report["calibration_examples"] == 20
+    assert len(report["channels"]) == 16 and all(math.isfinite(v) for v in report["block_influence"])
+    distillation = json.loads((out / "distillation_report.json").read_text())
+    assert distillation["projections"] == 2
+    assert (out / "onnx-int8-dynamic" / "model.onnx").is_file()
