@@ -54,7 +54,7 @@ NAMES = {
 def tables(runs: list[dict]) -> str:
     from transformers import AutoConfig
 
-    train_rows, export_rows = [], []
+    train_rows, export_rows, width_rows = [], [], []
     for row, (model_type, kind, _, _) in ROWS.items():
         arch = architecture_of(AutoConfig.for_model(model_type))
         name = f"{NAMES[row]} (`{model_type}`)"
@@ -83,6 +83,20 @@ def tables(runs: list[dict]) -> str:
                 f"{diff('lowrank', 'reload_max_diff')} / {diff('lowrank', 'export_max_diff')}",
             )
         )
+        width = first.get("width_pruning", {})
+        if "refused" in width:
+            width_rows.append((name, "refused (below)", "", "", ""))
+        elif width:
+            width_rows.append(
+                (
+                    name,
+                    width["width"],
+                    f"{diff('width_pruning', 'reference_max_diff')} / {diff('width_pruning', 'reload_max_diff')}",
+                    diff("width_pruning", "none_max_diff"),
+                    f"{agree('width_pruning', 'dynamic_argmax_agreement')} / "
+                    f"{agree('width_pruning', 'static_argmax_agreement')}",
+                )
+            )
         fused = first["dynamic_int8"]["fused"]
         fusion = f"{fused.get('Attention', 0)} of 4 attentions" if isinstance(fused, dict) else "no (below)"
         ort = "ok" + (", ORTModel" if any("ort_model_max_diff" in r[row]["onnx_runtime"] for r in runs) else "")
@@ -123,7 +137,17 @@ def tables(runs: list[dict]) -> str:
         ),
         export_rows,
     )
-    return train + "\n\n" + export
+    width = markdown_table(
+        (
+            "architecture",
+            "hidden width",
+            "vs the masked model / reload",
+            "ONNX fp32",
+            "argmax vs PyTorch: dynamic / static int8",
+        ),
+        width_rows,
+    )
+    return train + "\n\n" + export + "\n\n" + width
 
 
 def main() -> None:

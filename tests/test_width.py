@@ -190,3 +190,41 @@ def test_cli_trains_a_narrower_student(tmp_path, tokenizer):
     distillation = json.loads((out / "distillation_report.json").read_text())
     assert distillation["projections"] == 2
     assert (out / "onnx-int8-dynamic" / "model.onnx").is_file()
+
+
+# ------------------------------------------------------------------------------------------ gradual, by activation
+def test_gradual_pruning_by_activation_ranks_what_the_neurons_did(bert, tokenizer):
+    """Neuron 7 of every FFN has a silent input (zero row and bias) but a huge output column: by magnitude it is
+    the last to go, by activation (measured on the training batches) the first. Evaluation batches do not count,
+    and the sums are part of the pruning state."""
+    from hf_compress import MagnitudePruner, PruningConfig
+
+    with torch.no_grad():
+        for layer in bert.bert.encoder.layer:
+            layer.intermediate.dense.weight[7] = 0
+            layer.intermediate.dense.bias[7] = 0
+            layer.output.dense.weight[:, 7] = 100.0
+    batch = _batches(tokenizer)[0]
+    by_magnitude = MagnitudePruner(bert, PruningConfig(structure="neurons", start_step=0, end_step=1))
+    by_magnitude.update(1 / 64)
+    assert all(bool(m[7]) for m in by_magnitude.unit_masks)
+    by_magnitude.update(0.0)
+    config = PruningConfig(structure="neurons", start_step=0, end_step=1, importance="activation")
+    pruner = MagnitudePruner(bert, config)
+    bert.eval()
+    bert(**batch)
+    assert pruner.activations.scores() is None  # evaluation passes are not counted
+    bert.train()
+    bert(**batch)
+    state = pruner.state_dict()
+    assert state["activations"]["examples"] == 3
+    resumed = MagnitudePruner(bert, config)
+    resumed.load_state_dict(state)
+    assert all(
+        torch.equal(a, b) for a, b in zip(resumed.activations.scores(), pruner.activations.scores(), strict=True)
+    )
+    pruner.update(1 / 64)
+    assert all(not bool(m[7]) and int(m.sum()) == 63 for m in pruner.unit_masks)
+    assert pruner.activations.scores() is None  # each update ranks what happened since the previous one
+    with pytest.raises(RecipeError, match="activation importance ranks heads and neurons"):
+        PruningConfig(importance="activation", start_step=0, end_step=1)

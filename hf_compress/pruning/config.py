@@ -35,7 +35,11 @@ class PruningConfig:
             the same number of neurons to load with plain ``from_pretrained`` after physical removal.
         targets: ``fnmatch`` patterns of module names to prune (unstructured); default: every ``nn.Linear`` inside
             the transformer layers (embeddings, LayerNorm, pooler and task head excluded).
-        norm: the norm that scores a structure: ``l1`` or ``l2``.
+        norm: the norm that scores a structure by its weights: ``l1`` or ``l2``.
+        importance: how heads and neurons are ranked: ``magnitude`` (the ``norm`` of their weights) or
+            ``activation`` (Muralidharan et al., 2024: each unit's mean activation magnitude over a batch's real
+            tokens, L2 over the training examples seen since the last mask update; heads by the L2 norm of their
+            output). Unstructured pruning ranks single weights by magnitude.
     """
 
     final_sparsity: float = field(default=0.5, metadata=number(0.0, 1.0, high_open=True))
@@ -49,12 +53,17 @@ class PruningConfig:
     scope: Literal["per_layer", "global"] = "per_layer"
     targets: list[str] | None = field(default=None, metadata=text("a module-name pattern"))
     norm: Literal["l1", "l2"] = "l2"
+    importance: Literal["magnitude", "activation"] = "magnitude"
 
     def __post_init__(self) -> None:
         check_range("initial_sparsity", self.initial_sparsity, 0.0, self.final_sparsity)
         check_schedule(self, ("start", "end"), required=True)
         if self.structure == "neurons" and self.scope == "global":
             raise RecipeError("scope", "global", "neurons are pruned per layer (one intermediate_size per config)")
+        if self.importance == "activation" and self.structure == "unstructured":
+            raise RecipeError(
+                "importance", self.importance, "activation importance ranks heads and neurons; unstructured: magnitude"
+            )
         if self.targets is not None and self.structure != "unstructured":
             raise RecipeError(
                 "targets",

@@ -23,7 +23,14 @@ from torch import nn
 from ..architectures import weight_layers
 from ..structures import structures
 
-__all__ = ["ActivationImportance", "batch_l2", "block_influence", "collect_importance", "token_mean"]
+__all__ = [
+    "ActivationImportance",
+    "ActivationTracker",
+    "batch_l2",
+    "block_influence",
+    "collect_importance",
+    "token_mean",
+]
 
 
 def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,3 +147,63 @@ def collect_importance(
             handle.remove()
         model.train(was_training)
     return found
+
+
+class ActivationTracker:
+    """Activation importance of heads or FFN neurons measured on the training batches themselves (forward hooks),
+    for gradual pruning: :meth:`scores` ranks the units by what they did since the last :meth:`reset`.
+
+    Only forward passes in training mode count; padding does not (the attention mask is read from the model's
+    forward arguments). The sums are part of the pruning state, so a resumed run ranks as the uninterrupted one.
+    """
+
+    def __init__(self, model: nn.Module, groups: list) -> None:
+        self.examples = 0
+        self.sums: list[torch.Tensor | None] = [None] * len(groups)
+        self._mask: torch.Tensor | None = None
+        self._handles = [model.register_forward_pre_hook(self._read_mask, with_kwargs=True)]
+        for index, group in enumerate(groups):
+            output = next(s.owner for s in group.slices if s.dim == 1 and isinstance(s.owner, nn.Linear))
+            self._handles.append(output.register_forward_pre_hook(self._unit_hook(index, group)))
+        self._model = model
+
+    def _read_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if module.training:
+            self._mask = kwargs.get("attention_mask")
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if self._mask is None and ids is not None:
+                self._mask = torch.ones(ids.shape[:2], device=ids.device)
+            self.examples += 0 if self._mask is None else int(self._mask.shape[0])
+
+    def _unit_hook(self, index: int, group):
+        heads = group.kind == "heads"
+
+        @torch.no_grad()
+        def hook(module: nn.Module, args: tuple) -> None:
+            if not module.training or self._mask is None:
+                return
+            x = args[0].detach()
+            values = x.view(*x.shape[:-1], group.count, -1).norm(dim=-1) if heads else x.abs()
+            square = batch_l2(token_mean(values, self._mask)).pow(2).cpu()
+            self.sums[index] = square if self.sums[index] is None else self.sums[index] + square
+
+        return hook
+
+    def scores(self) -> list[torch.Tensor] | None:
+        """Per group, each unit's L2 (over examples) of its mean activation magnitude; None before any batch."""
+        if any(s is None for s in self.sums):
+            return None
+        return [s.sqrt().float() for s in self.sums]
+
+    def reset(self) -> None:
+        self.examples, self.sums = 0, [None] * len(self.sums)
+
+    def state_dict(self) -> dict:
+        return {"examples": self.examples, "sums": list(self.sums)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.examples, self.sums = state["examples"], list(state["sums"])
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()

@@ -19,6 +19,7 @@ from ..architectures import require, weight_layers
 from ..modules import match_linears
 from ..structures import Units, structures
 from .config import PruningConfig
+from .importance import ActivationTracker
 
 __all__ = ["MagnitudePruner", "cubic_sparsity"]
 
@@ -69,6 +70,7 @@ class MagnitudePruner:
             self.groups = structures(model, config.structure)
             self.targets = {}
         self.unit_masks: list[torch.Tensor] = []  # per group of units: the heads of a layer, the neurons of an FFN
+        self.activations = ActivationTracker(model, self.groups) if config.importance == "activation" else None
 
     @staticmethod
     def _unstructured_targets(model: nn.Module, patterns: list[str] | None) -> dict[str, nn.Linear]:
@@ -82,13 +84,21 @@ class MagnitudePruner:
         if self.config.structure == "unstructured":
             self._update_unstructured(sparsity)
         else:
-            scores = [g.scores(1 if self.config.norm == "l1" else 2) for g in self.groups]
+            scores = self.activations.scores() if self.activations is not None else None
+            if scores is None:  # magnitudes (or no training batch seen yet)
+                scores = [g.scores(1 if self.config.norm == "l1" else 2) for g in self.groups]
+            else:  # a pruned unit stays pruned whatever it did before its mask grew
+                scores = [s.to(m.device) * m for s, m in zip(scores, self._kept(), strict=True)]
+                self.activations.reset()
             if self.config.scope == "global":
                 self.unit_masks = self._global_unit_masks(scores, sparsity)
             else:
                 self.unit_masks = [_keep_largest(s, round(sparsity * s.numel())) for s in scores]
             self._expand_unit_masks()
         self.apply()
+
+    def _kept(self) -> list[torch.Tensor]:
+        return [m.float() for m in self.unit_masks] if self.unit_masks else [torch.ones(g.count) for g in self.groups]
 
     def _update_unstructured(self, sparsity: float) -> None:
         if self.config.scope == "global":
@@ -156,10 +166,15 @@ class MagnitudePruner:
             for kind, mask in module.named_buffers(recurse=False):
                 if kind.endswith("_mask") and isinstance(getattr(module, kind[: -len("_mask")], None), torch.Tensor):
                     masks[f"{name}.{kind}"] = mask.to(torch.bool).cpu()
-        return {"sparsity": self.sparsity, "masks": masks, "unit_masks": [m.cpu() for m in self.unit_masks]}
+        state = {"sparsity": self.sparsity, "masks": masks, "unit_masks": [m.cpu() for m in self.unit_masks]}
+        if self.activations is not None:
+            state["activations"] = self.activations.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.sparsity = state["sparsity"]
+        if self.activations is not None and "activations" in state:
+            self.activations.load_state_dict(state["activations"])
         device = next(self.model.parameters()).device
         self.unit_masks = [m.to(device) for m in state["unit_masks"]]
         modules = dict(self.model.named_modules())

@@ -197,11 +197,13 @@ class GradualPruningCallback(Technique):
         if len(self.blocks) == 1:
             report["target_sparsity"] = self.target_sparsity(self.step)
             report["structure"] = self.blocks[0].structure
+            report["importance"] = self.blocks[0].importance
         else:
             report["target_sparsity"] = {
                 b.structure: self.target_sparsity(self.step, i) for i, b in enumerate(self.blocks)
             }
             report["structure"] = [b.structure for b in self.blocks]
+            report["importance"] = [b.importance for b in self.blocks]
         return report
 
     def report_markdown(self, report: dict[str, Any]) -> str:
