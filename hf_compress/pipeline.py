@@ -30,6 +30,7 @@ from .files import (
     output_dir_lock,
 )
 from .modules import SettingError
+from .pruning.width_step import teacher_layers_by_influence
 from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
 from .students import StudentDraft, check_teacher_student, prepare_student, student_from_teacher
 from .tables import markdown_table
@@ -298,6 +299,12 @@ class _Run:
 
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
+        count = self.recipe.model.student.from_teacher_layers_by_influence
+        if count is not None:
+            layers, influence = teacher_layers_by_influence(
+                self.teacher, self.tokenizer, self.task.texts(self.raw["train"], self.data), count
+            )
+            logger.warning(f"teacher layers by block influence {[round(v, 4) for v in influence]}: {layers}")
         if layers is not None:
             try:
                 self.student = student_from_teacher(self.teacher, layers)

@@ -115,8 +115,9 @@ class Recipe:
         from .architectures import UnsupportedCapabilityError, require
 
         needs: dict[str, str] = {}
-        if self.model is not None and self.model.student.from_teacher_layers is not None:
-            needs["student_layers"] = "model.student.from_teacher_layers"
+        for key in ("from_teacher_layers", "from_teacher_layers_by_influence"):
+            if self.model is not None and getattr(self.model.student, key) is not None:
+                needs["student_layers"] = f"model.student.{key}"
         if self.model is not None and self.model.student.width is not None:
             if self.model.student.width.hidden_size is not None:
                 needs["width_pruning"] = "model.student.width.hidden_size"

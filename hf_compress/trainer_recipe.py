@@ -59,9 +59,7 @@ def refuse_run_blocks(recipe: Recipe) -> None:
     keys = ["data"] if recipe.data is not None else []
     if recipe.model is not None:
         student = recipe.model.student
-        keys += [
-            f"model.student.{k}" for k in ("name_or_path", "from_teacher_layers", "vocabulary") if getattr(student, k)
-        ]
+        keys += [f"model.student.{f.name}" for f in dataclasses.fields(student) if getattr(student, f.name)]
         keys += ["model.train_teacher"] if recipe.model.train_teacher else []
     if keys:
         raise ValueError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -123,6 +124,15 @@ def test_magnitude_importance_keeps_the_heaviest_channels(bert):
     assert residual_channels(bert).width == 8
 
 
+def test_layers_by_influence_keeps_the_most_influential_in_order():
+    from hf_compress.pruning.width_step import layers_by_influence
+
+    assert layers_by_influence([0.3, 0.05, 0.2, 0.2, 0.01, 0.4], 3) == [0, 2, 5]
+    assert layers_by_influence([0.1, 0.1, 0.1], 2) == [0, 1]
+    with pytest.raises(ValueError, match="allowed 1..3"):
+        layers_by_influence([0.1, 0.1, 0.1], 4)
+
+
 # ------------------------------------------------------------------------------------------ checks
 def test_widths_that_cannot_be_built_are_refused(bert):
     with pytest.raises(ValueError, match="a multiple of the attention head size 8"):
@@ -157,9 +167,10 @@ def test_the_recipe_refuses_width_pruning_where_the_architecture_does(tmp_path):
 
 # ------------------------------------------------------------------------------------------ end to end
 def test_cli_trains_a_narrower_student(tmp_path, tokenizer):
-    """``model.student.width`` through ``hf-compress train``: the saved student is 16 wide with 2 heads, loads
-    with plain ``from_pretrained``, the width report is written, and hidden-state distillation learns projections
-    to the teacher's width."""
+    """``model.student.width`` through ``hf-compress train``, on a student of the teacher's two layers of highest
+    block influence: the saved student is 2 layers deep, 16 wide with 2 heads, loads with plain
+    ``from_pretrained``, the width report is written, and hidden-state distillation learns projections to the
+    teacher's width."""
     torch.manual_seed(0)
     encoder = tmp_path / "encoder"
     BertModel(tiny_bert_config(len(tokenizer), ["LABEL_0", "LABEL_1"])).save_pretrained(encoder)
@@ -170,7 +181,10 @@ def test_cli_trains_a_narrower_student(tmp_path, tokenizer):
         "model": {
             "teacher": str(encoder),
             "train_teacher": True,
-            "student": {"from_teacher_layers": [0, 2], "width": {"hidden_size": 16, "calibration_samples": 20}},
+            "student": {
+                "from_teacher_layers_by_influence": 2,
+                "width": {"hidden_size": 16, "calibration_samples": 20},
+            },
         },
         "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt"},
         "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_states": {"weight": 1.0}},
@@ -184,6 +198,9 @@ def test_cli_trains_a_narrower_student(tmp_path, tokenizer):
     assert stop.value.code == 0
     student = AutoModelForTokenClassification.from_pretrained(out)
     assert student.config.hidden_size == 16 and student.config.num_attention_heads == 2
+    assert student.config.num_hidden_layers == 2
+    name = json.loads((out / "results.json").read_text())[1]["name"]
+    assert re.search(r"teacher layers \[\d, \d\], hidden 16", name), name
     report = json.loads((out / "width_report.json").read_text())
     assert report["hidden_size"] == {"before": 32, "after": 16} and report["calibration_examples"] == 20
     assert len(report["channels"]) == 16 and all(math.isfinite(v) for v in report["block_influence"])

@@ -20,7 +20,13 @@ from .width import prune_hidden_width, residual_channels
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["calibration_batches", "narrow_student", "prune_ffn_width"]
+__all__ = [
+    "calibration_batches",
+    "layers_by_influence",
+    "narrow_student",
+    "prune_ffn_width",
+    "teacher_layers_by_influence",
+]
 
 
 def calibration_batches(
@@ -42,6 +48,26 @@ def calibration_batches(
         )
         batches.append(dict(encoded))
     return batches
+
+
+def layers_by_influence(influence: list[float], count: int) -> list[int]:
+    """The ``count`` layers of highest block influence, in their order (ties: the earlier layer)."""
+    if not 0 < count <= len(influence):
+        raise ValueError(f"{count} layers: allowed 1..{len(influence)} (the teacher's depth)")
+    ranked = sorted(range(len(influence)), key=lambda i: (-influence[i], i))
+    return sorted(ranked[:count])
+
+
+def teacher_layers_by_influence(
+    teacher: nn.Module, tokenizer: Any, texts: list, count: int
+) -> tuple[list[int], list[float]]:
+    """The ``count`` teacher layers of highest block influence on 512 of ``texts``, and every layer's influence."""
+    batches = calibration_batches(tokenizer, texts, 512)
+    device = next(teacher.parameters()).device
+    influence = collect_importance(
+        teacher, [{k: v.to(device) for k, v in b.items()} for b in batches]
+    ).layer_influence()
+    return layers_by_influence(influence, count), influence
 
 
 @torch.no_grad()
