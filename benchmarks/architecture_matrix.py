@@ -83,7 +83,7 @@ def tables(runs: list[dict]) -> str:
                 f"{diff('lowrank', 'reload_max_diff')} / {diff('lowrank', 'export_max_diff')}",
             )
         )
-        width = first.get("width_pruning", {})
+        width = next((run[row]["width_pruning"] for run in runs if "width_pruning" in run.get(row, {})), {})
         if "refused" in width:
             width_rows.append((name, "refused (below)", "", "", ""))
         elif width:

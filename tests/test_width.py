@@ -4,6 +4,7 @@ reference and export parity, are in test_architectures.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -245,3 +246,29 @@ def test_gradual_pruning_by_activation_ranks_what_the_neurons_did(bert, tokenize
     assert pruner.activations.scores() is None  # each update ranks what happened since the previous one
     with pytest.raises(RecipeError, match="activation importance ranks heads and neurons"):
         PruningConfig(importance="activation", start_step=0, end_step=1)
+
+
+# ------------------------------------------------------------------------------------------ distillation across widths
+def test_hidden_states_across_widths_read_the_kept_teacher_channels(bert, tokenizer):
+    from hf_compress import DistillationConfig, LayerLossConfig
+    from hf_compress.distillation.losses import DistillationLoss, hidden_state_loss
+
+    student = (torch.zeros(1, 2, 2), torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))
+    teacher = (torch.zeros(1, 2, 3), torch.tensor([[[1.0, 9.0, 2.0], [3.0, 9.0, 5.0]]]))
+    loss = hidden_state_loss(student, teacher, {0: 0}, None, torch.tensor([[1, 1]]), torch.tensor([0, 2]))
+    assert float(loss) == pytest.approx(0.25)  # squared differences 0, 0, 0, 1 over two tokens of two channels
+
+    teacher_model = BertForTokenClassification(copy.deepcopy(bert.config))
+    narrow_student(bert, WidthConfig(hidden_size=16), _batches(tokenizer))
+    assert len(bert.kept_hidden_channels) == 16 and bert.kept_hidden_channels == sorted(bert.kept_hidden_channels)
+    narrow_student(bert, WidthConfig(hidden_size=8, importance="magnitude"), None)  # twice: channels of the first
+    assert set(bert.kept_hidden_channels) < set(range(32)) and len(bert.kept_hidden_channels) == 8
+    kept = DistillationConfig(hidden_states=LayerLossConfig(across_widths="kept_channels"))
+    module = DistillationLoss(kept, bert.config, teacher_model.config, bert.kept_hidden_channels)
+    assert len(module.projections) == 0 and module.teacher_channels.tolist() == bert.kept_hidden_channels
+    projected = DistillationLoss(
+        DistillationConfig(hidden_states=LayerLossConfig()), bert.config, teacher_model.config
+    )
+    assert len(projected.projections) == 4 and projected.teacher_channels is None
+    with pytest.raises(ValueError, match="does not say which teacher channels it kept"):
+        DistillationLoss(kept, bert.config, teacher_model.config, None)

@@ -20,10 +20,15 @@ class LayerLossConfig:
         weight: multiplier of the term in the total loss, in [0, 10000].
         layer_map: student layer -> teacher layer, both 0-based transformer layers (the output of layer i).
             Default: student layer i -> teacher layer ``round((i + 1) * T / S) - 1`` (for S=3, T=6: 0->1, 1->3, 2->5).
+        across_widths: hidden states of a student narrower than its teacher: ``projection`` (a learned linear map
+            from the student's width to the teacher's per mapped layer, TinyBERT's ``W_h``) or ``kept_channels``
+            (the teacher's hidden states at the channels the narrowed student kept, a fixed selection: a student
+            narrowed by ``model.student.width``). Attention maps ignore it.
     """
 
     weight: float = field(default=1.0, metadata=number(0.0, 10_000.0))
     layer_map: dict[int, int] | None = field(default=None, metadata=count(0))
+    across_widths: Literal["projection", "kept_channels"] = "projection"
 
 
 @checked

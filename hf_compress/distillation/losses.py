@@ -81,12 +81,13 @@ def hidden_state_loss(
     layer_map: Mapping[int, int],
     projections: nn.ModuleDict | None = None,
     attention_mask: torch.Tensor | None = None,
+    teacher_channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over mapped layers of ``MSE(W_s h_s[i], h_t[layer_map[i]])`` at real tokens.
 
     ``student_hidden`` / ``teacher_hidden`` are a model's ``hidden_states`` output (index 0 is the embedding
     output, so 0-based layer ``i`` is ``hidden_states[i + 1]``). ``projections[str(i)]`` maps student width to
-    teacher width when they differ.
+    teacher width when they differ; or ``teacher_channels`` selects the teacher's channels the student's stand for.
     """
     terms = []
     for student_layer, teacher_layer in layer_map.items():
@@ -94,6 +95,8 @@ def hidden_state_loss(
         if projections is not None and str(student_layer) in projections:
             hs = projections[str(student_layer)](hs)
         ht = teacher_hidden[teacher_layer + 1]
+        if teacher_channels is not None:
+            ht = ht.index_select(-1, teacher_channels.to(ht.device))
         terms.append(_masked_mean((hs - ht).pow(2), attention_mask))
     return torch.stack(terms).mean()
 
@@ -134,7 +137,13 @@ class DistillationLoss(nn.Module):
     student's checkpoint (the trainer saves them beside it to resume).
     """
 
-    def __init__(self, config: DistillationConfig, student_config: PretrainedConfig, teacher_config: PretrainedConfig):
+    def __init__(
+        self,
+        config: DistillationConfig,
+        student_config: PretrainedConfig,
+        teacher_config: PretrainedConfig,
+        kept_channels: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.config = config
         s_layers, t_layers = _num_layers(student_config), _num_layers(teacher_config)
@@ -148,7 +157,18 @@ class DistillationLoss(nn.Module):
                 f"{student_config.num_attention_heads}, teacher {teacher_config.num_attention_heads})",
             )
         self.projections = nn.ModuleDict()
-        if self.hidden_layer_map and student_config.hidden_size != teacher_config.hidden_size:
+        self.teacher_channels = None
+        narrower = student_config.hidden_size != teacher_config.hidden_size
+        if self.hidden_layer_map and narrower and config.hidden_states.across_widths == "kept_channels":
+            if kept_channels is None or len(kept_channels) != student_config.hidden_size:
+                raise SettingError(
+                    "hidden_states.across_widths",
+                    "kept_channels",
+                    "the student does not say which teacher channels it kept (a student narrowed by "
+                    "model.student.width or hf_compress.pruning.narrow_student does): use 'projection'",
+                )
+            self.teacher_channels = torch.as_tensor(kept_channels, dtype=torch.long)
+        elif self.hidden_layer_map and narrower:
             for student_layer in self.hidden_layer_map:
                 self.projections[str(student_layer)] = nn.Linear(
                     student_config.hidden_size, teacher_config.hidden_size
@@ -218,6 +238,7 @@ class DistillationLoss(nn.Module):
                 self.hidden_layer_map,
                 self.projections,
                 attention_mask,
+                self.teacher_channels,
             )
             total = total + cfg.hidden_states.weight * hidden
             terms["hidden"] = hidden.detach()

@@ -130,7 +130,8 @@ class DistillationCallback(Technique):
         # a student with a trimmed vocabulary: its ids are translated to the teacher's (the same words, same pieces)
         self.teacher_ids = None if mapping is None else torch.tensor(mapping, dtype=torch.long, device=device)
         self.teacher.to(device)
-        self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config).to(device)
+        kept = getattr(model, "kept_hidden_channels", None)  # a narrowed student's channels among the teacher's
+        self.loss_module = DistillationLoss(self.config, model.config, self.teacher.config, kept).to(device)
         if self.loss_module.needs_attentions:
             for m in (model, self.teacher):  # attention maps come from the eager path
                 require(m, "attention_distillation", "attentions")

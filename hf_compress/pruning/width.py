@@ -240,8 +240,10 @@ def prune_hidden_width(
     ``channel_scores`` ``(H,)`` rank the channels (default: their weights' L2 norm), ``head_scores`` (one ``(heads,)``
     tensor per layer) the heads (default: their weights' L2 norm); the best ``hidden_size`` channels and the best
     ``hidden_size / head_size`` heads of each layer are kept. The model's config says the new width and head
-    count, so ``save_pretrained`` / ``from_pretrained`` rebuild it. Returns what was kept: ``channels`` (the
-    indices of the kept channels in the original order), ``heads`` per layer and the widths.
+    count, so ``save_pretrained`` / ``from_pretrained`` rebuild it. ``model.kept_hidden_channels`` (not saved)
+    lists, for each remaining channel, the channel of the model it was made from (hidden-state distillation with
+    ``across_widths: kept_channels`` reads the teacher there). Returns what was kept: ``channels`` (the indices
+    of the kept channels in the original order), ``removed_heads`` per layer and the widths.
     """
     arch = describe(model)
     channels = residual_channels(model)
@@ -287,6 +289,8 @@ def prune_hidden_width(
             _set_module(model, s.path, linear)
         done.add(id(s.owner))
     setattr(model.config, arch.hidden_size, hidden_size)
+    earlier = getattr(model, "kept_hidden_channels", None)  # narrowed before: channels of the first model
+    model.kept_hidden_channels = [earlier[c] if earlier else c for c in keep.cpu().tolist()]
     problem = _mismatch(_rebuilt_shapes(model), {n: tuple(p.shape) for n, p in model.named_parameters()})
     if problem:
         raise RuntimeError(f"hidden-width pruning left {type(model).__name__} unloadable: {problem}")
