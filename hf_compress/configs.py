@@ -151,7 +151,7 @@ class StudentConfig:
             raise RecipeError(
                 sources[1],
                 getattr(self, sources[1]),
-                "give one of 'name_or_path', 'from_teacher_layers' and 'from_teacher_layers_by_influence'",
+                f"give either '{sources[0]}' or '{sources[1]}', not both",
             )
         if self.from_teacher_layers is not None:
             if not self.from_teacher_layers:

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import tiny_bert_config
+from conftest import NER_LABELS, tiny_bert_config
 from test_cli import write_conll
 from transformers import (
     AutoModelForTokenClassification,
@@ -25,6 +25,7 @@ from transformers import (
 from hf_compress import Recipe, RecipeError
 from hf_compress.cli import main as cli_main
 from hf_compress.pruning import (
+    PruningConfig,
     WidthConfig,
     block_influence,
     collect_importance,
@@ -272,3 +273,100 @@ def test_hidden_states_across_widths_read_the_kept_teacher_channels(bert, tokeni
     assert len(projected.projections) == 4 and projected.teacher_channels is None
     with pytest.raises(ValueError, match="does not say which teacher channels it kept"):
         DistillationLoss(kept, bert.config, teacher_model.config, None)
+
+
+# ------------------------------------------------------------------------------------------ gradual hidden width
+def test_masked_channels_compute_what_the_narrower_model_computes(bert, tokenizer):
+    """Masking channels on the ramp (LayerNorms over the kept channels) is exact: slicing the zeroed channels and
+    heads out afterwards changes no logit. Mid-ramp, the heads that fit the kept width stay."""
+    from hf_compress.pruning import HiddenWidthPruner, remove_dead_channels
+
+    batch = _batches(tokenizer)[0]
+    pruner = HiddenWidthPruner(bert, PruningConfig(structure="hidden", final_sparsity=0.5, start_step=0, end_step=2))
+    pruner.update(0.25)  # 24 of 32 channels: 3 heads of 8
+    assert int(pruner.keep.sum()) == 24 and [int(k.sum()) for k in pruner.head_keep] == [3] * 4
+    pruner.update(0.5)
+    assert int(pruner.keep.sum()) == 16 and [int(k.sum()) for k in pruner.head_keep] == [2] * 4
+    with torch.no_grad():
+        masked = bert(**batch).logits
+    narrow = copy.deepcopy(bert)
+    pruner.remove_hooks()
+    report = remove_dead_channels(narrow)
+    assert report["hidden_size"] == {"before": 32, "after": 16} and narrow.config.num_attention_heads == 2
+    with torch.no_grad():
+        assert torch.allclose(narrow(**batch).logits, masked, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the head size 8"):
+        HiddenWidthPruner(bert, PruningConfig(structure="hidden", final_sparsity=0.3, start_step=0, end_step=2))
+
+
+def test_hidden_and_neurons_pruned_gradually_then_removed(tokenizer, tmp_path):
+    """A recipe with a hidden block (by activation) and a neurons block: trained with CompressionTrainer, resumable
+    state, then exported (channels, heads and neurons sliced out, the export equal to the masked model) and
+    compacted for saving (plain from_pretrained reloads it)."""
+    from test_trainer import args_for
+    from transformers import DataCollatorForTokenClassification
+
+    from hf_compress import CompressionTrainer, ExportConfig, export_model
+    from hf_compress.export import ExportData
+    from hf_compress.testing import ner_dataset
+
+    recipe = Recipe.from_dict(
+        {
+            "pruning": [
+                {
+                    "structure": "hidden",
+                    "final_sparsity": 0.5,
+                    "start_step": 0,
+                    "end_step": 4,
+                    "update_every": 1,
+                    "importance": "activation",
+                },
+                {"structure": "neurons", "final_sparsity": 0.5, "start_step": 0, "end_step": 4, "update_every": 1},
+            ]
+        }
+    )
+    with pytest.raises(RecipeError, match="drop the heads block"):
+        Recipe.from_dict(
+            {
+                "pruning": [
+                    {"structure": "hidden", "start_step": 0, "end_step": 1},
+                    {"structure": "heads", "start_step": 0, "end_step": 1},
+                ]
+            }
+        )
+    torch.manual_seed(0)
+    model = BertForTokenClassification(tiny_bert_config(len(tokenizer), NER_LABELS))
+    collator = DataCollatorForTokenClassification(tokenizer)
+    trainer = CompressionTrainer(
+        model=model,
+        args=args_for(tmp_path / "run", logging_steps=1, max_steps=5),
+        recipe=recipe,
+        train_dataset=ner_dataset(tokenizer, n=64),
+        data_collator=collator,
+    )
+    callback = trainer.techniques[0]
+    trainer.train()
+    state = callback.state_dict()["blocks"][0]
+    assert int(state["keep"].sum()) == 16 and state["activations"]["examples"] >= 0
+    logs = {log["step"]: log for log in trainer.state.log_history if "loss" in log}
+    assert logs[4]["sparsity_target_hidden"] == 0.5 and logs[4]["sparsity_hidden"] == 0.5
+    model.eval()
+    input_ids = torch.randint(5, 60, (3, 9))
+    with torch.no_grad():
+        masked = model(input_ids=input_ids).logits
+    export = export_model(
+        model,
+        tokenizer,
+        tmp_path / "onnx",
+        ExportConfig(int8="none"),
+        ExportData(eval_dataset=ner_dataset(tokenizer, n=16, seed=1), data_collator=collator),
+    )
+    removed = export["techniques"]["pruning"]["removed_structures"]
+    assert removed["width"]["hidden_size"] == {"before": 32, "after": 16} and removed["neurons_per_layer"] == 32
+    assert export["parity"]["max_abs_logit_diff"] < 1e-5 and export["parity"]["argmax_agreement"] == 1.0
+    callback.compact(model)
+    assert model.config.hidden_size == 16 and model.config.intermediate_size == 32
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=input_ids).logits, masked, atol=1e-5)

@@ -10,6 +10,7 @@ activation importance and block influence, ``width_step.py`` is the recipe's ``m
 
 from ..configs import WidthConfig
 from .config import PruningConfig
+from .hidden import HiddenWidthPruner, remove_dead_channels
 from .importance import ActivationImportance, block_influence, collect_importance
 from .masks import MagnitudePruner, cubic_sparsity
 from .removal import remove_pruned_structures, sparsity_report, sparsity_table
@@ -20,6 +21,7 @@ from .width_step import calibration_batches, narrow_student, prune_ffn_width
 __all__ = [
     "ActivationImportance",
     "GradualPruningCallback",
+    "HiddenWidthPruner",
     "MagnitudePruner",
     "PruningConfig",
     "WidthConfig",
@@ -31,6 +33,7 @@ __all__ = [
     "narrow_student",
     "prune_ffn_width",
     "prune_hidden_width",
+    "remove_dead_channels",
     "remove_pruned_structures",
     "residual_channels",
     "sparsity_report",

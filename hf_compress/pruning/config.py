@@ -24,8 +24,11 @@ class PruningConfig:
         structure: ``unstructured`` (single weights), ``neurons`` (FFN neurons: a row of the FFN input, two of a
             gated one, with the matching column of the FFN output) or ``heads`` (attention heads: their q/k/v rows,
             fused or not, and output columns), found in every layer from the architecture description
-            (:mod:`hf_compress.architectures`).
-        final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads) pruned at the end.
+            (:mod:`hf_compress.architectures`), or ``hidden`` (residual channels: the hidden width, with the heads
+            that fit it, :mod:`hf_compress.pruning.hidden`; ``final_sparsity`` must leave a multiple of the head
+            size, and no ``heads`` block may run beside it).
+        final_sparsity: s_f, the fraction of weights (unstructured) or units (neurons, heads, channels) pruned at
+            the end.
         initial_sparsity: s_i, the fraction pruned at ``start``.
         start_epoch / end_epoch / start_step / end_step: the ramp, in (fractional) epochs or in optimizer steps
             (one unit, not both).
@@ -43,7 +46,7 @@ class PruningConfig:
     """
 
     final_sparsity: float = field(default=0.5, metadata=number(0.0, 1.0, high_open=True))
-    structure: Literal["unstructured", "neurons", "heads"] = "unstructured"
+    structure: Literal["unstructured", "neurons", "heads", "hidden"] = "unstructured"
     initial_sparsity: float = field(default=0.0, metadata=number(0.0, 1.0, high_open=True))
     start_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))
     end_epoch: float | None = field(default=None, metadata=number(0.0, MAX_EPOCHS))

@@ -157,15 +157,16 @@ class ActivationTracker:
     forward arguments). The sums are part of the pruning state, so a resumed run ranks as the uninterrupted one.
     """
 
-    def __init__(self, model: nn.Module, groups: list) -> None:
+    def __init__(self, model: nn.Module, groups: list, norms: list[nn.Module] | None = None) -> None:
         self.examples = 0
         self.sums: list[torch.Tensor | None] = [None] * len(groups)
+        self.channels: torch.Tensor | None = None  # residual channels, at the LayerNorms ``norms``
         self._mask: torch.Tensor | None = None
         self._handles = [model.register_forward_pre_hook(self._read_mask, with_kwargs=True)]
         for index, group in enumerate(groups):
             output = next(s.owner for s in group.slices if s.dim == 1 and isinstance(s.owner, nn.Linear))
             self._handles.append(output.register_forward_pre_hook(self._unit_hook(index, group)))
-        self._model = model
+        self._handles += [norm.register_forward_hook(self._norm_hook) for norm in norms or []]
 
     def _read_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if module.training:
@@ -189,6 +190,16 @@ class ActivationTracker:
 
         return hook
 
+    @torch.no_grad()
+    def _norm_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if module.training and self._mask is not None:
+            square = batch_l2(token_mean(output.detach().abs(), self._mask)).pow(2).cpu()
+            self.channels = square if self.channels is None else self.channels + square
+
+    def channel_scores(self) -> torch.Tensor | None:
+        """Each residual channel's L2 (over examples) of its mean |LayerNorm output|, summed over the LayerNorms."""
+        return None if self.channels is None else self.channels.sqrt().float()
+
     def scores(self) -> list[torch.Tensor] | None:
         """Per group, each unit's L2 (over examples) of its mean activation magnitude; None before any batch."""
         if any(s is None for s in self.sums):
@@ -196,13 +207,13 @@ class ActivationTracker:
         return [s.sqrt().float() for s in self.sums]
 
     def reset(self) -> None:
-        self.examples, self.sums = 0, [None] * len(self.sums)
+        self.examples, self.sums, self.channels = 0, [None] * len(self.sums), None
 
     def state_dict(self) -> dict:
-        return {"examples": self.examples, "sums": list(self.sums)}
+        return {"examples": self.examples, "sums": list(self.sums), "channels": self.channels}
 
     def load_state_dict(self, state: dict) -> None:
-        self.examples, self.sums = state["examples"], list(state["sums"])
+        self.examples, self.sums, self.channels = state["examples"], list(state["sums"]), state.get("channels")
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -12,6 +12,7 @@ from ..configs import RecipeError
 from ..tables import markdown_table
 from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
 from .config import PruningConfig
+from .hidden import HiddenWidthPruner, remove_dead_channels
 from .masks import MagnitudePruner, cubic_sparsity
 from .removal import remove_pruned_structures, sparsity_report, sparsity_table
 
@@ -47,7 +48,7 @@ class GradualPruningCallback(Technique):
         super().__init__(config, **settings)
         self.blocks: list[PruningConfig] = self.config if isinstance(self.config, list) else [self.config]
         check_blocks(self.blocks)
-        self.pruners: list[MagnitudePruner] = []
+        self.pruners: list[MagnitudePruner | HiddenWidthPruner] = []
         self.ramps: list[tuple[int, int]] = [(0, 0)] * len(self.blocks)  # (start, end) optimizer steps per block
         self.steps_per_epoch = 0.0
         self.step = 0  # the last optimizer step seen
@@ -67,7 +68,7 @@ class GradualPruningCallback(Technique):
         for i, block in enumerate(config if isinstance(config, list) else [config]):
             if block.structure != "unstructured":
                 key = f"pruning.{i}.structure" if isinstance(config, list) else "pruning.structure"
-                needs[f"{block.structure[:-1]}_pruning"] = key
+                needs[CAPABILITY[block.structure]] = key
         return needs
 
     @classmethod
@@ -135,9 +136,14 @@ class GradualPruningCallback(Technique):
 
     # --------------------------------------------------------------------------------------------- hooks
     def prepare(self, model: nn.Module) -> None:
-        self.pruners = [MagnitudePruner(model, c) for c in self.blocks]  # bad targets fail here, before training
+        # bad targets fail here, before training
+        self.pruners = [
+            (HiddenWidthPruner if c.structure == "hidden" else MagnitudePruner)(model, c) for c in self.blocks
+        ]
         owners: dict[int, int] = {}
         for i, pruner in enumerate(self.pruners):
+            if isinstance(pruner, HiddenWidthPruner):  # its masks have names of their own
+                continue
             for module, _ in pruner.masked_parameters():
                 if owners.setdefault(id(module), i) != i:
                     raise RecipeError(
@@ -210,14 +216,22 @@ class GradualPruningCallback(Technique):
         return sparsity_table(report)
 
     def compact(self, model: nn.Module) -> None:
+        for pruner in self.pruners:
+            if isinstance(pruner, HiddenWidthPruner):
+                pruner.remove_hooks()
+                logger.info(f"removed pruned channels: {_widths(remove_dead_channels(model))}")
         if any(b.structure != "unstructured" for b in self.blocks):
             logger.info(f"removed pruned structures: {remove_pruned_structures(model, loadable=True)}")
 
     # --------------------------------------------------------------------------------------------- export
     @classmethod
     def prepare_for_export(cls, model: nn.Module, config: PruningConfig | None) -> ExportFacts:
-        """Slice out all-zero FFN neurons and attention heads (``removed_structures``); report the sparsity."""
+        """Slice out the residual channels a hidden block zeroed, then all-zero FFN neurons and attention heads
+        (``removed_structures``); report the sparsity."""
+        narrowed = _widths(remove_dead_channels(model))
         removed = remove_pruned_structures(model)
+        if narrowed:
+            removed["width"] = narrowed
         try:
             weight_layers(model)
         except ValueError:  # a model without transformer layers: nothing to report
@@ -241,6 +255,14 @@ class GradualPruningCallback(Technique):
         return ["## Sparsity", "", markdown_table(("layer", "sparsity", "heads", "FFN neurons"), rows)]
 
 
+#: The architecture capability each structure needs.
+CAPABILITY = {"neurons": "neuron_pruning", "heads": "head_pruning", "hidden": "width_pruning"}
+
+
+def _widths(report: dict | None) -> dict | None:
+    return None if report is None else {k: report[k] for k in ("hidden_size", "heads_per_layer")}
+
+
 def check_blocks(blocks: list[PruningConfig]) -> None:
     """Several pruning blocks must prune different structures (unstructured ones: explicit, disjoint targets)."""
     seen: dict[str, int] = {}
@@ -253,6 +275,13 @@ def check_blocks(blocks: list[PruningConfig]) -> None:
                 "(several unstructured blocks need disjoint targets)",
             )
         seen.setdefault(block.structure, i)
+    if "hidden" in seen and "heads" in seen:
+        raise RecipeError(
+            f"pruning.{seen['heads']}.structure",
+            "heads",
+            f"block {seen['hidden']} prunes the hidden width, which keeps the heads that fit it (width / head size "
+            "per layer): drop the heads block",
+        )
 
 
 def _sparse(report: dict[str, Any]) -> bool:
