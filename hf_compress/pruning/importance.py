@@ -5,7 +5,7 @@ batches, and transformer layers by their block influence.
 For every example, a unit's activation magnitude is averaged over the example's real tokens; the per-example values
 are then aggregated over the batch by their L2 norm:
 
-- channel ``c``: ``|LN(x)_c|`` at every LayerNorm of the residual stream, summed over the LayerNorms;
+- channel ``c``: ``|LN(x)_c|`` at every LayerNorm of the residual stream (L2 over examples and LayerNorms);
 - head ``h``: ``||attn_h(x)||_2``, the L2 norm of the head's output (the input of the attention output projection);
 - neuron ``j``: ``|act(x W_1)_j|``, the neuron's activation (the input of the FFN output projection);
 - layer ``l`` (block influence, Men et al., 2024, "ShortGPT"): ``1 - cos(x_l, x_{l+1})`` between the layer's input
@@ -197,7 +197,7 @@ class ActivationTracker:
             self.channels = square if self.channels is None else self.channels + square
 
     def channel_scores(self) -> torch.Tensor | None:
-        """Each residual channel's L2 (over examples) of its mean |LayerNorm output|, summed over the LayerNorms."""
+        """Each residual channel's L2 (over examples and LayerNorms) of its mean |LayerNorm output|."""
         return None if self.channels is None else self.channels.sqrt().float()
 
     def scores(self) -> list[torch.Tensor] | None:
