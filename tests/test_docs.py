@@ -98,7 +98,7 @@ def test_every_field_of_every_block_is_described():
 def test_the_reference_shows_type_default_and_declared_range():
     rows = {row[0]: row for row in hooks.field_rows(hooks._block_class("pruning"), "pruning")}
     assert rows["`pruning.final_sparsity`"][1:4] == ("float", "`0.5`", "a number in [0.0, 1.0)")
-    assert rows["`pruning.structure`"][1:3] == ("`unstructured` or `neurons` or `heads`", "`unstructured`")
+    assert rows["`pruning.structure`"][1:3] == ("`unstructured` or `neurons` or `heads` or `hidden`", "`unstructured`")
     assert rows["`pruning.update_every`"][3] == "an integer in [1, 2147483647]"
     assert rows["`pruning.targets`"][1:4] == ("list of str", "`null`", "a module-name pattern, not blank")
     assert rows["`pruning.end_step`"][4] == rows["`pruning.start_epoch`"][4]  # "start_epoch / ... / end_step:"
