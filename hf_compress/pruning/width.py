@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..architectures import _base, describe, display_name, require, weight_layers
+from ..modules import replace_module
 from ..structures import Units, slice_linear, structures
 
 __all__ = ["ResidualChannels", "masked_layer_norm", "prune_hidden_width", "residual_channels"]
@@ -183,11 +184,6 @@ def _slice_embedding(embedding: nn.Embedding, keep: torch.Tensor) -> nn.Embeddin
     return new
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, child = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def _shared_head_tables(model: nn.Module) -> list[nn.Module]:
     return [_base(model).get_submodule(path) for path in describe(model).per_head_tables]
 
@@ -209,7 +205,7 @@ def _prune_heads_to(model: nn.Module, heads: int, head_scores: list[torch.Tensor
     if shared:
         kept = torch.tensor(sorted(set(range(groups[0].count)) - set(removed[0])))
         for table in _shared_head_tables(model):
-            _set_module(model, _name_of(model, table), _slice_embedding_rows_or_cols(table, kept))
+            replace_module(model, _name_of(model, table), _slice_head_columns(table, kept))
     for group in groups:
         if removed[group.layer]:
             group.remove(removed[group.layer])
@@ -221,7 +217,7 @@ def _name_of(model: nn.Module, module: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is module)
 
 
-def _slice_embedding_rows_or_cols(table: nn.Embedding, kept_heads: torch.Tensor) -> nn.Embedding:
+def _slice_head_columns(table: nn.Embedding, kept_heads: torch.Tensor) -> nn.Embedding:
     """A table with one column per head (MPNet's relative position bias), cut to the kept heads."""
     new = nn.Embedding(table.num_embeddings, len(kept_heads), device=table.weight.device, dtype=table.weight.dtype)
     new.weight.data = table.weight.detach().index_select(1, kept_heads.to(table.weight.device)).clone()
@@ -277,16 +273,16 @@ def prune_hidden_width(
         if id(s.owner) in done:
             continue
         if isinstance(s.owner, nn.LayerNorm):
-            _set_module(model, s.path, _slice_norm(s.owner, keep))
+            replace_module(model, s.path, _slice_norm(s.owner, keep))
         elif isinstance(s.owner, nn.Embedding):
-            _set_module(model, s.path, _slice_embedding(s.owner, keep))
+            replace_module(model, s.path, _slice_embedding(s.owner, keep))
         else:
             own = [x for x in channels.slices if x.owner is s.owner]
             linear = s.owner
             for x in own:
                 if x.param == "weight":
                     linear = slice_linear(linear, keep, x.dim)
-            _set_module(model, s.path, linear)
+            replace_module(model, s.path, linear)
         done.add(id(s.owner))
     setattr(model.config, arch.hidden_size, hidden_size)
     earlier = getattr(model, "kept_hidden_channels", None)  # narrowed before: channels of the first model
