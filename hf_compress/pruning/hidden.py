@@ -43,7 +43,7 @@ class HiddenWidthPruner:
         self.head_size = describe(model).head_size(model.config)
         final = self.width - round(config.final_sparsity * self.width)
         if final % self.head_size or final == 0:
-            allowed = ", ".join(f"{1 - k * self.head_size / self.width:g}" for k in range(1, self.width // 8))
+            allowed = ", ".join(f"{1 - k * self.head_size / self.width:.4g}" for k in range(1, self.width // self.head_size))
             raise ValueError(
                 f"'final_sparsity': got {config.final_sparsity}; hidden-width pruning keeps a multiple of the head "
                 f"size {self.head_size} of the {self.width} channels (allowed e.g. {allowed})"
@@ -58,7 +58,6 @@ class HiddenWidthPruner:
         self.activations = (
             ActivationTracker(model, self.heads, norms=self.norms) if config.importance == "activation" else None
         )
-        self.unit_masks: list[torch.Tensor] = []
 
     def _norm_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if bool(self.keep.all()):
