@@ -43,7 +43,8 @@ class HiddenWidthPruner:
         self.head_size = describe(model).head_size(model.config)
         final = self.width - round(config.final_sparsity * self.width)
         if final % self.head_size or final == 0:
-            allowed = ", ".join(f"{1 - k * self.head_size / self.width:.4g}" for k in range(1, self.width // self.head_size))
+            steps = range(1, self.width // self.head_size)
+            allowed = ", ".join(f"{1 - k * self.head_size / self.width:.4g}" for k in steps)
             raise ValueError(
                 f"'final_sparsity': got {config.final_sparsity}; hidden-width pruning keeps a multiple of the head "
                 f"size {self.head_size} of the {self.width} channels (allowed e.g. {allowed})"
