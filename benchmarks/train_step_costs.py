@@ -17,6 +17,7 @@ On a shared machine the wall seconds depend on the load; the CPU seconds much le
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import resource
@@ -98,7 +99,8 @@ def main() -> int:
     except TrainingStopped as error:
         stopped = str(error)
     task = get_task(recipe.data.task)
-    sentences = task.texts(task.load_raw(recipe.data)["train"], recipe.data)
+    full_data = dataclasses.replace(recipe.data, max_train_samples=None, max_eval_samples=None)
+    sentences = task.texts(task.load_raw(full_data)["train"], full_data)
     limit = recipe.data.max_train_samples or len(sentences)
     slice_length, full_length = mean_pieces(recipe, sentences[:limit]), mean_pieces(recipe, sentences)
     steps = summary(clock.steps[1:])

@@ -107,6 +107,23 @@ def test_teacher_with_other_labels_needs_train_teacher(recipe_path, tmp_path, ca
     assert re.search("labels .* differ from the data's labels.*train_teacher", capsys.readouterr().err)
 
 
+def test_a_recipe_without_a_student_has_no_technique_or_export_block(recipe_path, tmp_path, capsys):
+    """Without a student the teacher alone is fine-tuned: a technique block would compress nothing; refused, named,
+    before anything is trained (``--check`` too)."""
+    recipe = yaml.safe_load(recipe_path.read_text())
+    del recipe["model"]["student"]
+    recipe["export"] = {"int8": "dynamic"}
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    for extra in (["--check"], []):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["train", str(recipe_path), "--output_dir", str(tmp_path / "out"), *extra])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "model.student" in err
+        assert "the distillation, export blocks need a student" in err
+    assert not (tmp_path / "out" / "teacher").exists()
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
