@@ -288,9 +288,14 @@ class _Run:
         )
 
     def _finish(
-        self, trainer: CompressionTrainer, name: str, output_dir: str, train_seconds: float | None
+        self,
+        trainer: CompressionTrainer,
+        name: str,
+        output_dir: str,
+        train_seconds: float | None,
+        metrics: dict[str, float] | None = None,
     ) -> ModelResult:
-        metrics = trainer.evaluate()
+        metrics = metrics or trainer.evaluate()
         trainer.save_model(output_dir)
         trainer.save_metrics("eval", metrics)
         model = trainer.model
@@ -319,11 +324,12 @@ class _Run:
             return None
         output_dir = os.path.join(self.args.output_dir, "teacher")
         trainer = self._trainer(self.teacher, output_dir)
-        seconds = None
+        seconds = metrics = None
         if self.recipe.model.train_teacher:
             resume = _checkpoint_for(resume_from_checkpoint, output_dir)
             seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
-        return self._finish(trainer, "teacher", output_dir, seconds)
+            metrics = _evaluation_after_last_step(trainer)  # the teacher is unchanged since: not run twice
+        return self._finish(trainer, "teacher", output_dir, seconds, metrics)
 
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
@@ -360,6 +366,18 @@ class _Run:
         for technique in trainer.techniques:  # the saved student is genuinely smaller
             technique.compact(trainer.model)
         return self._finish(trainer, name, self.args.output_dir, seconds)
+
+
+def _evaluation_after_last_step(trainer: CompressionTrainer) -> dict[str, float] | None:
+    """The metrics of the evaluation the Trainer ran after its last optimizer step (``eval_strategy`` epoch, or
+    steps ending there), as ``trainer.evaluate()`` returns them; None when it ran none there."""
+    state = trainer.state
+    for entry in reversed(state.log_history):
+        if entry.get("step") != state.global_step:
+            break
+        if "eval_loss" in entry:
+            return {k: v for k, v in entry.items() if k.startswith("eval_") or k == "epoch"}
+    return None
 
 
 def _student_name(trainer: CompressionTrainer, layers: list[int] | None) -> str:
