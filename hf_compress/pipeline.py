@@ -115,7 +115,7 @@ def check_recipe_models(recipe: Recipe) -> None:
             raise RecipeError(
                 "model.student",
                 None,
-                f"the {', '.join(blocks)} block{'s' if len(blocks) > 1 else ''} need a student: give "
+                f"the {', '.join(blocks)} {'blocks need' if len(blocks) > 1 else 'block needs'} a student: give "
                 "model.student.name_or_path or model.student.from_teacher_layers (without a student, a recipe "
                 "fine-tunes or evaluates the teacher alone; export it with `hf-compress export`)",
             )
