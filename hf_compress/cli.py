@@ -19,7 +19,7 @@ from .compat import OptimumNotInstalledError
 from .export import MetricDropError
 from .int8 import INT8_ROUTES
 from .onnx_export import ONNX_EXPORTERS
-from .pipeline import check_recipe_models, default_training_arguments, results_table, run_recipe
+from .pipeline import check_recipe_models, default_training_arguments, has_student, results_table, run_recipe
 from .plugins import import_modules
 from .recipe import Recipe, RecipeError
 from .stopping import STOPPED_EXIT_CODE, TrainingStopped
@@ -225,7 +225,11 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _bad_input(error)
     if training_args.should_save:
         print("\n" + results_table(results))
-        print(f"\nStudent saved in {training_args.output_dir} (results.json, results.md beside it).")
+        if has_student(recipe):
+            print(f"\nStudent saved in {training_args.output_dir} (results.json, results.md beside it).")
+        else:
+            teacher = Path(training_args.output_dir) / "teacher"
+            print(f"\nTeacher saved in {teacher} (results.json, results.md in {training_args.output_dir}).")
     return 0
 
 

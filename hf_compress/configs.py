@@ -169,7 +169,8 @@ class ModelConfig:
         train_teacher: fine-tune the teacher on the task first (when it is a pretrained encoder without a head
             for the task), with the recipe's ``training`` arguments.
         student: the student; a string is shorthand for ``{name_or_path: ...}``. Without a teacher, the student
-            is fine-tuned on its own.
+            is fine-tuned on its own; without a student, the teacher alone is fine-tuned (``train_teacher``) or
+            evaluated, and the recipe has no technique or export block.
     """
 
     teacher: str | None = field(default=None, metadata=text("a model folder or hub id"))

@@ -16,6 +16,7 @@ from typing import Any
 
 from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
 from .checkpoints import RECIPE_FILE
@@ -40,7 +41,14 @@ from .trainer import CompressionTrainer
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ModelResult", "check_recipe_models", "default_training_arguments", "resolve_model_path", "run_recipe"]
+__all__ = [
+    "ModelResult",
+    "check_recipe_models",
+    "default_training_arguments",
+    "has_student",
+    "resolve_model_path",
+    "run_recipe",
+]
 
 PACKAGE_PREFIX = "package:"
 
@@ -87,11 +95,31 @@ def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -
         raise FileNotFoundError(f"{key}: the model folder {name_or_path} lacks {', '.join(missing)}")
 
 
+def has_student(recipe: Recipe) -> bool:
+    """Whether the recipe names a student (a model, or teacher layers); without one, a run fine-tunes or evaluates
+    the teacher alone."""
+    student = recipe.model.student if recipe.model is not None else None
+    return student is not None and (student.name_or_path is not None or student.from_teacher_layers is not None)
+
+
 def check_recipe_models(recipe: Recipe) -> None:
     """Check the recipe against the architecture of its local teacher and student folders (their config alone),
-    before any data or weights are read: :meth:`Recipe.check_architecture`. Hub ids are checked once loaded."""
+    before any data or weights are read: :meth:`Recipe.check_architecture`. Hub ids are checked once loaded.
+
+    A recipe without a student (the teacher alone is fine-tuned or evaluated) has no technique or export block.
+    """
     if recipe.model is None:
         return
+    if not has_student(recipe):
+        blocks = [*recipe.techniques, *(["export"] if recipe.export is not None else [])]
+        if blocks:
+            raise RecipeError(
+                "model.student",
+                None,
+                f"the {', '.join(blocks)} {'blocks need' if len(blocks) > 1 else 'block needs'} a student: give "
+                "model.student.name_or_path or model.student.from_teacher_layers (without a student, a recipe "
+                "fine-tunes or evaluates the teacher alone; export it with `hf-compress export`)",
+            )
     for name_or_path in (recipe.model.teacher, recipe.model.student.name_or_path):
         if name_or_path is None:
             continue
@@ -201,6 +229,7 @@ class _Run:
 
     def load_models(self) -> None:
         model_cfg = self.recipe.model
+        set_seed(self.args.seed)  # a new task head is initialised from the run's seed, as the training is
         self.teacher = self.teacher_tokenizer = None
         if model_cfg.teacher is not None:
             path = resolve_model_path(model_cfg.teacher)
@@ -260,9 +289,14 @@ class _Run:
         )
 
     def _finish(
-        self, trainer: CompressionTrainer, name: str, output_dir: str, train_seconds: float | None
+        self,
+        trainer: CompressionTrainer,
+        name: str,
+        output_dir: str,
+        train_seconds: float | None,
+        metrics: dict[str, float] | None = None,
     ) -> ModelResult:
-        metrics = trainer.evaluate()
+        metrics = metrics or trainer.evaluate()
         trainer.save_model(output_dir)
         trainer.save_metrics("eval", metrics)
         model = trainer.model
@@ -291,11 +325,12 @@ class _Run:
             return None
         output_dir = os.path.join(self.args.output_dir, "teacher")
         trainer = self._trainer(self.teacher, output_dir)
-        seconds = None
+        seconds = metrics = None
         if self.recipe.model.train_teacher:
             resume = _checkpoint_for(resume_from_checkpoint, output_dir)
             seconds = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
-        return self._finish(trainer, "teacher", output_dir, seconds)
+            metrics = _evaluation_after_last_step(trainer)  # the teacher is unchanged since: not run twice
+        return self._finish(trainer, "teacher", output_dir, seconds, metrics)
 
     def student_stage(self, resume_from_checkpoint) -> ModelResult:
         layers = self.recipe.model.student.from_teacher_layers
@@ -340,6 +375,18 @@ class _Run:
         return self._finish(trainer, name, self.args.output_dir, seconds)
 
 
+def _evaluation_after_last_step(trainer: CompressionTrainer) -> dict[str, float] | None:
+    """The metrics of the evaluation the Trainer ran after its last optimizer step (``eval_strategy`` epoch, or
+    steps ending there), as ``trainer.evaluate()`` returns them; None when it ran none there."""
+    state = trainer.state
+    for entry in reversed(state.log_history):
+        if entry.get("step") != state.global_step:
+            break
+        if "eval_loss" in entry:
+            return {k: v for k, v in entry.items() if k.startswith("eval_") or k == "epoch"}
+    return None
+
+
 def _student_name(trainer: CompressionTrainer, layers: list[int] | None, width: Any = None) -> str:
     """``student (<qualifiers>), teacher layers [0, 2, 4], hidden 256, <descriptions>``: what the student is made of
     and what the techniques did."""
@@ -380,11 +427,12 @@ def run_recipe(
     process): a second run into the same folder is refused while this one runs.
 
     The student is saved in ``args.output_dir`` (loadable with plain ``from_pretrained``); a teacher that was
-    fine-tuned or evaluated is saved in ``args.output_dir/teacher``. An ``output_dir`` that holds a previous run is
-    refused unless resuming or ``overwrite_output_dir`` (files are written over, none deleted; transformers 4.x's
-    ``args.overwrite_output_dir`` counts too, transformers 5 removed it). If the recipe's export fails (or fails its
-    ``max_metric_drop`` gate: :class:`~hf_compress.export.MetricDropError`), the error is raised after the student
-    and the results are saved.
+    fine-tuned or evaluated is saved in ``args.output_dir/teacher`` (a recipe without a student runs that stage
+    alone: :func:`has_student`). A new task head starts from ``args.seed``: one seed, one result. An
+    ``output_dir`` that holds a previous run is refused unless resuming or ``overwrite_output_dir`` (files are
+    written over, none deleted; transformers 4.x's ``args.overwrite_output_dir`` counts too, transformers 5 removed
+    it). If the recipe's export fails (or fails its ``max_metric_drop`` gate:
+    :class:`~hf_compress.export.MetricDropError`), the error is raised after the student and the results are saved.
     """
     lock = output_dir_lock(args.output_dir) if args.process_index == 0 else contextlib.nullcontext()
     with lock:
@@ -398,7 +446,9 @@ def _run_recipe(recipe, args, resume_from_checkpoint, callbacks, overwrite_outpu
     check_recipe_models(recipe)
     run.load_data()
     run.load_models()
-    results = [r for r in (run.teacher_stage(resume_from_checkpoint), run.student_stage(resume_from_checkpoint)) if r]
+    results = [r for r in [run.teacher_stage(resume_from_checkpoint)] if r]
+    if has_student(recipe):
+        results.append(run.student_stage(resume_from_checkpoint))
     if run.export_report:  # the exported model, evaluated through ONNX Runtime
         report, student = run.export_report, results[-1]
         results.append(

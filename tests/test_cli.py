@@ -107,6 +107,50 @@ def test_teacher_with_other_labels_needs_train_teacher(recipe_path, tmp_path, ca
     assert re.search("labels .* differ from the data's labels.*train_teacher", capsys.readouterr().err)
 
 
+def test_a_recipe_without_a_student_has_no_technique_or_export_block(recipe_path, tmp_path, capsys):
+    """Without a student the teacher alone is fine-tuned: a technique block would compress nothing; refused, named,
+    before anything is trained (``--check`` too)."""
+    recipe = yaml.safe_load(recipe_path.read_text())
+    del recipe["model"]["student"]
+    recipe["export"] = {"int8": "dynamic"}
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    for extra in (["--check"], []):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["train", str(recipe_path), "--output_dir", str(tmp_path / "out"), *extra])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "model.student" in err
+        assert "the distillation, export blocks need a student" in err
+    assert not (tmp_path / "out" / "teacher").exists()
+
+
+def test_a_teacher_alone_is_evaluated_once_per_epoch_and_not_again(recipe_path, tmp_path):
+    """The teacher stage reports the evaluation the Trainer ran after its last step: a base-size dev set is not
+    evaluated twice."""
+    from transformers import TrainerCallback
+
+    from hf_compress import Recipe, run_recipe
+    from hf_compress.pipeline import default_training_arguments
+
+    class CountEvaluations(TrainerCallback):
+        def __init__(self):
+            self.metrics = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.metrics.append(metrics)
+
+    settings = yaml.safe_load(recipe_path.read_text())
+    del settings["model"]["student"], settings["distillation"]
+    recipe = Recipe.from_dict(settings, base_dir=tmp_path)
+    counter = CountEvaluations()
+    out = tmp_path / "out"
+    (result,) = run_recipe(recipe, default_training_arguments(str(out), recipe.training), callbacks=[counter])
+    assert len(counter.metrics) == 2  # eval_strategy epoch, 2 epochs
+    assert result.name == "teacher" and result.metrics["f1"] == counter.metrics[-1]["eval_f1"]
+    saved = json.loads((out / "teacher" / "eval_results.json").read_text())
+    assert saved["eval_f1"] == counter.metrics[-1]["eval_f1"] and saved["epoch"] == 2.0
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

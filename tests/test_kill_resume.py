@@ -485,3 +485,71 @@ def test_compression_trainer_stops_on_ctrl_c_when_asked(tokenizer, tmp_path):
     resumed = make()
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6
+
+
+def test_a_teacher_fine_tuned_alone_stops_on_sigterm_and_resumes_exactly(tmp_path, tokenizer_dir):
+    """A recipe without a student fine-tunes the teacher alone (a new NER head on a pretrained encoder) into
+    ``output_dir/teacher``. SIGTERM in that stage stops it with a complete checkpoint (status 75), and the run
+    resumed from it ends with the uninterrupted run's teacher and losses: the new head is drawn from the recipe's
+    seed, so both runs start from the same model."""
+    from transformers import BertModel
+
+    tokenizer = BertTokenizerFast.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(len(tokenizer), ["LABEL_0", "LABEL_1"])).save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    write_conll(tmp_path / "train.txt", TRAIN_SENTENCES, seed=0)
+    write_conll(tmp_path / "valid.txt", 8, seed=1)
+    steps = 8
+    recipe = tmp_path / "teacher.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"teacher": str(tmp_path / "encoder"), "train_teacher": True},
+                "data": {"task": "ner", "train_file": "train.txt", "validation_file": "valid.txt", "max_length": 32},
+                "training": {
+                    "max_steps": steps,
+                    "per_device_train_batch_size": BATCH_SIZE,
+                    "learning_rate": 1e-3,
+                    "warmup_ratio": 0.25,
+                    "seed": 7,
+                    "group_by_length": True,
+                    "eval_strategy": "no",
+                    "save_strategy": "steps",
+                    "save_steps": 1000,  # the only checkpoints: the stop's and the last step's
+                    "logging_steps": 1,
+                    "use_cpu": True,
+                    "disable_tqdm": True,
+                    "report_to": "none",
+                },
+            }
+        )
+    )
+    uninterrupted, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
+    run_to_the_end(train_command(recipe, uninterrupted), tmp_path)
+    code, log = run_and_signal(recipe, stopped, 3, signal.SIGTERM)
+    assert code == STOPPED_EXIT_CODE, log[-3000:]
+    checkpoint = stopped / "teacher" / "checkpoint-3"
+    assert f"stopped by SIGTERM after optimizer step 3; checkpoint {checkpoint} is complete" in log
+    assert not (stopped / "teacher" / "model.safetensors").exists()
+    run_to_the_end(train_command(recipe, stopped, "--resume_from_checkpoint"), tmp_path)
+
+    expected = load_file(uninterrupted / "teacher" / "model.safetensors")
+    resumed = load_file(stopped / "teacher" / "model.safetensors")
+    assert expected.keys() == resumed.keys() and "classifier.weight" in expected
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    losses = [
+        [
+            (e["step"], e["loss"])
+            for e in json.loads((run / "teacher" / f"checkpoint-{steps}" / "trainer_state.json").read_text())[
+                "log_history"
+            ]
+            if "loss" in e
+        ]
+        for run in (uninterrupted, stopped)
+    ]
+    assert len(losses[0]) == steps and losses[0] == losses[1]
+    # the teacher alone: one row, no student saved
+    rows = json.loads((stopped / "results.json").read_text())
+    assert [r["name"] for r in rows] == ["teacher"] and not (stopped / "model.safetensors").exists()
