@@ -141,12 +141,15 @@ class StudentConfig:
     width: WidthConfig | None = None
     vocabulary: VocabularyConfig | None = None
 
+    #: The keys that say where the student comes from (one at most).
+    SOURCES = ("name_or_path", "from_teacher_layers", "from_teacher_layers_by_influence")
+
+    def sources(self) -> list[str]:
+        """The keys of :attr:`SOURCES` this config sets (none: there is no student)."""
+        return [key for key in self.SOURCES if getattr(self, key) is not None]
+
     def __post_init__(self) -> None:
-        sources = [
-            key
-            for key in ("name_or_path", "from_teacher_layers", "from_teacher_layers_by_influence")
-            if getattr(self, key) is not None
-        ]
+        sources = self.sources()
         if len(sources) > 1:
             raise RecipeError(
                 sources[1],

@@ -99,7 +99,7 @@ def has_student(recipe: Recipe) -> bool:
     """Whether the recipe names a student (a model, or teacher layers); without one, a run fine-tunes or evaluates
     the teacher alone."""
     student = recipe.model.student if recipe.model is not None else None
-    return student is not None and (student.name_or_path is not None or student.from_teacher_layers is not None)
+    return student is not None and bool(student.sources())
 
 
 def check_recipe_models(recipe: Recipe) -> None:
@@ -117,8 +117,9 @@ def check_recipe_models(recipe: Recipe) -> None:
                 "model.student",
                 None,
                 f"the {', '.join(blocks)} {'blocks need' if len(blocks) > 1 else 'block needs'} a student: give "
-                "model.student.name_or_path or model.student.from_teacher_layers (without a student, a recipe "
-                "fine-tunes or evaluates the teacher alone; export it with `hf-compress export`)",
+                "model.student.name_or_path or model.student.from_teacher_layers (or "
+                "from_teacher_layers_by_influence; without a student, a recipe fine-tunes or evaluates the teacher "
+                "alone; export it with `hf-compress export`)",
             )
     for name_or_path in (recipe.model.teacher, recipe.model.student.name_or_path):
         if name_or_path is None:
