@@ -40,21 +40,21 @@ def _qat_tensor_ranges(model, nodes: dict[str, list[tuple[str, str]]], qat_range
         low, high = qat_ranges[name]
         for node, tensor in calls:
             readers.setdefault(tensor, {}).setdefault((float(low), float(high)), []).append(node)
-    bounds, identities = {}, {}  # identities: name of the first reader -> Identity node
+    bounds, identities = {}, {}  # identities: output -> Identity node
     matmuls = {node.name: node for node in model.graph.node if node.op_type == "MatMul"}
     for tensor, by_range in readers.items():
         for i, (bound, node_names) in enumerate(by_range.items()):
             source = tensor if i == 0 else f"{tensor}_range_{i}"
             bounds[source] = bound
             if i:
-                identities[node_names[0]] = helper.make_node("Identity", [tensor], [source], name=f"{source}_Identity")
+                identities[source] = helper.make_node("Identity", [tensor], [source], name=f"{source}_Identity")
                 for node in node_names:
                     matmuls[node].input[0] = source
-    if identities:
+    names = [node.name for node in identities.values()]
+    if identities:  # each Identity just before its first reader
         ordered = []
         for node in model.graph.node:
-            if node.name in identities:
-                ordered.append(identities[node.name])
+            ordered += [identities.pop(x) for x in node.input if x in identities]
             ordered.append(type(node)())
             ordered[-1].CopyFrom(node)
         del model.graph.node[:]
@@ -62,7 +62,7 @@ def _qat_tensor_ranges(model, nodes: dict[str, list[tuple[str, str]]], qat_range
     ranges = {
         tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
     }
-    return ranges, [node.name for node in identities.values()]
+    return ranges, names
 
 
 def _bypass(model, identities: list[str]) -> None:
