@@ -169,6 +169,47 @@ def test_dequantize_only_for_points_other_readers_at_the_float_tensor():
     assert np.allclose(out, x_dq @ w_dq, atol=1e-6)
 
 
+def test_each_reader_of_a_tensor_is_quantized_with_its_own_layers_range(tmp_path):
+    """Layers that observed different ranges read one tensor (DeBERTa-v2's q, also fed the relative-position
+    embeddings, and v): the graph quantizes it once per range, as each layer did in training."""
+    from hf_compress.quantization.route import _quantize_qat
+
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], [y], name=name) for name, y in (("q", "yq"), ("k", "yk"), ("v", "yv"))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 4]) for y in ("yq", "yk", "yv")],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "model.onnx")
+    calls = {name: [(name, "x")] for name in ("q", "k", "v")}
+    ranges = {"q": (-1.0, 1.0), "k": (-1.0, 1.0), "v": (-2.0, 3.0)}
+    path, moved = _quantize_qat(str(tmp_path), str(tmp_path), calls, ranges, reduce_range=False)
+    model = onnx.load(path)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert moved == 0 and [n.op_type for n in model.graph.node].count("Identity") == 0
+    assert sorted((list(n.input)[0], float(values[n.input[1]]), int(values[n.input[2]])) for n in quantize) == [
+        ("x", np.float32(2 / 255), 128),
+        ("x", np.float32(5 / 255), 102),
+    ]
+    x = np.array([[-2.5, -0.7, 0.31, 2.9], [0.0, 0.5, -1.2, 1.7]], np.float32)
+    yq, yk, yv = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
+
+    def fake_quant(x, low, high):  # torch.fake_quantize_per_tensor_affine with the layer's own range
+        scale, zero_point = (high - low) / 255, round(-low * 255 / (high - low))
+        return (np.clip(np.round(x / np.float32(scale)) + zero_point, 0, 255) - zero_point) * np.float32(scale)
+
+    assert np.allclose(yq, fake_quant(x, -1, 1), atol=1e-6) and np.array_equal(yq, yk)
+    assert np.allclose(yv, fake_quant(x, -2, 3), atol=1e-6)
+
+
 def test_int8_kernel_probe_agrees_with_exact_or_saturating_arithmetic():
     model, x, w = _int8_probe_model()
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

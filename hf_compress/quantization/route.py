@@ -22,28 +22,63 @@ from .technique import QATCallback
 __all__ = ["QATRoute"]
 
 
-def _qat_tensor_ranges(nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict[str, tuple[float, float]]) -> dict:
+def _qat_tensor_ranges(model, nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict) -> tuple[dict, list[str]]:
     """ONNX Runtime ``TensorData`` ranges of the MatMul inputs, from the observers of the layers reading them.
 
-    q, k and v read one tensor and observed the same batches, so their ranges agree; the union is taken. A layer
-    called more than once (a shared layer) observed all its calls: each call's input gets that range.
+    A fake-quant layer quantizes each of its calls with its own observed range. Readers of one tensor whose layers
+    observed the same range (BERT's q, k and v) share its QuantizeLinear. A reader whose layer observed another range
+    (DeBERTa-v2 projects the relative-position embeddings with q and k, not v, so v's range differs) reads the tensor
+    through an ``Identity`` added to ``model`` (in place, before that reader), whose output gets the range: every call
+    is quantized as in training. Returns the ranges and the names of the added ``Identity`` nodes.
     """
     import numpy as np
+    from onnx import helper
     from onnxruntime.quantization.calibrate import TensorData
 
-    bounds: dict[str, tuple[float, float]] = {}
+    readers: dict[str, dict[tuple[float, float], list[str]]] = {}  # tensor -> range -> MatMul nodes, in call order
     for name, calls in nodes.items():
         low, high = qat_ranges[name]
-        for _, tensor in calls:
-            old = bounds.get(tensor, (low, high))
-            bounds[tensor] = (min(old[0], low), max(old[1], high))
-    return {
+        for node, tensor in calls:
+            readers.setdefault(tensor, {}).setdefault((float(low), float(high)), []).append(node)
+    bounds, identities = {}, {}  # identities: output -> Identity node
+    matmuls = {node.name: node for node in model.graph.node if node.op_type == "MatMul"}
+    for tensor, by_range in readers.items():
+        for i, (bound, node_names) in enumerate(by_range.items()):
+            source = tensor if i == 0 else f"{tensor}_range_{i}"
+            bounds[source] = bound
+            if i:
+                identities[source] = helper.make_node("Identity", [tensor], [source], name=f"{source}_Identity")
+                for node in node_names:
+                    matmuls[node].input[0] = source
+    names = [node.name for node in identities.values()]
+    if identities:  # each Identity just before its first reader
+        ordered = []
+        for node in model.graph.node:
+            ordered += [identities.pop(x) for x in node.input if x in identities]
+            ordered.append(type(node)())
+            ordered[-1].CopyFrom(node)
+        del model.graph.node[:]
+        model.graph.node.extend(ordered)
+    ranges = {
         tensor: TensorData(lowest=np.float32(low), highest=np.float32(high)) for tensor, (low, high) in bounds.items()
     }
+    return ranges, names
+
+
+def _bypass(model, identities: list[str]) -> None:
+    """Point the readers of the named ``Identity`` nodes at their input and remove the nodes, in place."""
+    names = set(identities)
+    alias = {node.output[0]: node.input[0] for node in model.graph.node if node.name in names}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    kept = [node for node in model.graph.node if node.name not in names]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
 
 
 def _quantize_qat(
-    fp32_dir: str, out_dir: str, node_names: list[str], ranges: dict, reduce_range: bool
+    fp32_dir: str, out_dir: str, nodes: dict[str, list[tuple[str, str]]], qat_ranges: dict, reduce_range: bool
 ) -> tuple[Path, int]:
     """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
     exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
@@ -52,14 +87,18 @@ def _quantize_qat(
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
-    float tensors.
+    float tensors. ``nodes``: the calls of each layer (:func:`~hf_compress.onnx_graph.matmul_calls`); ``qat_ranges``:
+    each layer's observed range (:func:`_qat_tensor_ranges`).
     """
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
+    fp32 = onnx.load(os.path.join(fp32_dir, ONNX_FILE))
+    ranges, identities = _qat_tensor_ranges(fp32, nodes, qat_ranges)
+    node_names = [node for calls in nodes.values() for node, _ in calls]
     quantizer = QDQQuantizer(
-        onnx.load(os.path.join(fp32_dir, ONNX_FILE)),
+        fp32,
         per_channel=True,
         reduce_range=reduce_range,
         weight_qType=QuantType.QInt8,
@@ -77,6 +116,9 @@ def _quantize_qat(
     )
     quantizer.quantize_model()
     model, moved = dequantize_only_for(quantizer.model.model, set(node_names))
+    # the added Identity nodes now read the float tensor: their QuantizeLinear reads it directly
+    _bypass(model, identities)
+    moved -= len(identities)
     path = Path(out_dir) / ONNX_FILE
     onnx.save(model, str(path))
     return path, moved
@@ -148,9 +190,7 @@ class QATRoute(Int8Route):
         return dict(artifacts.get("qat_embedding_tables", {}))
 
     def quantize(self, fp32_dir, out_dir, fused, nodes, reduce_range, artifacts, calibration_dataset, calibration):
-        node_names = [node for calls in nodes.values() for node, _ in calls]
-        tensor_ranges = _qat_tensor_ranges(nodes, artifacts["qat_ranges"])
-        path, moved = _quantize_qat(fp32_dir, out_dir, node_names, tensor_ranges, reduce_range)
+        path, moved = _quantize_qat(fp32_dir, out_dir, nodes, artifacts["qat_ranges"], reduce_range)
         return path, {"float_readers_restored": moved}
 
 
