@@ -86,12 +86,14 @@ def recipe_path(name: str) -> Path:
     if stem and os.sep not in stem and "/" not in stem and path.is_file():
         return path
     names = recipe_names()
-    close = difflib.get_close_matches(stem, names, n=1)
+    close = difflib.get_close_matches(Path(stem).name, names, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UnknownRecipeError(
-        f"unknown recipe {name!r}: no such file, and no shipped recipe of that name; {hint}"
-        f"shipped: {', '.join(names)} ('hf-compress recipes' describes them)"
+    what = (
+        f"recipe file not found: {name}"
+        if "/" in stem or os.sep in stem
+        else f"unknown recipe {name!r}: no such file, and no shipped recipe of that name"
     )
+    raise UnknownRecipeError(f"{what}; {hint}shipped: {', '.join(names)} ('hf-compress recipes' describes them)")
 
 
 def is_recipe_file(name_or_path: str | os.PathLike) -> bool:

@@ -110,6 +110,13 @@ def test_an_unknown_recipe_lists_the_shipped_ones(name, hint, tmp_path, monkeypa
     assert status == 2 and ", ".join(REPOSITORY_RECIPES) in err
 
 
+def test_a_missing_recipe_file_names_the_shipped_recipe_it_may_mean(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the README's command typed outside a clone
+    status, _, err = _run(["train", "recipes/quickstart-ner.yaml", "--output_dir", "out"], capsys)
+    assert status == 2
+    assert "recipe file not found: recipes/quickstart-ner.yaml; did you mean 'quickstart-ner'? shipped: " in err
+
+
 def test_copy_writes_a_recipe_that_reads_the_shipped_sample_from_anywhere(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     status, out, _ = _run(["recipes", "copy", "quickstart-ner"], capsys)
