@@ -35,13 +35,13 @@ def _ci_lines() -> list[str]:
 #: The tested stacks: the constraints file and the extras installed with it.
 STACKS = {
     "constraints.txt": ("quickstart", "plot", "dev", "docs"),  # the default: the newest transformers 5, no Optimum
-    "constraints-optimum.txt": ("optimum", "dev"),  # transformers 4.57 with Optimum, torch 2.14.1
+    "constraints-optimum.txt": ("optimum", "dev"),  # transformers 4.57 with Optimum
     "constraints-floors.txt": ("dev",),  # the lowest release of each direct requirement
 }
 #: The torch and transformers each stack pins (a version, or a prefix ending in ".").
 STACK_VERSIONS = {
     "constraints.txt": ("2.13.0", "5."),
-    "constraints-optimum.txt": ("2.14.1", "4.57."),
+    "constraints-optimum.txt": ("2.13.0", "4.57."),
     "constraints-floors.txt": (None, None),  # the lower bounds (test_the_floors_are_the_lower_bounds)
 }
 
@@ -147,6 +147,7 @@ def test_ci_installs_the_wheel_and_tests_every_stack():
     assert "python -m build" in ci and "twine check" in ci
     assert re.search(r"pip\" install [^\n]*dist/hf_compress-\*\.whl", ci)  # the wheel, not the clone
     assert "hf-compress train quickstart-ner " in ci  # by name, in a folder outside the clone
+    assert 'pip" install torch==2.14.1 && ' in ci  # torch first, as a user has it; the package keeps it
 
 
 @pytest.mark.parametrize("constraints", list(STACKS))
