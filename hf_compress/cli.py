@@ -1,5 +1,5 @@
 """The command line: ``hf-compress train RECIPE --output_dir DIR [--block.key VALUE ...]``, ``export``, ``bench``,
-``push``, ``test-technique``.
+``push``, ``test-technique``, ``recipes``.
 
 Also runs as ``python -m hf_compress`` and under ``accelerate launch -m hf_compress train ...``.
 """
@@ -22,6 +22,7 @@ from .onnx_export import ONNX_EXPORTERS
 from .pipeline import check_recipe_models, default_training_arguments, has_student, results_table, run_recipe
 from .plugins import import_modules
 from .recipe import Recipe, RecipeError
+from .recipes import copy_recipe, list_recipes, load_recipe
 from .stopping import STOPPED_EXIT_CODE, TrainingStopped
 from .tasks import load_task_data
 
@@ -93,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("recipe", help="a YAML recipe (see recipes/)")
+    train.add_argument(
+        "recipe", help="a YAML recipe file, or the name of a shipped recipe (a file wins; 'hf-compress recipes')"
+    )
     train.add_argument("--output_dir", required=True, help="where checkpoints, models and results go")
     train.add_argument(
         "--resume_from_checkpoint",
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contract.add_argument("name", nargs="+", help="the technique's recipe key (e.g. layerdrop)")
     _add_import_option(contract)
+    _add_recipes_parser(commands)
     return parser
 
 
@@ -185,7 +189,7 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if (status := _import_modules(args)) is not None:
         return status
     try:
-        recipe = Recipe.from_yaml(args.recipe, overrides=parse_overrides(extra))
+        recipe = load_recipe(args.recipe, overrides=parse_overrides(extra))
     except BAD_INPUT as error:
         return _bad_input(error)
     recipe.imports = list(dict.fromkeys([*recipe.imports, *args.imports]))  # saved with the recipe
@@ -320,6 +324,36 @@ def test_technique_command(args: argparse.Namespace) -> int:
         return _bad_input(error)
 
 
+# ---------------------------------------------------------------------------------------- shipped recipes
+def _add_recipes_parser(commands: argparse._SubParsersAction) -> None:
+    recipes = commands.add_parser(
+        "recipes",
+        help="list the recipes shipped with hf-compress, or copy one to edit ('hf-compress train NAME' runs one)",
+    )
+    actions = recipes.add_subparsers(dest="recipes_command")
+    copy = actions.add_parser("copy", help="write a shipped recipe to a file to edit")
+    copy.add_argument("name", help="a shipped recipe's name (see 'hf-compress recipes')")
+    copy.add_argument("destination", nargs="?", default=".", help="a folder or a file name (default: .)")
+    copy.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+
+def recipes_command(args: argparse.Namespace) -> int:
+    """``hf-compress recipes``: each shipped recipe's name and description; ``recipes copy NAME [DEST]``."""
+    try:
+        if args.recipes_command == "copy":
+            target = copy_recipe(args.name, args.destination, overwrite=args.overwrite)
+            print(f"Wrote {target}: edit it, then run 'hf-compress train {target} --output_dir DIR'.")
+            return 0
+        recipes = list_recipes()
+    except BAD_INPUT as error:
+        return _bad_input(error)
+    width = max((len(recipe.name) for recipe in recipes), default=0)
+    for recipe in recipes:
+        print(f"{recipe.name:<{width}}  {recipe.description}")
+    print("\nRun one: 'hf-compress train NAME --output_dir DIR'; copy one to edit: 'hf-compress recipes copy NAME'.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     transformers.logging.set_verbosity_warning()
@@ -337,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(bench_command(args))
     if args.command == "test-technique":
         raise SystemExit(test_technique_command(args))
+    if args.command == "recipes":
+        raise SystemExit(recipes_command(args))
     parser.error(f"unknown command {args.command!r}")
 
 

@@ -151,8 +151,15 @@ class Recipe:
 
     # construction ---------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, base_dir: str | os.PathLike | None = None) -> Recipe:
-        """Build and validate a recipe from a plain dict; relative data paths are resolved against ``base_dir``."""
+    def from_dict(
+        cls,
+        data: dict[str, Any] | None,
+        base_dir: str | os.PathLike | None = None,
+        *,
+        fallback_dir: str | os.PathLike | None = None,
+    ) -> Recipe:
+        """Build and validate a recipe from a plain dict; relative data paths are resolved against ``base_dir``
+        (and, when they name nothing there, against ``fallback_dir`` if it is given)."""
         data = data or {}
         if not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
@@ -187,15 +194,23 @@ class Recipe:
                 for part in parents:
                     node = getattr(node, part, None)
                 if node is not None and getattr(node, leaf, None) is not None:
-                    setattr(node, leaf, _absolute(getattr(node, leaf), base_dir))
+                    setattr(node, leaf, _absolute(getattr(node, leaf), base_dir, fallback_dir))
         return recipe
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    def from_yaml(
+        cls,
+        path: str | os.PathLike,
+        overrides: dict[str, Any] | None = None,
+        *,
+        fallback_dir: str | os.PathLike | None = None,
+    ) -> Recipe:
         """Read a YAML recipe; ``overrides`` maps dotted keys (``training.learning_rate``) to values.
 
         Data files named in the file are relative to the file; those given as overrides (the command line's
-        ``--data.train_file``) to the working directory.
+        ``--data.train_file``) to the working directory. With ``fallback_dir``, a relative path in the file that
+        names nothing beside it is relative to ``fallback_dir`` instead (a shipped recipe's ``news.txt``: the
+        user's file, in the working directory).
         """
         path = Path(path)
         path_keys = _path_keys()
@@ -217,7 +232,17 @@ class Recipe:
         if data is not None and not isinstance(data, dict):
             raise RecipeError("<top level>", data, "a recipe is a mapping of blocks (model, data, ...)")
         data = apply_overrides(data or {}, overrides or {})
-        return cls.from_dict(data, base_dir=path.absolute().parent)  # saved recipes name the files wherever they go
+        # saved recipes name the files wherever they go
+        return cls.from_dict(data, base_dir=path.absolute().parent, fallback_dir=fallback_dir)
+
+    @classmethod
+    def from_name(cls, name: str, overrides: dict[str, Any] | None = None) -> Recipe:
+        """Read a recipe shipped with hf-compress by its name (``quickstart-ner``; ``hf-compress recipes`` lists
+        them). The files it names are read from the package when it ships them (the quickstart's sample), from
+        the working directory otherwise."""
+        from .recipes import recipe_path
+
+        return cls.from_yaml(recipe_path(name), overrides, fallback_dir=os.getcwd())
 
     @classmethod
     def coerce(cls, recipe: Recipe | dict | str | os.PathLike | None) -> Recipe:
@@ -302,13 +327,21 @@ def _path_keys() -> tuple[str, ...]:
     return _DATA_FILE_KEYS + tuple(f"{t.name}.{key}" for t in registered_techniques() for key in t.path_fields)
 
 
-def _absolute(value: Any, base_dir: str | os.PathLike | None = None) -> Any:
-    """A path (or each path of a list) made absolute against ``base_dir`` (default: the working directory)."""
+def _absolute(
+    value: Any, base_dir: str | os.PathLike | None = None, fallback_dir: str | os.PathLike | None = None
+) -> Any:
+    """A path (or each path of a list) made absolute against ``base_dir`` (default: the working directory), or
+    against ``fallback_dir`` when it is given and the path names nothing under ``base_dir``."""
     if isinstance(value, list):
-        return [_absolute(v, base_dir) for v in value]
+        return [_absolute(v, base_dir, fallback_dir) for v in value]
     if not isinstance(value, str) or not value or os.path.isabs(value):
         return value
-    return os.path.normpath(os.path.join(base_dir, value)) if base_dir is not None else os.path.abspath(value)
+    if base_dir is None:
+        return os.path.abspath(value)
+    path = os.path.normpath(os.path.join(base_dir, value))
+    if fallback_dir is not None and not os.path.exists(path):
+        return os.path.normpath(os.path.join(fallback_dir, value))
+    return path
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from hf_compress import Recipe
 from hf_compress.tasks.token_classification import read_conll
@@ -31,10 +32,17 @@ def _ci_lines() -> list[str]:
     return (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-#: The two tested stacks: the constraints file and the extras installed with it.
+#: The tested stacks: the constraints file and the extras installed with it.
 STACKS = {
     "constraints.txt": ("quickstart", "plot", "dev", "docs"),  # the default: the newest transformers 5, no Optimum
     "constraints-optimum.txt": ("optimum", "dev"),  # transformers 4.57 with Optimum
+    "constraints-floors.txt": ("dev",),  # the lowest release of each direct requirement
+}
+#: The torch and transformers each stack pins (a version, or a prefix ending in ".").
+STACK_VERSIONS = {
+    "constraints.txt": ("2.13.0", "5."),
+    "constraints-optimum.txt": ("2.13.0", "4.57."),
+    "constraints-floors.txt": (None, None),  # the lower bounds (test_the_floors_are_the_lower_bounds)
 }
 
 
@@ -113,10 +121,33 @@ def test_the_constraints_pin_the_direct_requirements_within_their_bounds(constra
         for pin in versions:
             version = next(iter(pin.specifier)).version
             assert requirement.specifier.contains(version, prereleases=True), f"{pin} does not fit {requirement}"
-    assert next(iter(pins["torch"][0].specifier)).version == "2.13.0"
-    transformers = next(iter(pins["transformers"][0].specifier)).version
-    assert transformers.startswith("4.57.") if "optimum" in STACKS[constraints] else transformers.startswith("5.")
+    torch, transformers = STACK_VERSIONS[constraints]
+    if torch is not None:
+        assert next(iter(pins["torch"][0].specifier)).version == torch
+        assert next(iter(pins["transformers"][0].specifier)).version.startswith(transformers)
     assert ("optimum-onnx" in pins) == ("optimum" in STACKS[constraints])
+
+
+def test_the_floors_are_the_lower_bounds():
+    """constraints-floors.txt pins every core requirement to the lowest release pyproject.toml admits."""
+    floors = _constraints("constraints-floors.txt")
+    pins = {canonicalize_name(pin.name): next(iter(pin.specifier)).version for pin in floors}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        assert len(lower) == 1, f"{requirement} has no lower bound"
+        pinned = pins[canonicalize_name(requirement.name)]
+        assert Version(pinned) == Version(lower[0]), f"{requirement.name}=={pinned} is not the floor of {requirement}"
+
+
+def test_ci_installs_the_wheel_and_tests_the_stacks():
+    ci = (ROOT / ".ci" / "run").read_text()
+    for constraints in ("constraints.txt", "constraints-optimum.txt"):
+        assert re.search(rf"pip install [^\n]*-c {re.escape(constraints)} && python -m pytest -q", ci), constraints
+    assert "python -m build" in ci and "twine check" in ci
+    assert re.search(r"pip\" install [^\n]*dist/hf_compress-\*\.whl", ci)  # the wheel, not the clone
+    assert "hf-compress train quickstart-ner " in ci  # by name, in a folder outside the clone
+    assert 'pip" install torch==2.14.1 && ' in ci  # torch first, as a user has it; the package keeps it
 
 
 @pytest.mark.parametrize("constraints", list(STACKS))
