@@ -111,6 +111,17 @@ LEGAL_FORM = re.compile(
 )
 
 
+class _PlainData(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name}: the names table holds only dicts, strings and numbers")
+
+
+def plain_data(data: bytes):
+    """The dicts, lists, strings and numbers of a pickle (``names-dataset`` ships its tables so); any class or
+    function in it is refused, so loading it runs no code."""
+    return _PlainData(io.BytesIO(data)).load()
+
+
 class Gazetteers:
     """Places (cities of 15,000+ people, countries), first names by gender and last names ranked in the first
     ``top`` of some country, listed companies (without their legal form); each kind a set to look spans up and a
@@ -146,7 +157,7 @@ class Gazetteers:
         if names:
             with zipfile.ZipFile(names) as archive:
                 for kind in ("first", "last"):
-                    table = pickle.loads(gzip.decompress(archive.read(f"names_dataset/v3/{kind}_names.pkl.gz")))
+                    table = plain_data(gzip.decompress(archive.read(f"names_dataset/v3/{kind}_names.pkl.gz")))
                     for name, info in table.items():
                         ranks = info["rank"]
                         if not ranks or min(ranks.values()) > top or not CAPITALISED.match(name):

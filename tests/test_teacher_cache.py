@@ -139,6 +139,19 @@ def test_bytes_per_token_are_the_stored_values_in_half_precision(tokenizer, tmp_
         assert torch.equal(cached.hidden_states[4][real], outputs.hidden_states[4][real].to(dtype).float())
         cache.close()
     assert TeacherCache(tmp_path, teacher, [1], [2], 4).bytes_per_token(labels, width) is None  # maps: per length
+    repeated = _batch(tokenizer, [0, 0, 1])  # an example twice in a batch is stored once
+    with torch.no_grad():
+        outputs = teacher(**repeated, output_hidden_states=True)
+    cache = TeacherCache(tmp_path / "repeated", teacher, hidden_layers=[1], attention_layers=[], num_hidden_layers=4)
+    cache.store(repeated, outputs)
+    cache.refresh()
+    tokens = int(repeated["attention_mask"][1:].sum())
+    assert cache.size() == {
+        "examples": 2,
+        "tokens": tokens,
+        "bytes": tokens * 2 * (labels + width),
+        "bytes_per_token": 2 * (labels + width),
+    }
     with pytest.raises(ValueError, match=r"dtype=torch.int8: not a storage type; one of float16, bfloat16, float32"):
         TeacherCache(tmp_path, teacher, [1], [], 4, dtype=torch.int8)
 

@@ -204,9 +204,10 @@ class TeacherCache:
         """Append the outputs of the examples not stored yet."""
         mask = inputs.get("attention_mask")
         mask = torch.ones_like(inputs["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
-        records = []
+        records, batch = [], set()
         for row, key in enumerate(self.keys(inputs)):
-            if key not in self._own and key not in self._index:
+            if key not in self._own and key not in self._index and key not in batch:  # a batch may repeat one
+                batch.add(key)
                 records.append((key, int(mask[row].sum()), self._record(outputs, row, mask[row])))
         if not records:
             return
