@@ -42,17 +42,20 @@ from hf_compress.tasks import read_conll
 
 
 class EpochTimes(TrainerCallback):
-    """Wall time of each training epoch."""
+    """Wall time and CPU time (this process, every thread) of each training epoch: on a shared machine the CPU
+    time is the steadier of the two."""
 
     def __init__(self):
         self.seconds: list[float] = []
-        self.started = 0.0
+        self.cpu_seconds: list[float] = []
+        self.started = self.cpu_started = 0.0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.seconds.append(time.perf_counter() - self.started)
+        self.cpu_seconds.append(time.process_time() - self.cpu_started)
 
 
 def parse_args() -> argparse.Namespace:
@@ -104,7 +107,7 @@ def train(
     timer = EpochTimes()
     out = os.path.join(args.work_dir, name)
     run_recipe(recipe, default_training_arguments(out, recipe.training), callbacks=[timer], overwrite_output_dir=True)
-    result = {"epoch_seconds": timer.seconds}
+    result = {"epoch_seconds": timer.seconds, "epoch_cpu_seconds": timer.cpu_seconds}
     if distillation and distillation.get("cache_teacher"):  # its size: examples, tokens, bytes per token
         with open(os.path.join(out, f"{DistillationCallback.report_name}.json")) as handle:
             result["teacher_cache"] = json.load(handle)["teacher_cache"]
@@ -154,17 +157,21 @@ def main() -> None:
     if "cached" in chosen:
         runs["distilled, cached teacher"] = train(args, teacher, "cached", {**kd, "cache_teacher": True})
     plain = statistics.median(runs["no distillation"]["epoch_seconds"])
+    plain_cpu = statistics.median(runs["no distillation"]["epoch_cpu_seconds"])
     for run in runs.values():
-        seconds = run["epoch_seconds"]
+        seconds, cpu = run["epoch_seconds"], run["epoch_cpu_seconds"]
         run["first_epoch_s"] = seconds[0]
         run["later_epochs_median_s"] = statistics.median(seconds[1:]) if len(seconds) > 1 else None
         run["later_vs_no_distillation"] = run["later_epochs_median_s"] / plain if len(seconds) > 1 else None
+        run["later_cpu_vs_no_distillation"] = statistics.median(cpu[1:]) / plain_cpu if len(cpu) > 1 else None
     table = markdown_table(
         [
             ("run", lambda name, r: name),
             ("epoch seconds", lambda name, r: ", ".join(f"{s:.0f}" for s in r["epoch_seconds"])),
             ("epochs 2+ median s", lambda name, r: f"{r['later_epochs_median_s']:.0f}"),
             ("epochs 2+ / no-distillation epoch", lambda name, r: f"{r['later_vs_no_distillation']:.2f}x"),
+            ("epoch CPU seconds", lambda name, r: ", ".join(f"{s:.0f}" for s in r["epoch_cpu_seconds"])),
+            ("CPU: epochs 2+ / no-distillation", lambda name, r: f"{r['later_cpu_vs_no_distillation']:.2f}x"),
         ],
         runs,
     )
