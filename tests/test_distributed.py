@@ -156,3 +156,5 @@ def test_the_teacher_cache_is_shared_by_two_processes(tmp_path):
     assert sum(len(e) for e in entries) == 64 and not set(entries[0]) & set(entries[1])  # each example once
     report = json.loads((out / "distillation_report.json").read_text())["teacher_cache"]
     assert (report["hits"], report["misses"]) == (4, 4)  # process 0: 4 batches an epoch, all of epoch 2 read
+    assert report["examples"] == 64 and report["dtype"] == "float16"  # both shards readable by process 0
+    assert report["bytes"] == sum(p.stat().st_size for p in cache.glob("shard-*.bin"))

@@ -5,22 +5,30 @@ token ids, after any vocabulary translation, token types, the positions themselv
 or ``max_length`` gives other keys and is never served stale outputs; the folder is named by a fingerprint of
 the teacher (its config and every parameter) and of what is stored, so another teacher never reads it either.
 
-What is stored per example, at its real tokens only (padding is rebuilt for each batch): the logits (float32,
-they make the soft-target term), and the hidden states / attention maps of the mapped teacher layers (float16 by
-default: the intermediate terms are MSEs, and half precision halves the disk). Each process appends to its own
-shard (``shard-<rank>.bin``, an index beside it written atomically); shards are re-read (memory-mapped) at the
-start of each epoch, so with several processes an example computed by one is read by all from then on.
+What is stored per example, at its real tokens only (padding is rebuilt for each batch), all in ``dtype``
+(float16 by default: 11 significant bits, a relative error of at most 2^-11 per value, far below what the
+soft-target KL and the intermediate MSEs resolve): the logits, and the hidden states / attention maps of the
+mapped teacher layers. A token-level task with ``L`` labels and ``k`` stored hidden layers of width ``H`` takes
+``itemsize * (L + k * H)`` bytes per token (:meth:`TeacherCache.bytes_per_token`; attention maps add
+``itemsize * heads * n`` per token of an ``n``-token example).
+
+Each process appends to its own shard (``shard-<rank>.bin``, an index beside it written atomically); the indexes
+are re-read at the start of each epoch, so with several processes an example computed by one is read by all from
+then on. Records are read with plain positioned reads, not a memory map: a map keeps every page it touched in
+the process's resident memory for as long as it is open (an epoch over a 250k-sentence cache would make the
+whole file resident), while reads leave the pages to the kernel's page cache and resident memory flat.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -28,7 +36,10 @@ from torch import nn
 
 from ..files import atomic_write_json
 
-__all__ = ["CachedTeacherOutputs", "TeacherCache", "teacher_fingerprint"]
+__all__ = ["STORED_DTYPES", "CachedTeacherOutputs", "TeacherCache", "teacher_fingerprint"]
+
+#: The types the cache stores values in.
+STORED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @dataclass
@@ -69,7 +80,7 @@ class TeacherCache:
         teacher: the teacher (for its fingerprint only).
         hidden_layers / attention_layers: the 0-based teacher layers whose hidden states / attention maps are kept.
         num_hidden_layers: the teacher's layer count (for the ``hidden_states`` tuple's length).
-        dtype: how hidden states and attention maps are stored (logits are always float32).
+        dtype: how logits, hidden states and attention maps are stored (float16, bfloat16 or float32).
         rank: this process's shard.
     """
 
@@ -83,19 +94,22 @@ class TeacherCache:
         dtype: torch.dtype = torch.float16,
         rank: int = 0,
     ):
+        if dtype not in STORED_DTYPES:
+            allowed = ", ".join(str(d).removeprefix("torch.") for d in STORED_DTYPES)
+            raise ValueError(f"TeacherCache dtype={dtype}: not a storage type; one of {allowed}")
         self.hidden_layers = sorted(set(hidden_layers))
         self.attention_layers = sorted(set(attention_layers))
         self.num_hidden_layers = num_hidden_layers
         self.dtype = dtype
-        self._stored_dtype = torch.empty((), dtype=dtype).numpy().dtype  # numpy's view of ``dtype``, read per row
-        stored = {"hidden": self.hidden_layers, "attention": self.attention_layers, "dtype": str(dtype), "v": 1}
+        self.itemsize = torch.empty((), dtype=dtype).element_size()
+        stored = {"hidden": self.hidden_layers, "attention": self.attention_layers, "dtype": str(dtype), "v": 2}
         self.folder = Path(folder) / teacher_fingerprint(teacher, stored)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rank = rank
         self._bin = self.folder / f"shard-{rank}.bin"
         self._own: dict[str, list[int]] = self._read_index(rank)  # this shard's entries: key -> [offset, tokens]
         self._index: dict[str, tuple[int, int, int]] = {}  # readable entries: key -> (shard, offset, tokens)
-        self._maps: dict[int, np.memmap] = {}
+        self._files: dict[int, BinaryIO] = {}
         self.hits = self.misses = 0
         self.refresh()
 
@@ -114,19 +128,48 @@ class TeacherCache:
     def refresh(self) -> None:
         """Flush, then make every shard's entries readable (call at a point all processes reach together)."""
         self.flush()
-        self._index, self._maps = {}, {}
+        self.close()
+        self._index = {}
         for path in sorted(self.folder.glob("shard-*.index.json")):
             rank = int(path.name.split("-")[1].split(".")[0])
             entries = self._read_index(rank)
             data = self.folder / f"shard-{rank}.bin"
             if not entries or not data.is_file() or data.stat().st_size == 0:
                 continue
-            self._maps[rank] = np.memmap(data, dtype=np.uint8, mode="r")
+            self._files[rank] = open(data, "rb", buffering=0)  # noqa: SIM115 (closed by close())
             for key, (offset, tokens) in entries.items():
                 self._index[key] = (rank, offset, tokens)
 
+    def close(self) -> None:
+        """Close the shards opened for reading (:meth:`refresh` reopens them)."""
+        for handle in self._files.values():
+            handle.close()
+        self._files = {}
+
     def __len__(self) -> int:
         return len(self._index)
+
+    def bytes_per_token(self, labels: int, width: int, token_level: bool = True) -> int | None:
+        """The bytes a token takes: ``itemsize * (labels + stored hidden layers * width)`` for a token-level
+        task without attention maps (``None`` otherwise: the size then depends on each example's length)."""
+        if not token_level or self.attention_layers:
+            return None
+        return self.itemsize * (labels + len(self.hidden_layers) * width)
+
+    def size(self) -> dict[str, Any]:
+        """What the readable shards and this process's own shard hold: ``examples``, ``tokens``, ``bytes`` (the
+        shard files' sizes) and the measured ``bytes_per_token``."""
+        lengths = {key: entry[2] for key, entry in self._index.items()}
+        lengths.update({key: entry[1] for key, entry in self._own.items()})
+        shards = {self._bin, *(self.folder / f"shard-{rank}.bin" for rank in self._files)}
+        data = sum(path.stat().st_size for path in shards if path.is_file())
+        tokens = sum(lengths.values())
+        return {
+            "examples": len(lengths),
+            "tokens": tokens,
+            "bytes": data,
+            "bytes_per_token": round(data / tokens, 2) if tokens else None,
+        }
 
     # ------------------------------------------------------------------------------------------ layout
     @staticmethod
@@ -148,22 +191,23 @@ class TeacherCache:
 
     def _record(self, outputs: Any, row: int, real: torch.Tensor) -> bytes:
         logits = outputs.logits[row]
-        parts = [(logits[real] if logits.dim() == 2 else logits).float().cpu().numpy()]
-        for layer in self.hidden_layers:
-            parts.append(outputs.hidden_states[layer + 1][row][real].to(self.dtype).cpu().numpy())
-        for layer in self.attention_layers:
-            attention = outputs.attentions[layer][row][:, real][:, :, real]
-            parts.append(attention.to(self.dtype).cpu().numpy())
-        return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+        parts = [logits[real] if logits.dim() == 2 else logits]
+        parts += [outputs.hidden_states[layer + 1][row][real] for layer in self.hidden_layers]
+        parts += [outputs.attentions[layer][row][:, real][:, :, real] for layer in self.attention_layers]
+        return b"".join(self._bytes(part) for part in parts)
+
+    def _bytes(self, values: torch.Tensor) -> bytes:
+        return values.detach().to(self.dtype).cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
 
     # ------------------------------------------------------------------------------------------ use
     def store(self, inputs: dict[str, torch.Tensor], outputs: Any) -> None:
         """Append the outputs of the examples not stored yet."""
         mask = inputs.get("attention_mask")
         mask = torch.ones_like(inputs["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
-        records = []
+        records, batch = [], set()
         for row, key in enumerate(self.keys(inputs)):
-            if key not in self._own and key not in self._index:
+            if key not in self._own and key not in self._index and key not in batch:  # a batch may repeat one
+                batch.add(key)
                 records.append((key, int(mask[row].sum()), self._record(outputs, row, mask[row])))
         if not records:
             return
@@ -177,20 +221,18 @@ class TeacherCache:
     def _read(self, key: str, shapes: dict[str, Any]) -> list[torch.Tensor]:
         """One example's stored tensors: logits, then each hidden state, then each attention map."""
         shard, offset, n = self._index[key]
-        data = self._maps[shard]
         labels, width, heads = shapes["labels"], shapes["hidden"], shapes["heads"]
-        stored = self._stored_dtype
-        layout = [((n, labels) if shapes["token_level"] else (labels,), np.dtype(np.float32))]
-        layout += [((n, width), stored)] * len(self.hidden_layers)
-        layout += [((heads, n, n), stored)] * len(self.attention_layers)
-        tensors = []
-        for shape, dtype in layout:
-            size = int(np.prod(shape)) * dtype.itemsize
-            tensors.append(
-                torch.from_numpy(np.frombuffer(data[offset : offset + size], dtype=dtype).reshape(shape).copy())
-            )
-            offset += size
-        return tensors
+        layout = [(n, labels) if shapes["token_level"] else (labels,)]
+        layout += [(n, width)] * len(self.hidden_layers)
+        layout += [(heads, n, n)] * len(self.attention_layers)
+        counts = [math.prod(shape) for shape in layout]
+        record = bytearray(sum(counts) * self.itemsize)
+        handle = self._files[shard]
+        handle.seek(offset)
+        if handle.readinto(record) != len(record):
+            raise OSError(f"{handle.name}: the record of {key} ends past the file's end (a truncated shard)")
+        values = torch.frombuffer(record, dtype=self.dtype)
+        return [part.view(shape) for part, shape in zip(values.split(counts), layout, strict=True)]
 
     def lookup(self, inputs: dict[str, torch.Tensor], shapes: dict[str, Any]) -> CachedTeacherOutputs | None:
         """The teacher outputs of the batch ``inputs`` if every example is readable, else ``None`` (a miss).
@@ -208,7 +250,7 @@ class TeacherCache:
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
         batch, length = ids.shape
         labels, width, heads = shapes["labels"], shapes["hidden"], shapes["heads"]
-        logits = torch.zeros((batch, length, labels) if shapes["token_level"] else (batch, labels))
+        logits = torch.zeros((batch, length, labels) if shapes["token_level"] else (batch, labels), dtype=self.dtype)
         hidden = {t: torch.zeros(batch, length, width, dtype=self.dtype) for t in self.hidden_layers}
         attention = {t: torch.zeros(batch, heads, length, length, dtype=self.dtype) for t in self.attention_layers}
         for row, key in enumerate(keys):
@@ -234,4 +276,4 @@ class TeacherCache:
             attentions = tuple(
                 attention[i].to(device).float() if i in attention else None for i in range(self.num_hidden_layers)
             )
-        return CachedTeacherOutputs(logits.to(device), hidden_states, attentions)
+        return CachedTeacherOutputs(logits.to(device).float(), hidden_states, attentions)

@@ -90,8 +90,9 @@ class DistillationConfig:
         hidden_states: hidden-state MSE term (a learned projection is added when widths differ).
         attentions: attention-map MSE term (student and teacher need the same number of heads).
         cache_teacher: run the teacher once per training example and read its outputs from disk on later epochs
-            (:class:`~hf_compress.distillation.cache.TeacherCache`: logits float32, mapped hidden states and
-            attention maps float16, keyed by the example's content and the teacher's fingerprint).
+            (:class:`~hf_compress.distillation.cache.TeacherCache`: logits, mapped hidden states and attention
+            maps in float16, read from disk without holding them in memory, keyed by the example's content and
+            the teacher's fingerprint; the report states its bytes per token).
         cache_dir: where the cache lives (default: ``<output_dir>/teacher_cache``); runs with the same teacher
             may share it.
         transfer: a transfer set the teacher labels (:class:`TransferConfig`): augmented copies of the training

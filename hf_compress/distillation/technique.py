@@ -160,6 +160,12 @@ class DistillationCallback(Technique):
             self.cache.flush()
             _barrier()
             self.cache.refresh()
+            size = self.cache.size()
+            if size["examples"]:
+                logger.info(
+                    f"teacher cache: {size['examples']} examples, {size['tokens']} tokens, {size['bytes']} bytes "
+                    f"({size['bytes_per_token']} bytes per token)"
+                )
 
     def on_save(self, args, state, control, **kwargs):
         super().on_save(args, state, control, **kwargs)
@@ -253,7 +259,13 @@ class DistillationCallback(Technique):
             "projections": len(m.projections),
             "teacher_cache": None
             if self.cache is None
-            else {"folder": str(self.cache.folder), "hits": self.cache.hits, "misses": self.cache.misses},
+            else {
+                "folder": str(self.cache.folder),
+                "dtype": str(self.cache.dtype).removeprefix("torch."),
+                "hits": self.cache.hits,
+                "misses": self.cache.misses,
+                **self.cache.size(),
+            },
             "last_logged_terms": dict(self.last_logged),
         }
 
