@@ -37,7 +37,8 @@ from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runne
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
-from hf_compress.pipeline import default_training_arguments, export_trained_model
+from hf_compress.export import export as export_folder
+from hf_compress.pipeline import default_training_arguments
 from hf_compress.tasks import get_task
 from hf_compress.vocabulary import VocabularyConfig, trim_vocabulary
 
@@ -153,7 +154,7 @@ def main() -> None:
     for name, (model_dir, route, embeddings) in variants.items():
         folders[name] = os.path.join(args.work_dir, "".join(c if c.isalnum() else "-" for c in name).strip("-"))
         recipe = Recipe.from_dict({"data": data_block(args), "export": {"embeddings": embeddings}})
-        report = export_trained_model(model_dir, folders[name], route, recipe, overwrite=True)
+        report = export_folder(model_dir, folders[name], recipe=recipe, int8=route, overwrite=True)
         tokenizers[name] = AutoTokenizer.from_pretrained(folders[name])
         rows[name] = {
             "size_mb": report["size_mb"],

@@ -23,7 +23,8 @@ from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runne
 from transformers import AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
-from hf_compress.pipeline import default_training_arguments, export_trained_model
+from hf_compress.export import export as export_folder
+from hf_compress.pipeline import default_training_arguments
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +44,7 @@ def main() -> None:
     dense = fine_tuned_model(args)
     folders, rows = {}, {}
     folders["dense"] = os.path.join(args.work_dir, "dense-onnx")
-    report = export_trained_model(dense, folders["dense"], "none", Recipe.from_dict({"data": data_block(args)}))
+    report = export_folder(dense, folders["dense"], recipe=Recipe.from_dict({"data": data_block(args)}), int8="none")
     rows["dense"] = {
         "parameters": report["parameters"],
         "size_mb": report["size_mb"],

@@ -27,7 +27,8 @@ from latency import markdown_table, onnx_latency, write_results
 from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainer, TrainerCallback
 
 from hf_compress import GradualPruningCallback, PruningConfig, Recipe, run_recipe
-from hf_compress.pipeline import default_training_arguments, export_trained_model
+from hf_compress.export import export as export_folder
+from hf_compress.pipeline import default_training_arguments
 from hf_compress.recipe import DataConfig
 from hf_compress.tasks import get_task
 
@@ -195,8 +196,8 @@ def main() -> None:
         dense = fine_tuned_model(args)
         report = {"command": command, "dense_model": dense, "runs": {}}
         onnx_models["dense"] = os.path.join(run_dir(args, "dense"), "onnx")
-        export = export_trained_model(
-            dense, onnx_models["dense"], "none", Recipe.from_dict({"data": data_block(args)})
+        export = export_folder(
+            dense, onnx_models["dense"], recipe=Recipe.from_dict({"data": data_block(args)}), int8="none"
         )
         report["runs"]["dense"] = {
             "dev_f1": export["pytorch_metrics"]["f1"],

@@ -28,7 +28,8 @@ from latency import LATENCY_COLUMNS, markdown_table, measure_latency, onnx_runne
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hf_compress import Recipe, run_recipe
-from hf_compress.pipeline import default_training_arguments, export_trained_model
+from hf_compress.export import export as export_folder
+from hf_compress.pipeline import default_training_arguments
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,7 +107,7 @@ def main() -> None:
     for route in ("none", "dynamic", "static"):
         name = {"none": "ONNX fp32", "dynamic": "ONNX int8 dynamic", "static": "ONNX int8 static"}[route]
         folders[name] = os.path.join(args.work_dir, FOLDERS[name])
-        reports[name] = export_trained_model(fp32, folders[name], route, data_only)
+        reports[name] = export_folder(fp32, folders[name], recipe=data_only, int8=route)
         print(f"{name}: dev F1 {100 * reports[name]['metrics']['f1']:.2f}")
     # QAT: fine-tune the fp32 model with fake quantization, distilling from itself, then export with its ranges
     qat_dir = os.path.join(args.work_dir, "qat")

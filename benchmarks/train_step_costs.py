@@ -30,7 +30,8 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from hf_compress import Recipe, run_recipe
 from hf_compress.cli import parse_overrides
-from hf_compress.pipeline import default_training_arguments, resolve_model_path
+from hf_compress.model_sources import resolve_model_path
+from hf_compress.pipeline import default_training_arguments
 from hf_compress.stopping import STOPPED_EXIT_CODE, TrainingStopped
 from hf_compress.tasks import get_task
 

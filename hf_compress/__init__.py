@@ -31,7 +31,15 @@ from .quantization import QATCallback, QuantizationConfig, convert_to_qat, remov
 from .recipe import Recipe
 from .stopping import StopOnSignal, TrainingStopped
 from .students import student_from_teacher
-from .technique import ExportFacts, Technique, TechniqueRegistrationError, register_technique, registered_techniques
+from .technique import (
+    API_VERSION,
+    ExportFacts,
+    Technique,
+    TechniqueExport,
+    TechniqueRegistrationError,
+    register_technique,
+    registered_techniques,
+)
 from .trainer import CompressionTrainer
 from .vocabulary import VocabularyConfig, trim_vocabulary
 
@@ -46,6 +54,7 @@ __all__ = [
     "DistillationLoss",
     "ExportConfig",
     "ExportData",
+    "API_VERSION",
     "ExportFacts",
     "GradualPruningCallback",
     "LayerLossConfig",
@@ -61,6 +70,7 @@ __all__ = [
     "StopOnSignal",
     "StudentConfig",
     "Technique",
+    "TechniqueExport",
     "TechniqueRegistrationError",
     "TrainingStopped",
     "VocabularyConfig",

@@ -26,10 +26,10 @@ from transformers.utils import logging
 
 from .compat import optimum_available
 from .configs import DataConfig
+from .export.int8 import quiet_quantization_advice
+from .export.to_onnx import ONNX_FILE, export_onnx
 from .files import atomic_write_json, atomic_write_text
-from .int8 import quiet_quantization_advice
 from .latency import Runner, measure_latency, onnx_runner, torch_runner
-from .onnx_export import ONNX_FILE, export_onnx
 from .tables import markdown_table
 from .tasks import get_task, task_of_model_class
 
@@ -132,7 +132,7 @@ def reference_models(teacher: str, work_dir: str | os.PathLike, task) -> list[Be
 
     With Optimum installed these are Optimum's own (``ORTModelFor...(export=True)``, ``ORTQuantizer``,
     ``ORTOptimizer``); without it, the same ONNX Runtime calls those make, on the teacher exported by torch.onnx
-    (:mod:`~hf_compress.onnx_export`). The names say which. The O2 graph is quantized by ONNX Runtime in both
+    (:mod:`~hf_compress.export.to_onnx`). The names say which. The O2 graph is quantized by ONNX Runtime in both
     cases (Optimum's quantizer cannot type the fused graph).
     """
     work = Path(work_dir)

@@ -17,8 +17,8 @@ import transformers
 from .checkpoints import RECIPE_FILE
 from .compat import OptimumNotInstalledError
 from .export import MetricDropError
-from .int8 import INT8_ROUTES
-from .onnx_export import ONNX_EXPORTERS
+from .export.to_onnx import ONNX_EXPORTERS
+from .int8_routes import INT8_ROUTES
 from .pipeline import check_recipe_models, default_training_arguments, has_student, results_table, run_recipe
 from .plugins import import_modules
 from .recipe import Recipe, RecipeError
@@ -238,8 +238,7 @@ def train_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def export_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
-    from .export import report_markdown
-    from .pipeline import export_config, export_trained_model
+    from .export import export, report_markdown
     from .recipe import apply_overrides
 
     if (status := _import_modules(args)) is not None:
@@ -249,16 +248,14 @@ def export_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         saved = Path(args.model_dir) / RECIPE_FILE
         path = args.recipe or (saved if saved.is_file() else None)
         recipe = Recipe.from_yaml(path, overrides) if path else Recipe.from_dict(apply_overrides({}, overrides))
-        int8 = export_config(recipe, args.int8).int8
-        output_dir = args.output_dir or str(Path(args.model_dir) / ("onnx" if int8 == "none" else f"onnx-int8-{int8}"))
-        report = export_trained_model(
+        report = export(
             args.model_dir,
-            output_dir,
-            args.int8,
-            recipe,
-            overwrite=args.overwrite,
+            args.output_dir,
+            recipe=recipe,
+            int8=args.int8,
             max_metric_drop=args.max_metric_drop,
             exporter=args.exporter,
+            overwrite=args.overwrite,
         )
     except MetricDropError as error:
         print("\n" + report_markdown(error.report))
@@ -267,7 +264,7 @@ def export_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     except BAD_INPUT as error:
         return _bad_input(error)
     print("\n" + report_markdown(report))
-    print(f"Exported to {output_dir} (export_report.json, README.md beside it).")
+    print(f"Exported to {report['output_dir']} (export_report.json, README.md beside it).")
     return 0
 
 
@@ -300,7 +297,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
-    from .hub import push_to_hub
+    from .export.hub import push_to_hub
 
     try:
         url = push_to_hub(

@@ -277,7 +277,7 @@ class ExportConfig:
             ``GatherBlockQuantized``), ``fp32``. With ``int8`` or ``int4`` the other embedding tables (positions,
             token types) are int8 per row. ``qat`` follows training (``quantization.embeddings``).
         fuse: fuse the graph with ONNX Runtime's transformer fusions (attention, skip-LayerNorm, bias-GELU;
-            :mod:`~hf_compress.fusion`) before ``dynamic`` quantization, which then makes ``QAttention``: faster
+            :mod:`~hf_compress.export.fusion`) before ``dynamic`` quantization, which then makes ``QAttention``: faster
             one sentence at a time, slower on large batches (measured 1.2x and 0.9x), so ``false`` suits batched
             throughput. The QDQ routes (``qat``, ``static``) keep the exported graph; ONNX Runtime fuses around their
             Q/DQ pairs itself.
@@ -285,7 +285,7 @@ class ExportConfig:
             with the attention the exporter emits).
         exporter: the ONNX exporter: ``optimum`` (Optimum's, needs ``pip install hf-compress[optimum]``), ``torch``
             (``torch.onnx``, what Optimum would export: same inputs, outputs, axes and opset), or ``auto``: Optimum
-            where it is installed, torch otherwise (:mod:`~hf_compress.onnx_export`).
+            where it is installed, torch otherwise (:mod:`~hf_compress.export.to_onnx`).
         max_metric_drop: the quality gate: fail (keeping the export) when the exported model's task metric is below
             its PyTorch source's by more than this, in the metric's units (0.005 = half an F1 point).
     """
@@ -301,10 +301,7 @@ class ExportConfig:
     max_metric_drop: float | None = field(default=None, metadata=number(0.0, 1.0))
 
     def __post_init__(self) -> None:
-        from .int8 import INT8_ROUTES
-
-        if self.int8 != "none" and self.int8 not in INT8_ROUTES:
-            raise RecipeError("int8", self.int8, f"allowed: none, {', '.join(INT8_ROUTES)}")
+        # the route name is checked where it is turned into the route: hf_compress.int8_routes.resolve_int8_route
         if self.int8 != "none" and not self.onnx:
             raise RecipeError("int8", self.int8, "int8 models are made from the ONNX export: set onnx: true")
         if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):

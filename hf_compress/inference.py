@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 
-from .onnx_export import ONNX_FILE, REPORT_FILE
+from .export.to_onnx import ONNX_FILE, REPORT_FILE
 from .tasks.decoding import DECODINGS, constrained_viterbi, iob2_transitions
 
 __all__ = ["OnnxTextClassifier", "OnnxTokenClassifier", "group_entities"]
@@ -72,7 +72,7 @@ def group_entities(tokens: list[dict[str, Any]], convert_tokens_to_string) -> li
 
 class _OnnxClassifier:
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
-        from .evaluation import onnx_session
+        from .export.evaluation import onnx_session
 
         path = os.path.join(folder, ONNX_FILE)
         if not os.path.isfile(path):
@@ -83,7 +83,7 @@ class _OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _logits(self, encoded) -> np.ndarray:
-        from .evaluation import onnx_feeds
+        from .export.evaluation import onnx_feeds
 
         return self.session.run(None, onnx_feeds(self.input_names, encoded))[0]
 

@@ -2,7 +2,7 @@
 tables.
 
 Quantization-aware training (:mod:`hf_compress.quantization`) simulates these formats and the int8 export
-(:mod:`hf_compress.int8`) writes them, so both import them from here (neither imports the other).
+(:mod:`hf_compress.export.int8`) writes them, so both import them from here (neither imports the other).
 
 **Weights** are symmetric int8 per output channel, levels ``[-127, 127]``, or ``[-64, 64]`` with ``reduce_range``
 (7 bits). Why 7 bits: without VNNI (AVX2, AVX-512 without VNNI), ONNX Runtime's u8 x s8 kernels add pairs of

@@ -1,4 +1,4 @@
-"""Model mechanics every technique shares: the transformer layer list, target matching, submodule replacement.
+"""Model mechanics every technique shares: the transformer layer list, submodule replacement, frozen models.
 
 These are plain torch functions. A setting that does not fit the model raises :class:`SettingError`, a
 ``ValueError`` naming the setting (``targets``), not its recipe key: the technique that owns the setting adds the
@@ -7,7 +7,6 @@ key path (``pruning.targets``) when it reports the error from a recipe.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 from torch import nn
@@ -17,7 +16,8 @@ __all__ = [
     "check_frozen_models",
     "find_layer_list",
     "locate_layer_list",
-    "match_linears",
+    "check_loadable",
+    "mark_unloadable",
     "replace_module",
 ]
 
@@ -57,34 +57,26 @@ def find_layer_list(model: nn.Module, num_layers: int | None = None) -> tuple[st
     return found
 
 
-def match_linears(model: nn.Module, patterns: list[str] | None, setting: str = "targets") -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose names match any ``fnmatch`` pattern; by default those inside the transformer
-    layers (:func:`~hf_compress.architectures.weight_layers`: ALBERT's shared ones).
+#: The attribute a model carries once it holds a structure its config cannot describe (:func:`mark_unloadable`).
+UNLOADABLE = "hf_compress_unloadable"
 
-    Embeddings, LayerNorm, pooler and task head are outside the transformer layers, so the default leaves them
-    alone, and so it does PEFT adapter weights (``lora_A``, ``lora_B``): a pattern must name them. A pattern that
-    matches nothing raises :class:`SettingError` naming ``setting``.
-    """
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if patterns is None:
-        from .architectures import weight_layers
 
-        prefixes = tuple(name + "." for name, _ in weight_layers(model))
-        return {
-            name: m
-            for name, m in linears.items()
-            if name.startswith(prefixes) and not any(part.startswith("lora_") for part in name.split("."))
-        }
-    targets = {}
-    for pattern in patterns:
-        matched = {name: m for name, m in linears.items() if fnmatch.fnmatchcase(name, pattern)}
-        if not matched:
-            examples = ", ".join(list(linears)[:4])
-            raise SettingError(
-                setting, pattern, f"matches no nn.Linear in {type(model).__name__} (names look like: {examples}, ...)"
-            )
-        targets.update(matched)
-    return targets
+def mark_unloadable(model: nn.Module, reason: str) -> None:
+    """Record that ``model`` now holds a structure plain ``from_pretrained`` cannot rebuild from its config
+    (``reason`` says which): saving it through hf-compress is refused (:func:`check_loadable`)."""
+    setattr(model, UNLOADABLE, reason)
+
+
+def check_loadable(model: nn.Module) -> None:
+    """Raise ``ValueError`` in one line when ``model`` was marked by :func:`mark_unloadable`: a checkpoint of it would
+    not load with plain ``from_pretrained``."""
+    reason = getattr(model, UNLOADABLE, None)
+    if reason is not None:
+        raise ValueError(
+            f"refusing to save {type(model).__name__}: {reason}, which its config cannot describe, so plain "
+            "from_pretrained could not load the checkpoint; save the model before that call, or make it loadable "
+            "(e.g. remove_pruned_structures(model), whose default keeps the model loadable)"
+        )
 
 
 def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:

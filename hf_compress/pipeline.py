@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,77 +21,20 @@ from transformers.utils import logging
 from .checkpoints import RECIPE_FILE
 from .compat import training_arguments
 from .export import MetricDropError
-from .files import (
-    TOKENIZER_FILES,
-    WEIGHT_FILES,
-    atomic_write_json,
-    atomic_write_text,
-    check_output_dir,
-    output_dir_lock,
-)
+from .files import atomic_write_json, atomic_write_text, check_output_dir, output_dir_lock
+from .model_sources import check_model_source, resolve_model_path
 from .modules import SettingError
 from .pruning.width_step import teacher_layers_by_influence
-from .recipe import DataConfig, ExportConfig, Recipe, RecipeError
+from .recipe import DataConfig, Recipe, RecipeError
 from .students import StudentDraft, check_teacher_student, prepare_student, student_from_teacher
 from .tables import markdown_table
-from .tasks import Task, check_data_files, get_task, load_task_data, task_of_model_class
-from .technique import get_technique, load_pretrained, restore_saved
+from .tasks import Task, get_task, load_task_data
+from .technique import get_technique, load_pretrained
 from .trainer import CompressionTrainer
 
 logger = logging.get_logger(__name__)
 
-__all__ = [
-    "ModelResult",
-    "check_recipe_models",
-    "default_training_arguments",
-    "has_student",
-    "resolve_model_path",
-    "run_recipe",
-]
-
-PACKAGE_PREFIX = "package:"
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder, a hub id, or ``package:MODULE/sub/dir`` (a model folder shipped in an installed package)."""
-    if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
-    module, _, subdir = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"{name_or_path}: Python package {module!r} is not installed "
-            f"(e.g. `pip install {module.replace('_', '-')}`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / subdir
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{name_or_path}: no model folder (config.json) at {path}")
-    return str(path)
-
-
-def check_model_source(name_or_path: str, key: str, *, tokenizer: bool = True) -> None:
-    """Fail early, naming ``key``, when a local model folder is missing, or lacks its config, weights or tokenizer.
-
-    A name that is not a local path (``user/model``) is a hub id and is left to ``from_pretrained``.
-    """
-    path = Path(name_or_path)
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
-    if not path.exists():
-        if looks_local:
-            raise FileNotFoundError(f"{key}: no such model folder: {name_or_path}")
-        return
-    if not path.is_dir():
-        raise NotADirectoryError(f"{key}: {name_or_path} is a file; give the model's folder (with config.json)")
-    names = {p.name for p in path.iterdir()}
-    missing = []
-    if "config.json" not in names:
-        missing.append("config.json")
-    if not names.intersection(WEIGHT_FILES):
-        missing.append(f"weights ({' or '.join(WEIGHT_FILES[::2])})")
-    if tokenizer and not names.intersection(TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json or vocab.txt: save them with tokenizer.save_pretrained)")
-    if missing:
-        raise FileNotFoundError(f"{key}: the model folder {name_or_path} lacks {', '.join(missing)}")
+__all__ = ["ModelResult", "check_recipe_models", "default_training_arguments", "has_student", "run_recipe"]
 
 
 def has_student(recipe: Recipe) -> bool:
@@ -487,83 +429,3 @@ def write_results(results: list[ModelResult], output_dir: str, recipe: Recipe) -
     atomic_write_json(os.path.join(output_dir, "results.json"), [dataclasses.asdict(r) for r in results])
     atomic_write_text(os.path.join(output_dir, "results.md"), results_table(results) + "\n")
     atomic_write_text(os.path.join(output_dir, RECIPE_FILE), recipe.to_yaml())
-
-
-def export_config(
-    recipe: Recipe | None,
-    int8: str | None = None,
-    *,
-    max_metric_drop: float | None = None,
-    exporter: str | None = None,
-) -> ExportConfig:
-    """The recipe's ``export`` block (default: :class:`ExportConfig`), with the values given here over it."""
-    given = {"int8": int8, "max_metric_drop": max_metric_drop, "exporter": exporter}
-    base = (recipe.export if recipe is not None else None) or ExportConfig()
-    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-
-
-def export_trained_model(
-    model_dir: str,
-    output_dir: str,
-    int8: str | None = None,
-    recipe: Recipe | None = None,
-    *,
-    overwrite: bool = False,
-    max_metric_drop: float | None = None,
-    exporter: str | None = None,
-) -> dict[str, Any]:
-    """Export a model saved by ``hf-compress train`` or ``CompressionTrainer.save_model`` (or any fine-tuned model
-    folder); return the export report.
-
-    The recipe (default: ``model_dir/recipe.yaml`` when present) gives the export settings (its ``export`` block),
-    the data to evaluate and calibrate on (its ``data`` block: any data the task reads) and the techniques the model
-    was trained with (its technique blocks; without any, every registered technique is asked): what they kept beside
-    the weights is put back first (what an int8 route may need, e.g. learned ranges), and their export hooks run
-    with the recipe's configs. ``int8``, ``max_metric_drop`` (the quality gate of
-    :func:`~hf_compress.export.export_model`) and ``exporter``, when given, override the recipe's ``export`` block;
-    ``overwrite`` lets an earlier export in ``output_dir`` be replaced. The export folder keeps the effective recipe
-    (``recipe.yaml``).
-    """
-    from .export import ExportData, export_model
-    from .int8 import INT8_ROUTES
-    from .onnx_export import resolve_exporter
-
-    if exporter is not None:
-        resolve_exporter(exporter)  # Optimum asked for and not installed: refused before anything is read
-    check_model_source(model_dir, "model_dir")
-    saved_recipe = Path(model_dir) / RECIPE_FILE
-    if recipe is None:
-        recipe = Recipe.from_yaml(saved_recipe) if saved_recipe.is_file() else Recipe()
-    config = export_config(recipe, int8, max_metric_drop=max_metric_drop, exporter=exporter)
-    if config.int8 in INT8_ROUTES:
-        INT8_ROUTES[config.int8].check_saved(model_dir)
-    if recipe.data is not None:
-        task = get_task(recipe.data.task)
-    else:
-        architecture = (AutoConfig.from_pretrained(model_dir).architectures or [""])[0]
-        task = task_of_model_class(architecture) or get_task("ner")
-    model = load_pretrained(model_dir, task.auto_model_class)
-    techniques = recipe.techniques or None  # a recipe without technique blocks: the run is not known
-    restore_saved(model, model_dir, techniques)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    data = ExportData()
-    if recipe.data is not None:
-        check_data_files(recipe.data)
-        tokenized = task.preprocess(task.load_raw(recipe.data), tokenizer, model.config.label2id, recipe.data)
-        data = ExportData(
-            eval_dataset=tokenized.get("validation"),
-            data_collator=task.data_collator(tokenizer),
-            compute_metrics=task.compute_metrics(model.config.id2label, recipe.data.decoding),
-            calibration_dataset=tokenized.get("train"),
-        )
-    return export_model(
-        model,
-        tokenizer,
-        output_dir,
-        config,
-        data,
-        recipe=None if recipe.is_empty else recipe.to_dict(),
-        base_model=model_dir,
-        overwrite=overwrite,
-        techniques=techniques,
-    )

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import keyword
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "RESERVED_NAMES",
     "TechniqueRegistrationError",
+    "check_hook_signatures",
     "check_technique_name",
     "import_modules",
     "load_entry_points",
@@ -46,6 +49,74 @@ class TechniqueRegistrationError(ValueError):
 
 def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def _hook_parameters(owner: type, name: str) -> tuple[str, list[inspect.Parameter]]:
+    """How ``owner`` defines the hook ``name`` (``classmethod``, ``staticmethod`` or ``method``) and its parameters
+    after ``cls`` / ``self``."""
+    raw = next(klass.__dict__[name] for klass in owner.__mro__ if name in klass.__dict__)
+    if isinstance(raw, classmethod):
+        return "classmethod", list(inspect.signature(raw.__func__).parameters.values())[1:]
+    if isinstance(raw, staticmethod):
+        return "staticmethod", list(inspect.signature(raw.__func__).parameters.values())
+    return "method", list(inspect.signature(raw).parameters.values())[1:]
+
+
+def _shown(parameters: list[inspect.Parameter]) -> str:
+    """``(model, config)``: the parameters as a call would name them, without annotations."""
+    return str(inspect.Signature([p.replace(annotation=inspect.Parameter.empty) for p in parameters]))
+
+
+def _accepts(expected: list[inspect.Parameter], found: list[inspect.Parameter]) -> bool:
+    """Whether a hook with the ``found`` parameters can be called as the base calls one with ``expected``: the same
+    positional names in order, the same keyword names (or ``**kwargs``), anything more optional."""
+    kinds = inspect.Parameter
+    var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in found)
+    var_positional = any(p.kind is kinds.VAR_POSITIONAL for p in found)
+    positional = [p for p in found if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    by_name = {p.name: p for p in found}
+    used: set[str] = set()
+    index = 0
+    for parameter in expected:
+        if parameter.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD):
+            if index < len(positional) and positional[index].name == parameter.name:
+                used.add(positional[index].name)
+            elif not ((var_positional or parameter.default is not kinds.empty) and var_keyword):
+                return False  # (an optional argument, which the caller passes by name, may land in **kwargs)
+            index += 1
+        elif parameter.kind is kinds.KEYWORD_ONLY:
+            match = by_name.get(parameter.name)
+            if match is not None and match.kind in (kinds.KEYWORD_ONLY, kinds.POSITIONAL_OR_KEYWORD):
+                used.add(match.name)
+            elif not var_keyword:
+                return False
+        elif parameter.kind is kinds.VAR_POSITIONAL and not var_positional:
+            return False
+        elif parameter.kind is kinds.VAR_KEYWORD and not var_keyword:
+            return False
+    extra = [p for p in found if p.name not in used and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
+    return all(p.default is not kinds.empty for p in extra)
+
+
+def check_hook_signatures(cls: type, base: type, api: str) -> None:
+    """Raise :class:`TechniqueRegistrationError`, in one line naming the hook, the expected and the found signature,
+    when a hook of ``base`` that ``cls`` overrides cannot be called as ``base`` calls it (``api``: the plugin API
+    version the message names)."""
+    owner = f"{cls.__module__}.{cls.__qualname__}"
+    for name in sorted(dir(base)):
+        defined = next((k.__dict__[name] for k in base.__mro__ if name in k.__dict__), None)
+        if name.startswith("_") or not isinstance(defined, (types.FunctionType, classmethod, staticmethod)):
+            continue
+        defined_below = any(name in klass.__dict__ for klass in cls.__mro__[: cls.__mro__.index(base)])
+        if not defined_below:
+            continue
+        expected_kind, expected = _hook_parameters(base, name)
+        found_kind, found = _hook_parameters(cls, name)
+        if found_kind != expected_kind or not _accepts(expected, found):
+            raise TechniqueRegistrationError(
+                f"{owner}.{name}: expected {expected_kind} {name}{_shown(expected)} (hf-compress plugin API {api}), "
+                f"found {found_kind} {name}{_shown(found)}"
+            )
 
 
 def check_technique_name(name: Any, owner: str) -> None:

@@ -40,6 +40,7 @@ from .configs import (
     StudentConfig,
     VocabularyConfig,
 )
+from .int8_routes import resolve_int8_route
 from .plugins import import_modules
 from .technique import get_technique, registered_techniques
 
@@ -101,10 +102,13 @@ class Recipe:
         order = [t.name for t in registered_techniques()]
         self.techniques: dict[str, Any] = {name: blocks[name] for name in order if name in blocks}
         _check_training_arguments(self.training)
-        if self.export is not None and self.export.int8 != "none":
-            from .int8 import INT8_ROUTES
-
-            INT8_ROUTES[self.export.int8].check_recipe(self)
+        if self.export is not None:
+            try:
+                route = resolve_int8_route(self.export.int8)
+            except RecipeError as error:
+                raise error.under("export") from None
+            if route is not None:
+                route.check_recipe(self)
         for name in self.techniques:
             get_technique(name).check_recipe(self)
 

@@ -12,16 +12,16 @@ the surgery order. Its lifecycle, driven by the Trainer's events::
     on_save         -> state_dict()                    saved as <name>_state.pt in the checkpoint folder
     on_train_end    -> report()                        <report_name>.json and .md in output_dir; finish(model)
 
-and, for export (class methods: they work on any model, trained here or loaded from a folder; each is called for
-the techniques the run used, with their configs, see :func:`techniques_used`)::
-
-    restore_saved(model, folder, config)   put back what save_pretrained does not keep (e.g. observer ranges)
-    prepare_for_export(model, config)      fold, slice or merge on the export copy -> ExportFacts
-    reference_note(model, config)          how the trained model differs from a plain one (parity reference)
-    card_tags(report) / card_section(report)   model-card lines from its entry of the export report
+Required: the class attributes ``name`` and ``config_class``, and :meth:`Technique.loss` when
+``contributes_loss``; every other hook is optional (its default does nothing). The export and loading hooks
+(``prepare_for_export``, ``restore_saved``, ``reference_note``, ``card_tags``, ``card_section``,
+``load_pretrained``) are the other half, a :class:`~hf_compress.technique_export.TechniqueExport` the technique
+names in ``export_side`` (the way an int8 route is its own object).
 
 Adding a technique is its module, its config dataclass and ``@register_technique`` on its class; nothing else
-names it. Techniques outside the package are loaded from installed plugins or imported by name
+names it. Registration checks the shape against this API (:data:`API_VERSION`): every overridden hook must take
+the base class's arguments, and a hook of the export half defined on the technique itself is refused with a line
+saying where it moved. Techniques outside the package are loaded from installed plugins or imported by name
 (:mod:`~hf_compress.plugins`).
 """
 
@@ -31,7 +31,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -44,13 +43,20 @@ from .checks import is_checked
 from .configs import RecipeError
 from .files import atomic_write_json, atomic_write_text, save_torch_state
 from .modules import SettingError
-from .plugins import TechniqueRegistrationError, check_technique_name, load_entry_points
+from .plugins import TechniqueRegistrationError, check_hook_signatures, check_technique_name, load_entry_points
+from .technique_export import EXPORT_HOOKS, ExportFacts, TechniqueExport
 
 logger = logging.get_logger(__name__)
 
+#: The plugin API's version: raised when a hook changes its name, its arguments or the half it lives in (see
+#: CHANGELOG.md). 1: hf-compress 0.1.0; 2: the export and loading hooks moved to ``Technique.export_side``.
+API_VERSION = 2
+
 __all__ = [
+    "API_VERSION",
     "ExportFacts",
     "Technique",
+    "TechniqueExport",
     "TechniqueRegistrationError",
     "get_technique",
     "load_pretrained",
@@ -76,17 +82,10 @@ def optimizer_steps_per_epoch(args: TrainingArguments, state: TrainerState, trai
     return state.max_steps / max(state.num_train_epochs, 1)
 
 
-@dataclass
-class ExportFacts:
-    """What a technique's :meth:`Technique.prepare_for_export` found: entries for the export report (JSON-ready)
-    and artifacts for the int8 route (e.g. the activation ranges QAT learned)."""
-
-    report: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, Any] = field(default_factory=dict)
-
-
 class Technique(TrainerCallback):
-    """Base class of every technique. Subclasses set the class attributes and override the hooks they need.
+    """Base class of every technique: its training half. Subclasses set the class attributes (``name`` and
+    ``config_class`` required) and override the hooks they need (all optional but :meth:`loss`, required when
+    ``contributes_loss``); the export and loading hooks are on the companion named by ``export_side``.
 
     Construct with a config or with its fields as keywords: ``GradualPruningCallback(PruningConfig(...))`` or
     ``GradualPruningCallback(final_sparsity=0.8, ...)``. Works with the plain ``transformers.Trainer``; a technique
@@ -114,6 +113,9 @@ class Technique(TrainerCallback):
     path_fields: ClassVar[tuple[str, ...]] = ()
     #: The run's other models it takes in :meth:`from_recipe` (``("teacher", ...)``).
     resources: ClassVar[tuple[str, ...]] = ()
+    #: Its export and loading half (:class:`~hf_compress.technique_export.TechniqueExport`: the default does
+    #: nothing, for techniques that leave the layers plain).
+    export_side: ClassVar[type[TechniqueExport]] = TechniqueExport
     state_file: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs):
@@ -227,7 +229,8 @@ class Technique(TrainerCallback):
     def loss(
         self, inputs: dict[str, Any], outputs: Any, loss: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss with this technique's terms, and the detached terms to log (``kd``, ...)."""
+        """Required when ``contributes_loss``. The training loss with this technique's terms, and the detached terms
+        to log (``kd``, ...)."""
         raise NotImplementedError
 
     def log_values(self, step: int) -> dict[str, float]:
@@ -247,40 +250,6 @@ class Technique(TrainerCallback):
 
     def compact(self, model: nn.Module) -> None:
         """Shrink the trained model for ``save_pretrained``, once any export of it is done (slice pruned units)."""
-
-    # ------------------------------------------------------------------------------------ export side
-    @classmethod
-    def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
-        """Load a model whose saved structure is this technique's (``config`` is its ``PretrainedConfig``), or
-        None when it is not (then plain ``from_pretrained`` does)."""
-        return None
-
-    @classmethod
-    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: Any | None) -> None:
-        """Put back, on a model loaded from ``folder``, what ``save_pretrained`` does not keep. ``config``: the run's
-        block (None when the run is not known)."""
-
-    @classmethod
-    def prepare_for_export(cls, model: nn.Module, config: Any | None) -> ExportFacts:
-        """Make the export copy plain for ONNX, in place (a no-op on a model without this technique's layers). Its
-        ``report`` becomes ``report["techniques"][name]`` of the export report."""
-        return ExportFacts()
-
-    @classmethod
-    def reference_note(cls, model: nn.Module, config: Any | None) -> str | None:
-        """How the trained model's outputs differ from a plain model's (the parity reference), if they do."""
-        return None
-
-    @classmethod
-    def card_tags(cls, report: dict[str, Any]) -> list[str]:
-        """Model-card tags for this technique's entry of the export report (what :meth:`prepare_for_export`
-        reported; the card is written from the report alone)."""
-        return []
-
-    @classmethod
-    def card_section(cls, report: dict[str, Any]) -> list[str]:
-        """Model-card lines for this technique's entry of the export report."""
-        return []
 
     # ------------------------------------------------------------------------------------ the events
     def _prepare(self, model: nn.Module) -> None:
@@ -378,6 +347,7 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
             f"{cls.__name__}.config_class must be decorated with @checked (hf_compress.checks), each number, text "
             "and path field declaring its range"
         )
+    _check_api(cls, where)
     existing = _REGISTRY.get(cls.name)
     if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != where:
         raise TechniqueRegistrationError(
@@ -386,6 +356,23 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
         )
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def _check_api(cls: type[Technique], where: str) -> None:
+    """Refuse, in one line, a technique written for another version of the plugin API (:data:`API_VERSION`)."""
+    moved = [hook for hook in EXPORT_HOOKS if any(hook in k.__dict__ for k in cls.__mro__)]
+    if moved:
+        raise TechniqueRegistrationError(
+            f"{where} defines {', '.join(moved)} on the technique: in hf-compress plugin API {API_VERSION} the "
+            "export and loading hooks moved to the technique's export half, a hf_compress.TechniqueExport subclass "
+            "named by its 'export_side' (docs/plugins.md)"
+        )
+    if not (isinstance(cls.export_side, type) and issubclass(cls.export_side, TechniqueExport)):
+        raise TechniqueRegistrationError(f"{where}.export_side must be a TechniqueExport subclass")
+    if cls.contributes_loss and cls.loss is Technique.loss:
+        raise TechniqueRegistrationError(f"{where} sets contributes_loss but does not define loss()")
+    check_hook_signatures(cls, Technique, str(API_VERSION))
+    check_hook_signatures(cls.export_side, TechniqueExport, str(API_VERSION))
 
 
 def _register_plugin(name: str, value: Any) -> None:
@@ -444,7 +431,7 @@ def load_pretrained(path: str | os.PathLike, model_class: type) -> nn.Module:
 
     config = AutoConfig.from_pretrained(path)
     for technique in registered_techniques():
-        model = technique.load_pretrained(path, model_class, config)
+        model = technique.export_side.load_pretrained(path, model_class, config)
         if model is not None:
             return model
     return model_class.from_pretrained(path)
@@ -454,4 +441,4 @@ def restore_saved(model: nn.Module, folder: str | os.PathLike, configs: Mapping[
     """Put back on ``model`` what the techniques the run used (``configs``: recipe key -> config; None: not known,
     :func:`techniques_used`) keep beside the weights in ``folder``, e.g. the QAT observers an int8 export needs."""
     for technique, config in techniques_used(configs):
-        technique.restore_saved(model, folder, config)
+        technique.export_side.restore_saved(model, folder, config)

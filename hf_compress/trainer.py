@@ -37,10 +37,10 @@ from .checkpoints import (
     latest_complete_checkpoint,
 )
 from .compat import rotate_checkpoints
-from .export import ExportData
+from .export import ExportData, MetricDropError, export, hub
 from .files import atomic_write_text, save_torch_state
-from .modules import check_frozen_models
-from .recipe import ExportConfig, Recipe
+from .modules import check_frozen_models, check_loadable
+from .recipe import Recipe
 from .stopping import StopOnSignal, TrainingStopped
 from .technique import Technique, registered_techniques
 from .trainer_recipe import ScheduleCheck, apply_run_blocks
@@ -306,13 +306,15 @@ class CompressionTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model``, compressed: outside training, a copy of the model is saved with what the techniques
         remove (:meth:`~hf_compress.technique.Technique.compact`: pruned FFN neurons and heads) removed; it loads
-        with plain ``from_pretrained``, same outputs. The recipe (``recipe.yaml``) and the technique state an export
-        needs are written beside it, for ``hf-compress export``. Checkpoints, and models sharded by DeepSpeed or
-        FSDP, are saved as trained."""
+        with plain ``from_pretrained``, same outputs (a model holding a structure its config cannot describe, e.g.
+        heads sliced by ``remove_pruned_structures(model, loadable=False)``, is refused). The recipe
+        (``recipe.yaml``) and the technique state an export needs are written beside it, for ``hf-compress
+        export``. Checkpoints, and models sharded by DeepSpeed or FSDP, are saved as trained."""
         if self._in_train or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         trained = self.model
+        check_loadable(self.accelerator.unwrap_model(trained))
         shrinking = [t for t in self.techniques if type(t).compact is not Technique.compact]
         if shrinking and self.args.should_save:  # (the other processes of a DDP run write nothing)
             self.model = copy.deepcopy(self.accelerator.unwrap_model(trained))
@@ -342,29 +344,17 @@ class CompressionTrainer(Trainer):
         overwrite: bool = False,
         exporter: str | None = None,
     ) -> dict:
-        """Export the trained model to ONNX (see :func:`hf_compress.export.export_model`); return the report.
+        """Export the trained model to ONNX through :func:`hf_compress.export.export`; return the report.
 
-        Defaults come from the recipe's ``export`` block (an :class:`ExportConfig`): ``int8`` (``none`` or a route
-        of :data:`~hf_compress.int8.INT8_ROUTES`), calibration, opset and ``exporter`` (``auto``: Optimum where it
-        is installed, else torch.onnx). The exported model is evaluated on
+        Defaults come from the recipe's ``export`` block (an :class:`ExportConfig`): ``int8`` (``none`` or a
+        registered route, :data:`~hf_compress.int8_routes.INT8_ROUTES`), calibration, opset and ``exporter``
+        (``auto``: Optimum where it is installed, else torch.onnx). The exported model is evaluated on
         ``eval_dataset`` (default: the Trainer's) with the Trainer's collator and ``compute_metrics``; ``static``
         calibrates on ``calibration_dataset`` (default: the training set). The folder (default ``output_dir/onnx``
         or ``output_dir/onnx-int8-<route>``) is what :meth:`push_to_hub` uploads afterwards; an earlier export
         there is replaced only with ``overwrite=True``. With the recipe's ``export.max_metric_drop``,
         :class:`~hf_compress.export.MetricDropError` is raised (the folder kept) when the metric drops by more.
         """
-        import dataclasses
-
-        from .export import MetricDropError, export_model
-
-        config = self.recipe.export or ExportConfig()
-        if int8 is not None:
-            config = dataclasses.replace(config, int8=int8)
-        if exporter is not None:
-            config = dataclasses.replace(config, exporter=exporter)
-        int8 = config.int8
-        if output_dir is None:
-            output_dir = os.path.join(self.args.output_dir, "onnx" if int8 == "none" else f"onnx-int8-{int8}")
         if not self.is_world_process_zero():
             self.accelerator.wait_for_everyone()
             return {}
@@ -376,23 +366,25 @@ class CompressionTrainer(Trainer):
                 calibration_dataset=calibration_dataset if calibration_dataset is not None else self.train_dataset,
                 batch_size=self.args.per_device_eval_batch_size,
             )
-            report = export_model(
+            report = export(
                 self.accelerator.unwrap_model(self.model),
-                self.processing_class,
                 output_dir,
-                config,
-                data,
-                recipe=None if self.recipe.is_empty else self.recipe.to_dict(),
+                data=data,
+                recipe=self.recipe,
+                tokenizer=self.processing_class,
+                techniques={t.name: t.config for t in self.techniques},  # their export hooks, with their configs
+                int8=int8,
+                exporter=exporter,
+                parent_dir=self.args.output_dir,
                 base_model=base_model,
                 overwrite=overwrite,
-                techniques={t.name: t.config for t in self.techniques},  # their export hooks, with their configs
             )
-        except MetricDropError:  # the folder is complete and kept: it is still what push_to_hub would upload
-            self.export_dir = str(output_dir)
+        except MetricDropError as error:  # the folder is complete and kept: it is still what push_to_hub uploads
+            self.export_dir = error.report["output_dir"]
             raise
         finally:  # the other processes wait here whatever happened
             self.accelerator.wait_for_everyone()
-        self.export_dir = str(output_dir)
+        self.export_dir = report["output_dir"]
         return report
 
     def push_to_hub(
@@ -410,12 +402,10 @@ class CompressionTrainer(Trainer):
             return super().push_to_hub(
                 commit_message=commit_message, blocking=blocking, token=token, revision=revision, **kwargs
             )
-        from .hub import push_to_hub
-
         if not self.is_world_process_zero():
             return None
         repo_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
-        return push_to_hub(
+        return hub.push_to_hub(
             export_dir,
             repo_id,
             token=token or self.args.hub_token,

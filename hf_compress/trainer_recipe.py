@@ -22,12 +22,14 @@ import weakref
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback, TrainingArguments
+from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
 from .compat import training_arguments
+from .model_sources import check_model_source, resolve_model_path
 from .recipe import Recipe
-from .technique import get_technique
+from .tasks import task_of_model_class
+from .technique import get_technique, load_pretrained
 
 logger = logging.get_logger(__name__)
 
@@ -123,12 +125,6 @@ def load_recipe_teacher(recipe: Recipe, model: nn.Module | None) -> tuple[nn.Mod
     if not any("teacher" in get_technique(name).resources for name in recipe.techniques):
         logger.warning(f"model.teacher ({recipe.model.teacher}) is not loaded: no technique block uses a teacher")
         return None, None
-    from transformers import AutoTokenizer
-
-    from .pipeline import check_model_source, resolve_model_path
-    from .tasks import task_of_model_class
-    from .technique import load_pretrained
-
     path = resolve_model_path(recipe.model.teacher)
     check_model_source(path, "model.teacher")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

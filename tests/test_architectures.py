@@ -50,7 +50,7 @@ from hf_compress import (
 from hf_compress.architectures import ARCHITECTURES, UnsupportedCapabilityError, architecture_of
 from hf_compress.compat import optimum_available
 from hf_compress.configs import CalibrationConfig, DataConfig
-from hf_compress.evaluation import onnx_feeds, onnx_session
+from hf_compress.export.evaluation import onnx_feeds, onnx_session
 from hf_compress.inference import OnnxTokenClassifier
 from hf_compress.onnx_graph import matmul_calls
 from hf_compress.quantization import qat_modules, set_qat_phase

@@ -344,7 +344,7 @@ def test_a_failed_export_leaves_no_folder_and_the_model_untouched(ner_model, tok
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("hf_compress.hub.write_model_card", fail)
+    monkeypatch.setattr("hf_compress.export.hub.write_model_card", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         export_model(ner_model, tokenizer, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
@@ -518,7 +518,7 @@ def test_a_full_disk_during_an_export_keeps_the_previous_export(model_dir, tmp_p
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("hf_compress.hub.write_model_card", full)
+    monkeypatch.setattr("hf_compress.export.hub.write_model_card", full)
     model = BertForTokenClassification.from_pretrained(model_dir)
     with pytest.raises(DiskFullError) as error:
         export_model(model, None, target, overwrite=True)

@@ -85,7 +85,7 @@ def test_bench_measures_candidates_and_the_references(tokenizer, tmp_path, capsy
 def test_quantize_dynamic_advice_is_hidden_and_other_warnings_are_not(caplog):
     import logging
 
-    from hf_compress.int8 import quiet_quantization_advice
+    from hf_compress.export.int8 import quiet_quantization_advice
 
     with caplog.at_level(logging.WARNING), quiet_quantization_advice():
         logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")

@@ -6,7 +6,7 @@ import pytest
 from huggingface_hub import HfApi, ModelCard
 from transformers import BertConfig
 
-from hf_compress.hub import model_card, push_to_hub, write_model_card
+from hf_compress.export.hub import model_card, push_to_hub, write_model_card
 
 REPORT = {
     "task": "token-classification",

@@ -21,12 +21,14 @@ from hf_compress import ExportConfig, Recipe, RecipeError, export_model
 from hf_compress.checks import checked, count
 from hf_compress.cli import main as cli_main
 from hf_compress.configs import StudentConfig, VocabularyConfig
-from hf_compress.hub import model_card
+from hf_compress.export.hub import model_card
 from hf_compress.plugins import ENTRY_POINT_GROUP, TechniqueRegistrationError
 from hf_compress.students import StudentDraft, prepare_student, register_student_step, student_steps
 from hf_compress.technique import (
+    API_VERSION,
     ExportFacts,
     Technique,
+    TechniqueExport,
     get_technique,
     register_technique,
     registered_techniques,
@@ -86,11 +88,9 @@ class ProbeConfig:
     level: int = field(default=1, metadata=count())
 
 
-class Probe(Technique):
+class ProbeExport(TechniqueExport):
     """Records what its export hooks get; reports keys the export report's top level also has."""
 
-    name = "probe"
-    config_class = ProbeConfig
     calls: list = []
 
     @classmethod
@@ -116,6 +116,13 @@ class Probe(Technique):
         return [f"## Probe at level {report['level']}"]
 
 
+class Probe(Technique):
+    name = "probe"
+    config_class = ProbeConfig
+    export_side = ProbeExport
+    calls = ProbeExport.calls
+
+
 # ------------------------------------------------------------------------------------------------ registration
 def test_a_taken_reserved_or_invalid_name_is_refused(registry):
     before = dict(registry)
@@ -135,6 +142,93 @@ def test_a_taken_reserved_or_invalid_name_is_refused(registry):
             register_technique(cls)
     assert isinstance(TechniqueRegistrationError("x"), ValueError)
     assert technique_module._REGISTRY == before
+
+
+def test_a_plugin_for_another_api_is_refused_at_registration_naming_the_hook(registry):
+    """A hook whose arguments differ from the base class's, or an export hook left on the technique (API 1), fails
+    when the plugin loads, before any training, in one line."""
+    assert API_VERSION == 2
+
+    class OneArgumentExport(TechniqueExport):
+        @classmethod
+        def prepare_for_export(cls, model):
+            return ExportFacts()
+
+    class Outdated(Technique):
+        name, config_class, export_side = "outdated", ProbeConfig, OneArgumentExport
+
+    with pytest.raises(TechniqueRegistrationError) as error:
+        register_technique(Outdated)
+    assert str(error.value) == (
+        f"{__name__}.test_a_plugin_for_another_api_is_refused_at_registration_naming_the_hook.<locals>."
+        "OneArgumentExport.prepare_for_export: expected classmethod prepare_for_export(model, config) (hf-compress "
+        "plugin API 2), found classmethod prepare_for_export(model)"
+    )
+
+    class ApiOne(Technique):  # written for 0.1.0: the export hooks on the technique itself
+        name, config_class = "api_one", ProbeConfig
+
+        @classmethod
+        def prepare_for_export(cls, model):
+            return ExportFacts()
+
+        @classmethod
+        def card_tags(cls, report):
+            return []
+
+    with pytest.raises(
+        TechniqueRegistrationError,
+        match=r"ApiOne defines prepare_for_export, card_tags on the technique: in hf-compress plugin API 2 the "
+        r"export and loading hooks moved to the technique's export half, a hf_compress\.TechniqueExport "
+        r"subclass named by its 'export_side'",
+    ):
+        register_technique(ApiOne)
+
+    class Renamed(Technique):  # a training hook with its arguments renamed
+        name, config_class = "renamed", ProbeConfig
+
+        def prepare(self, module):
+            pass
+
+    with pytest.raises(
+        TechniqueRegistrationError,
+        match=r"Renamed\.prepare: expected method prepare\(model\) "
+        r"\(hf-compress plugin API 2\), found method prepare\(module\)",
+    ):
+        register_technique(Renamed)
+
+    class Static(Technique):
+        name, config_class = "static_hook", ProbeConfig
+
+        @staticmethod
+        def default_config(**resources):
+            return None
+
+    with pytest.raises(TechniqueRegistrationError, match=r"expected classmethod default_config\(\*\*resources\)"):
+        register_technique(Static)
+
+    class Lossless(Technique):
+        name, config_class, contributes_loss = "lossless", ProbeConfig, True
+
+    with pytest.raises(TechniqueRegistrationError, match="sets contributes_loss but does not define loss"):
+        register_technique(Lossless)
+    assert not {"outdated", "api_one", "renamed", "static_hook", "lossless"} & set(registry)
+
+
+def test_hooks_may_add_optional_arguments_and_events_may_take_kwargs(registry):
+    class Flexible(Technique):
+        name, config_class = "flexible", ProbeConfig
+
+        def prepare(self, model, verbose=False):
+            pass
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            pass
+
+        def loss(self, inputs, outputs, loss, *extra, **more):
+            return loss, {}
+
+    assert register_technique(Flexible) is Flexible and get_technique("flexible") is Flexible
 
 
 def test_the_same_class_registered_again_replaces_itself(registry, tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ def test_structured_masks_and_physical_removal(tokenizer, tmp_path, structure, s
         assert int(units.sum()) == 8 and bool((units.sum(1) >= 1).all())  # 16 heads, 8 kept, >= 1 per layer
         assert sum(r["heads"] for r in report["layers"]) == 8
     saved = copy.deepcopy(m)
-    removed = remove_pruned_structures(m)  # what the export does: every zero unit sliced out
+    removed = remove_pruned_structures(m, loadable=False)  # what the export does: every zero unit sliced out
     params_after = sum(p.numel() for p in m.parameters())
     if structure == "neurons":
         assert removed["neurons_per_layer"] == 32 and m.config.intermediate_size == 32
@@ -135,6 +135,47 @@ def test_structured_masks_and_physical_removal(tokenizer, tmp_path, structure, s
     expected = params_after if structure == "neurons" or heads_recorded else params_before
     assert sum(p.numel() for p in reloaded.parameters()) == expected
     assert torch.allclose(_outputs(reloaded, input_ids), masked, atol=1e-5)
+
+
+@pytest.mark.parametrize("structure", ["neurons", "heads"])
+def test_every_public_removal_saves_a_loadable_checkpoint_or_is_refused(tokenizer, tmp_path, structure):
+    """The default removal keeps the model loadable with plain from_pretrained (on this stack: heads removed where
+    transformers records them, else kept as zeros); the export's slicing (loadable=False) is refused at save."""
+    from hf_compress import CompressionTrainer
+
+    m = model(tokenizer)
+    MagnitudePruner(m, config(structure=structure, final_sparsity=0.5)).update(0.5)
+    input_ids = torch.randint(5, 60, (3, 9))
+    masked = _outputs(m, input_ids)
+    callback = GradualPruningCallback(config(structure=structure, final_sparsity=0.5))
+    for name, remove in (
+        ("default", lambda x: remove_pruned_structures(x)),
+        ("loadable", lambda x: remove_pruned_structures(x, loadable=True)),
+        ("compact", callback.compact),
+    ):
+        copy_ = copy.deepcopy(m)
+        remove(copy_)
+        for how in ("save_pretrained", "save_model"):
+            folder = tmp_path / f"{name}-{how}"
+            if how == "save_pretrained":
+                copy_.save_pretrained(folder)
+            else:
+                CompressionTrainer(model=copy_, args=args_for(tmp_path / "run")).save_model(str(folder))
+            reloaded = AutoModelForTokenClassification.from_pretrained(folder).eval()
+            assert torch.allclose(_outputs(reloaded, input_ids), masked, atol=1e-5), (name, how)
+    sliced = copy.deepcopy(m)
+    removed = remove_pruned_structures(sliced, loadable=False)
+    assert torch.allclose(_outputs(sliced, input_ids), masked, atol=1e-5)
+    trainer = CompressionTrainer(model=sliced, args=args_for(tmp_path / "run"))
+    if structure == "heads":
+        assert removed["heads"]
+        with pytest.raises(ValueError, match=r"refusing to save BertForTokenClassification: attention heads were"):
+            trainer.save_model(str(tmp_path / "sliced"))
+        assert not (tmp_path / "sliced").exists()
+    else:  # neurons are recorded in config.intermediate_size: loadable either way
+        trainer.save_model(str(tmp_path / "sliced"))
+        reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path / "sliced").eval()
+        assert torch.allclose(_outputs(reloaded, input_ids), masked, atol=1e-5)
 
 
 def _trainer(tokenizer, path, callback, **kwargs):

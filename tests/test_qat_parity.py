@@ -14,9 +14,9 @@ from transformers import BertForTokenClassification, DataCollatorForTokenClassif
 
 from hf_compress import ExportConfig, QATCallback, export_model
 from hf_compress.configs import CalibrationConfig
-from hf_compress.int8 import _weight_range, matmul_nodes, quantize_onnx
+from hf_compress.export.graph import _scope_pattern, dequantize_only_for, sort_topologically
+from hf_compress.export.int8 import _weight_range, matmul_nodes, quantize_onnx
 from hf_compress.int8_formats import _int8_probe_model
-from hf_compress.onnx_graph import _scope_pattern, dequantize_only_for, sort_topologically
 from hf_compress.quantization import (
     int8_kernel,
     load_qat_state_dict,

@@ -8,10 +8,10 @@ from conftest import NER_LABELS, tiny_bert_config
 from test_trainer import ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
-import hf_compress.export as export_module
+import hf_compress.export.pipeline as export_module
 from hf_compress import ExportConfig, ExportData, export_model
 from hf_compress.cli import main as cli_main
-from hf_compress.export import MetricDropError, _quality_gate
+from hf_compress.export.pipeline import MetricDropError, _quality_gate
 from hf_compress.tasks import ner_metrics
 
 

@@ -10,7 +10,7 @@ from test_trainer import args_for, ner_dataset
 from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
 from hf_compress import CompressionTrainer, Recipe, RecipeError
-from hf_compress.hub import EXPORT_FILES, push_to_hub
+from hf_compress.export.hub import EXPORT_FILES, push_to_hub
 from hf_compress.pipeline import default_training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ from .layers import (
     factorize_linear,
     factorize_model,
     is_factorized,
-    load_lowrank,
     lowrank_report,
     lowrank_table,
     merge_lowrank,
 )
+from .loading import load_lowrank
 from .technique import LowRankCallback
 
 __all__ = [

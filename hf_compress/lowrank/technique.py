@@ -10,7 +10,7 @@ from transformers.utils import logging
 
 from ..configs import RecipeError
 from ..tables import markdown_table
-from ..technique import Technique, register_technique
+from ..technique import Technique, TechniqueExport, register_technique
 from .config import LowRankConfig
 from .embeddings import EMBEDDING_CONFIG_KEY, FactorizedEmbedding, factorize_embeddings, merge_embeddings
 from .layers import (
@@ -18,15 +18,26 @@ from .layers import (
     default_targets,
     factorize_model,
     is_factorized,
-    load_lowrank,
     lowrank_report,
     lowrank_table,
     merge_lowrank,
 )
+from .loading import load_lowrank
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["LowRankCallback"]
+
+
+class LowRankExport(TechniqueExport):
+    """The loading half of low-rank factorization: a saved factorized model is rebuilt before its weights are read
+    (the layers are merged back at the end of training, so the export copy has nothing to undo)."""
+
+    @classmethod
+    def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
+        """A model saved with factorized layers (its config names the ranks), else None."""
+        saved = getattr(config, CONFIG_KEY, None) or getattr(config, EMBEDDING_CONFIG_KEY, None)
+        return load_lowrank(path, model_class) if saved else None
 
 
 @register_technique
@@ -43,6 +54,7 @@ class LowRankCallback(Technique):
 
     name = "lowrank"
     config_class = LowRankConfig
+    export_side = LowRankExport
     order = 10
     report_name = "lowrank_report"
 
@@ -118,9 +130,3 @@ class LowRankCallback(Technique):
         if self.config.merge:
             logger.info(f"merged {merge_lowrank(model)} factorized layers back into dense ones")
             merge_embeddings(model)
-
-    @classmethod
-    def load_pretrained(cls, path: str | os.PathLike, model_class: type, config: Any) -> nn.Module | None:
-        """A model saved with factorized layers (its config names the ranks), else None."""
-        saved = getattr(config, CONFIG_KEY, None) or getattr(config, EMBEDDING_CONFIG_KEY, None)
-        return load_lowrank(path, model_class) if saved else None

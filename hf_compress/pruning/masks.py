@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..architectures import require, weight_layers
-from ..modules import match_linears
 from ..structures import Units, structures
+from ..targets import match_linears
 from .config import PruningConfig
 from .importance import ActivationTracker
 

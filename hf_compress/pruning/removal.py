@@ -7,6 +7,7 @@ from torch import nn
 
 from ..architectures import describe, weight_layers
 from ..compat import native_head_pruning
+from ..modules import mark_unloadable
 from ..structures import Units, find_structures
 from ..tables import markdown_table
 
@@ -25,7 +26,7 @@ def _remove_neurons(model: nn.Module, groups: list[Units]) -> int:
 
 
 @torch.no_grad()
-def remove_pruned_structures(model: nn.Module, *, loadable: bool = False) -> dict[str, object]:
+def remove_pruned_structures(model: nn.Module, *, loadable: bool = True) -> dict[str, object]:
     """Slice out FFN neurons and attention heads whose weights are all exactly zero; return what was removed.
 
     Neurons: a config has one FFN width (``intermediate_size``), so every FFN block keeps the same number; when
@@ -33,8 +34,10 @@ def remove_pruned_structures(model: nn.Module, *, loadable: bool = False) -> dic
     (the others stay as zeros). Heads: with ``loadable`` (a model about to be saved), through the model's own
     ``prune_heads`` where transformers has it (4.x, for the architectures that implement it: recorded in
     ``config.pruned_heads``, so ``from_pretrained`` rebuilds the smaller layers), else kept as zeros (a config
-    cannot say that a layer has fewer heads); without it (the export copy) sliced out of the modules. The outputs
-    are unchanged. Heads or neurons whose layers are not plain linears (e.g. factorized ones) are left as they are.
+    cannot say that a layer has fewer heads); with ``loadable=False`` (the export copy) sliced out of the modules,
+    and the model is marked so that hf-compress refuses to save it (:func:`~hf_compress.modules.check_loadable`: a
+    checkpoint plain ``from_pretrained`` could not load). The outputs are unchanged. Heads or neurons whose layers
+    are not plain linears (e.g. factorized ones) are left as they are.
     """
     removed: dict[str, object] = {"heads": {}, "neurons_per_layer": 0}
     neurons, _ = find_structures(model, "neurons")
@@ -53,6 +56,7 @@ def remove_pruned_structures(model: nn.Module, *, loadable: bool = False) -> dic
         for layer, dropped in heads.items():
             groups[layer].remove(dropped)
         removed["heads"] = heads
+        mark_unloadable(model, f"attention heads were sliced out of layers {sorted(heads)} (loadable=False)")
     elif heads:
         removed["heads_kept_as_zeros"] = heads
     return removed

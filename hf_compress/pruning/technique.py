@@ -10,7 +10,7 @@ from transformers.utils import logging
 from ..architectures import weight_layers
 from ..configs import RecipeError
 from ..tables import markdown_table
-from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
+from ..technique import ExportFacts, Technique, TechniqueExport, optimizer_steps, register_technique
 from .config import PruningConfig
 from .hidden import HiddenWidthPruner, remove_dead_channels
 from .masks import MagnitudePruner, cubic_sparsity
@@ -19,6 +19,41 @@ from .removal import remove_pruned_structures, sparsity_report, sparsity_table
 logger = logging.get_logger(__name__)
 
 __all__ = ["GradualPruningCallback"]
+
+
+class PruningExport(TechniqueExport):
+    """The export half of pruning: slice out the zero heads and neurons of the export copy, report the sparsity, and
+    the model card's lines."""
+
+    @classmethod
+    def prepare_for_export(cls, model: nn.Module, config: PruningConfig | None) -> ExportFacts:
+        """Slice out the residual channels a hidden block zeroed, then all-zero FFN neurons and attention heads
+        (``removed_structures``); report the sparsity."""
+        narrowed = _widths(remove_dead_channels(model))
+        removed = remove_pruned_structures(model, loadable=False)  # the export copy: sliced for a smaller graph
+        if narrowed:
+            removed["width"] = narrowed
+        try:
+            weight_layers(model)
+        except ValueError:  # a model without transformer layers: nothing to report
+            return ExportFacts(report={"removed_structures": removed or None, "sparsity": None})
+        return ExportFacts(report={"removed_structures": removed or None, "sparsity": sparsity_report(model)})
+
+    @classmethod
+    def card_tags(cls, report: dict[str, Any]) -> list[str]:
+        return ["pruned"] if _sparse(report) else []
+
+    @classmethod
+    def card_section(cls, report: dict[str, Any]) -> list[str]:
+        if not _sparse(report):
+            return []
+        sparsity = report["sparsity"]
+        rows = [
+            (r["layer"], f"{100 * r['sparsity']:.2f}%", r.get("heads", "-"), r.get("ffn_neurons", "-"))
+            for r in sparsity["layers"]
+        ]
+        rows.append(("total (encoder linears)", f"{100 * sparsity['total']['sparsity']:.2f}%", "", ""))
+        return ["## Sparsity", "", markdown_table(("layer", "sparsity", "heads", "FFN neurons"), rows)]
 
 
 @register_technique
@@ -40,6 +75,7 @@ class GradualPruningCallback(Technique):
 
     name = "pruning"
     config_class = PruningConfig
+    export_side = PruningExport
     order = 20
     report_name = "sparsity_report"
     repeatable = True
@@ -222,37 +258,6 @@ class GradualPruningCallback(Technique):
                 logger.info(f"removed pruned channels: {_widths(remove_dead_channels(model))}")
         if any(b.structure != "unstructured" for b in self.blocks):
             logger.info(f"removed pruned structures: {remove_pruned_structures(model, loadable=True)}")
-
-    # --------------------------------------------------------------------------------------------- export
-    @classmethod
-    def prepare_for_export(cls, model: nn.Module, config: PruningConfig | None) -> ExportFacts:
-        """Slice out the residual channels a hidden block zeroed, then all-zero FFN neurons and attention heads
-        (``removed_structures``); report the sparsity."""
-        narrowed = _widths(remove_dead_channels(model))
-        removed = remove_pruned_structures(model)
-        if narrowed:
-            removed["width"] = narrowed
-        try:
-            weight_layers(model)
-        except ValueError:  # a model without transformer layers: nothing to report
-            return ExportFacts(report={"removed_structures": removed or None, "sparsity": None})
-        return ExportFacts(report={"removed_structures": removed or None, "sparsity": sparsity_report(model)})
-
-    @classmethod
-    def card_tags(cls, report: dict[str, Any]) -> list[str]:
-        return ["pruned"] if _sparse(report) else []
-
-    @classmethod
-    def card_section(cls, report: dict[str, Any]) -> list[str]:
-        if not _sparse(report):
-            return []
-        sparsity = report["sparsity"]
-        rows = [
-            (r["layer"], f"{100 * r['sparsity']:.2f}%", r.get("heads", "-"), r.get("ffn_neurons", "-"))
-            for r in sparsity["layers"]
-        ]
-        rows.append(("total (encoder linears)", f"{100 * sparsity['total']['sparsity']:.2f}%", "", ""))
-        return ["## Sparsity", "", markdown_table(("layer", "sparsity", "heads", "FFN neurons"), rows)]
 
 
 #: The architecture capability each structure needs.

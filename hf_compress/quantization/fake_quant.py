@@ -35,7 +35,7 @@ from ..int8_formats import (
     saturating_matmul,
     weight_qmax,
 )
-from ..modules import match_linears
+from ..targets import match_linears
 
 __all__ = [
     "FakeQuantLinear",

@@ -2,8 +2,8 @@
 
 A QDQ graph with the ranges the fake-quant observers learned and the weights training saw (symmetric int8 per
 output channel, 7-bit with ``reduce_range``); only the targeted MatMuls read dequantized activations
-(:func:`~hf_compress.onnx_graph.dequantize_only_for`), so ONNX Runtime computes what training simulated. Registered
-with :func:`~hf_compress.int8.register_int8_route` when the quantization package is imported.
+(:func:`~hf_compress.export.graph.dequantize_only_for`), so ONNX Runtime computes what training simulated. Registered
+with :func:`~hf_compress.int8_routes.register_int8_route` when the quantization package is imported.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import RecipeError
-from ..int8 import Int8Route, register_int8_route
+from ..export.graph import dequantize_only_for
+from ..export.to_onnx import ONNX_FILE
 from ..int8_formats import resolve_reduce_range
-from ..onnx_export import ONNX_FILE
-from ..onnx_graph import dequantize_only_for
+from ..int8_routes import Int8Route, register_int8_route
 from .technique import QATCallback
 
 __all__ = ["QATRoute"]
@@ -83,7 +83,7 @@ def _quantize_qat(
     """QDQ graph with the QAT ranges: inputs uint8 per tensor, weights int8 symmetric per channel (axis 1 of the
     exported ``W^T``; 7-bit with ``reduce_range``), MatMul outputs left in float as in training
     (``OpTypesToExcludeOutputQuantization``), and only the MatMuls reading the dequantized inputs
-    (:func:`~hf_compress.onnx_graph.dequantize_only_for`): what the fake-quant layers computed.
+    (:func:`~hf_compress.export.graph.dequantize_only_for`): what the fake-quant layers computed.
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to

@@ -10,7 +10,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..tables import markdown_table
-from ..technique import ExportFacts, Technique, optimizer_steps, register_technique
+from ..technique import ExportFacts, Technique, TechniqueExport, optimizer_steps, register_technique
 from .config import QuantizationConfig
 from .embeddings import convert_embeddings_to_qat, remove_embedding_qat
 from .fake_quant import (
@@ -30,6 +30,40 @@ logger = logging.get_logger(__name__)
 __all__ = ["QATCallback"]
 
 
+class QATExport(TechniqueExport):
+    """The export half of quantization-aware training: the observers put back on a loaded model, the fake-quant
+    layers folded on the export copy with their ranges handed to the ``qat`` int8 route, the parity reference."""
+
+    @classmethod
+    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: QuantizationConfig | None) -> None:
+        """With ``quantization_state.pt`` in ``folder``: the fake-quant layers again, observers loaded and frozen."""
+        path = os.path.join(folder, QATCallback.state_file)
+        if not os.path.isfile(path):
+            return
+        convert_to_qat(model, config.targets if config is not None else None)
+        embeddings = "int8" if config is None else config.embeddings
+        if embeddings != "none":
+            convert_embeddings_to_qat(model, embeddings)
+        load_qat_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
+        set_qat_phase(model, "frozen")
+
+    @classmethod
+    def prepare_for_export(cls, model: nn.Module, config: QuantizationConfig | None) -> ExportFacts:
+        """Fold fake-quant layers and embeddings back into plain ones; their observed ranges and the embedding tables
+        trained int8 go to the int8 route."""
+        quantized = list(qat_modules(model))
+        ranges = remove_qat(model)
+        tables = {f"{name}.weight": fmt for name, fmt in remove_embedding_qat(model).items()}
+        artifacts = {"qat_layers": quantized, "qat_ranges": ranges, "qat_embedding_tables": tables}
+        return ExportFacts(artifacts=artifacts if quantized else {})
+
+    @classmethod
+    def reference_note(cls, model: nn.Module, config: QuantizationConfig | None) -> str | None:
+        if any(m.fake_quant_enabled for m in qat_modules(model).values()):
+            return "PyTorch with fake quantization (QAT)"
+        return None
+
+
 @register_technique
 class QATCallback(Technique):
     """Quantization-aware training on a schedule counted in optimizer steps.
@@ -47,6 +81,7 @@ class QATCallback(Technique):
 
     name = "quantization"
     config_class = QuantizationConfig
+    export_side = QATExport
     order = 30
     report_name = "quantization_report"
     keeps_state_with_model = True
@@ -172,33 +207,3 @@ class QATCallback(Technique):
             for r in report["layers"]
         ]
         return markdown_table(("layer", "input range", "input scale", "zero point", "weight levels"), rows)
-
-    # --------------------------------------------------------------------------------------------- export
-    @classmethod
-    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: QuantizationConfig | None) -> None:
-        """With ``quantization_state.pt`` in ``folder``: the fake-quant layers again, observers loaded and frozen."""
-        path = os.path.join(folder, cls.state_file)
-        if not os.path.isfile(path):
-            return
-        convert_to_qat(model, config.targets if config is not None else None)
-        embeddings = "int8" if config is None else config.embeddings
-        if embeddings != "none":
-            convert_embeddings_to_qat(model, embeddings)
-        load_qat_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
-        set_qat_phase(model, "frozen")
-
-    @classmethod
-    def prepare_for_export(cls, model: nn.Module, config: QuantizationConfig | None) -> ExportFacts:
-        """Fold fake-quant layers and embeddings back into plain ones; their observed ranges and the embedding tables
-        trained int8 go to the int8 route."""
-        quantized = list(qat_modules(model))
-        ranges = remove_qat(model)
-        tables = {f"{name}.weight": fmt for name, fmt in remove_embedding_qat(model).items()}
-        artifacts = {"qat_layers": quantized, "qat_ranges": ranges, "qat_embedding_tables": tables}
-        return ExportFacts(artifacts=artifacts if quantized else {})
-
-    @classmethod
-    def reference_note(cls, model: nn.Module, config: QuantizationConfig | None) -> str | None:
-        if any(m.fake_quant_enabled for m in qat_modules(model).values()):
-            return "PyTorch with fake quantization (QAT)"
-        return None

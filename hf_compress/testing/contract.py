@@ -157,7 +157,7 @@ def test_every_checkpoint_loads(full_run):
     final = {k: v for k, v in full.model.state_dict().items()}
     for step in range(SAVE_STEPS, MAX_STEPS + 1, SAVE_STEPS):
         folder = path / f"checkpoint-{step}"
-        if technique.load_pretrained(folder, AutoModelForTokenClassification, full.model.config) is None:
+        if technique.export_side.load_pretrained(folder, AutoModelForTokenClassification, full.model.config) is None:
             _, info = AutoModelForTokenClassification.from_pretrained(folder, output_loading_info=True)
             assert not info["missing_keys"] and not info["unexpected_keys"], info
         loaded = load_pretrained(folder, AutoModelForTokenClassification)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from hf_compress import ExportFacts, Technique, register_technique
+from hf_compress import ExportFacts, Technique, TechniqueExport, register_technique
 from hf_compress.architectures import describe as describe_architecture
 from hf_compress.architectures import weight_layers
 from hf_compress.configs import RecipeError
@@ -68,6 +68,46 @@ def _unwrap(layer: nn.Module) -> bool:
     return True
 
 
+class LayerDropExport(TechniqueExport):
+    """The export half of LayerDrop: the export copy runs every layer; the report and card say how it was trained."""
+
+    @classmethod
+    def prepare_for_export(cls, model: nn.Module, config: LayerDropConfig | None) -> ExportFacts:
+        """Every layer runs in the export: the LayerDrop wrappers of a model trained here are removed (a model loaded
+        from a folder has none). The report says how many layers LayerDrop trained, from ``config`` (else from the
+        wrappers found)."""
+        try:
+            layers = weight_layers(model)
+        except ValueError:  # no transformer layers: nothing of LayerDrop's here
+            return ExportFacts()
+        unwrapped = sum(_unwrap(layer) for _, layer in layers)
+        if config is None and not unwrapped:
+            return ExportFacts()
+        trained = unwrapped if config is None else len(config.layers or layers)
+        rate = None if config is None else config.drop_rate
+        return ExportFacts(report={"drop_rate": rate, "layers": len(layers), "layers_trained_with_layerdrop": trained})
+
+    @classmethod
+    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: LayerDropConfig | None) -> None:
+        """Nothing: the saved weights are the whole model."""
+
+    @classmethod
+    def card_tags(cls, report: dict[str, Any]) -> list[str]:
+        return ["layerdrop"] if report else []
+
+    @classmethod
+    def card_section(cls, report: dict[str, Any]) -> list[str]:
+        if not report:
+            return []
+        rate = "" if report["drop_rate"] is None else f" with probability up to {report['drop_rate']:g}"
+        return [
+            "## LayerDrop",
+            "",
+            f"Trained with LayerDrop (Fan et al., 2019): {report['layers_trained_with_layerdrop']} of its "
+            f"{report['layers']} transformer layers were skipped at random{rate}; all of them run in this model.",
+        ]
+
+
 @register_technique
 class LayerDropCallback(Technique):
     """LayerDrop on a schedule counted in optimizer steps: ``LayerDropCallback(drop_rate=0.2, start_epoch=0,
@@ -84,6 +124,7 @@ class LayerDropCallback(Technique):
 
     name = "layerdrop"
     config_class = LayerDropConfig
+    export_side = LayerDropExport
     order = 5  # wraps whole layers: before the techniques that change the linears inside them
     report_name = "layerdrop_report"
 
@@ -186,40 +227,3 @@ class LayerDropCallback(Technique):
     def finish(self, model: nn.Module) -> None:
         for _, _, layer in self.layers:  # the trained model runs every layer from here on
             layer._layerdrop_skip = False
-
-    # --------------------------------------------------------------------------------------------- export
-    @classmethod
-    def prepare_for_export(cls, model: nn.Module, config: LayerDropConfig | None) -> ExportFacts:
-        """Every layer runs in the export: the LayerDrop wrappers of a model trained here are removed (a model loaded
-        from a folder has none). The report says how many layers LayerDrop trained, from ``config`` (else from the
-        wrappers found)."""
-        try:
-            layers = weight_layers(model)
-        except ValueError:  # no transformer layers: nothing of LayerDrop's here
-            return ExportFacts()
-        unwrapped = sum(_unwrap(layer) for _, layer in layers)
-        if config is None and not unwrapped:
-            return ExportFacts()
-        trained = unwrapped if config is None else len(config.layers or layers)
-        rate = None if config is None else config.drop_rate
-        return ExportFacts(report={"drop_rate": rate, "layers": len(layers), "layers_trained_with_layerdrop": trained})
-
-    @classmethod
-    def restore_saved(cls, model: nn.Module, folder: str | os.PathLike, config: LayerDropConfig | None) -> None:
-        """Nothing: the saved weights are the whole model."""
-
-    @classmethod
-    def card_tags(cls, report: dict[str, Any]) -> list[str]:
-        return ["layerdrop"] if report else []
-
-    @classmethod
-    def card_section(cls, report: dict[str, Any]) -> list[str]:
-        if not report:
-            return []
-        rate = "" if report["drop_rate"] is None else f" with probability up to {report['drop_rate']:g}"
-        return [
-            "## LayerDrop",
-            "",
-            f"Trained with LayerDrop (Fan et al., 2019): {report['layers_trained_with_layerdrop']} of its "
-            f"{report['layers']} transformer layers were skipped at random{rate}; all of them run in this model.",
-        ]

@@ -16,8 +16,11 @@ from typing import Any
 import yaml
 from transformers.utils import logging
 
-from .files import TOKENIZER_FILES, atomic_write_text
-from .tables import markdown_table
+from ..files import TOKENIZER_FILES, atomic_write_text
+from ..int8_routes import Int8Route, resolve_int8_route
+from ..tables import markdown_table
+from ..tasks import get_task
+from ..technique import get_technique
 
 logger = logging.get_logger(__name__)
 
@@ -63,8 +66,6 @@ def _percent(value: float | None) -> str:
 def _techniques_of(report: dict[str, Any]) -> list[tuple[type, dict[str, Any]]]:
     """The techniques of an export report (``report["techniques"]``) with their entries; one not registered in
     this process (a plugin not installed here) adds nothing to the card."""
-    from .technique import get_technique
-
     used = []
     for name, entry in (report.get("techniques") or {}).items():
         technique = get_technique(name)
@@ -75,21 +76,26 @@ def _techniques_of(report: dict[str, Any]) -> list[tuple[type, dict[str, Any]]]:
     return used
 
 
-def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: str = "apache-2.0") -> str:
-    """The text of a Hub model card (``README.md``) for an export folder described by ``report``."""
+def model_card(
+    report: dict[str, Any],
+    *,
+    repo_id: str | None = None,
+    license: str = "apache-2.0",
+    route: Int8Route | None = None,
+) -> str:
+    """The text of a Hub model card (``README.md``) for an export folder described by ``report``. ``route``: the
+    int8 route the export ran (default: the one the report names, for a card written from a saved folder)."""
     from huggingface_hub import ModelCardData
 
-    from .int8 import INT8_ROUTES
-    from .tasks import get_task
-
     task = report["task"]
-    route = report.get("int8")
+    if route is None and report.get("int8"):
+        route = resolve_int8_route(report["int8"])
     tags = ["onnx", "optimum", "hf-compress", task]
-    if route:
-        tags += INT8_ROUTES[route].card_tags
+    if route is not None:
+        tags += route.card_tags
     used = _techniques_of(report)
     for technique, entry in used:
-        tags += technique.card_tags(entry)
+        tags += technique.export_side.card_tags(entry)
     base_model = report.get("base_model")
     data = ModelCardData(
         library_name="optimum",
@@ -100,7 +106,7 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
     )
     where = repo_id or "path/to/this/folder"
     ort_class, onnx_class = get_task(task).ort_model_class, get_task(task).inference_class
-    kind = INT8_ROUTES[route].description if route else "fp32"
+    kind = route.description if route is not None else "fp32"
     lines = [
         f"# {report.get('model_type', 'transformer')} for {task}, ONNX {kind}",
         "",
@@ -158,7 +164,7 @@ def model_card(report: dict[str, Any], *, repo_id: str | None = None, license: s
             ),
         ]
     for technique, entry in used:
-        section = technique.card_section(entry)
+        section = technique.export_side.card_section(entry)
         if section:
             lines += ["", *section]
     if report.get("recipe"):

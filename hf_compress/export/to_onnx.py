@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compat import optimum_available, require_optimum, use_eager_attention
+from ..compat import optimum_available, require_optimum, use_eager_attention
 
 __all__ = ["DEFAULT_OPSET", "ONNX_EXPORTERS", "ONNX_FILE", "export_onnx", "onnx_input_names", "resolve_exporter"]
 

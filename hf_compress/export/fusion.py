@@ -20,8 +20,8 @@ from typing import Any
 from transformers import AutoConfig
 from transformers.utils import logging
 
-from .architectures import ARCHITECTURES, architecture_of
-from .structures import find_structures
+from ..architectures import ARCHITECTURES, architecture_of
+from ..structures import find_structures
 
 logger = logging.get_logger(__name__)
 

@@ -32,7 +32,7 @@ def matmul_calls(
 
     The exporter names a linear's MatMul after its module scope: ``bert.encoder.layer.0.output.dense`` becomes
     ``/bert/encoder/layer.0/output/dense/MatMul``; a module called again gets ``_1``, ``_2`` ... In a ``fused``
-    graph (:mod:`~hf_compress.fusion`) the attention projections live in ``Attention`` nodes: linears without a
+    graph (:mod:`~hf_compress.export.fusion`) the attention projections live in ``Attention`` nodes: linears without a
     MatMul are then skipped, and every ``Attention`` node is listed under its own name.
     """
     import onnx

@@ -1,13 +1,14 @@
-"""Export as a pipeline of steps: ONNX fp32, and int8 by one of the registered int8 routes.
+"""The export pipeline: ONNX fp32, and int8 by the route the export's settings name.
 
-:func:`export_model` runs::
+:func:`export_model` (and :func:`hf_compress.export.export`, the door for a folder or a model) runs, with the
+route resolved once by :func:`~hf_compress.export.options.export_plan`::
 
     copy        a CPU copy of the trained model (PEFT adapters merged: the model as plain transformers)
     techniques  ``prepare_for_export`` of each technique the model was trained with, with its config, undoing
                 the surgery in reverse order (each makes its layers plain for ONNX), collecting its report entries
                 (``report["techniques"][<name>]``) and artifacts for the int8 route
-    onnx        Optimum's ONNX exporter where it is installed, else torch.onnx (:mod:`~hf_compress.onnx_export`)
-    int8        the route named by ``export.int8``, looked up in :data:`~hf_compress.int8.INT8_ROUTES`
+    onnx        Optimum's ONNX exporter where it is installed, else torch.onnx (:mod:`~hf_compress.export.to_onnx`)
+    int8        the plan's route (:mod:`~hf_compress.export.int8`; a technique may register its own)
     evaluate    the exported model through ONNX Runtime: parity with PyTorch and the task metric
     write       model, config, tokenizer, ``export_report.{json,md}``, model card; the quality gate
 
@@ -23,8 +24,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,78 +32,25 @@ import yaml
 from torch import nn
 from transformers.utils import logging
 
-from .checkpoints import RECIPE_FILE
-from .configs import ExportConfig
+from ..checkpoints import RECIPE_FILE
+from ..configs import ExportConfig
+from ..files import atomic_write_json, atomic_write_text, staged_directory
+from ..int8_routes import Int8Route
+from ..recipe import Recipe
+from ..tables import markdown_table
+from ..tasks import Task, get_task
+from ..technique import Technique, techniques_used
+from . import hub
 from .evaluation import compare_with_pytorch
-from .files import atomic_write_json, atomic_write_text, staged_directory
 from .fusion import attention_shape, fusion_of
-from .int8 import INT8_ROUTES, Int8Route, matmul_nodes, quantize_onnx
-from .onnx_export import ONNX_FILE, REPORT_FILE, export_onnx, resolve_exporter
-from .tables import markdown_table
-from .tasks import Task, get_task, supported_model_classes, task_of_model_class
-from .technique import Technique, techniques_used
+from .int8 import quantize_onnx
+from .options import ExportPlan, export_plan
+from .prepare import ExportData, PreparedModel, prepare_for_export, task_of
+from .to_onnx import ONNX_FILE, REPORT_FILE, export_onnx, resolve_exporter
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ONNX_FILE", "ExportData", "MetricDropError", "export_model", "matmul_nodes", "prepare_for_export"]
-
-
-@dataclass
-class ExportData:
-    """The data an export is evaluated and calibrated on (all optional).
-
-    Attributes:
-        eval_dataset: tokenized, labelled examples; with ``data_collator``, the exported model is run through ONNX
-            Runtime on them (parity with PyTorch, and ``compute_metrics`` on ONNX Runtime's own logits).
-        data_collator / compute_metrics: as given to the Trainer.
-        calibration_dataset: tokenized examples for ``static`` calibration (the training set will do).
-        batch_size: evaluation batch size.
-    """
-
-    eval_dataset: Any = None
-    data_collator: Callable | None = None
-    compute_metrics: Callable | None = None
-    calibration_dataset: Any = None
-    batch_size: int = 32
-
-    @property
-    def evaluates(self) -> bool:
-        return self.eval_dataset is not None and self.data_collator is not None
-
-
-def _task_of(model: nn.Module) -> Task:
-    name = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
-    task = task_of_model_class(name)
-    if task is None:
-        raise ValueError(
-            f"cannot export {name}: hf-compress exports token classification and sequence classification heads "
-            f"(a model class ending in {supported_model_classes()})"
-        )
-    return task
-
-
-@dataclass
-class _Prepared:
-    model: nn.Module
-    report: dict[str, dict[str, Any]]
-    artifacts: dict[str, Any]
-
-
-def prepare_for_export(model: nn.Module, techniques: Mapping[str, Any] | None = None) -> _Prepared:
-    """The ``copy`` and ``techniques`` steps: a CPU copy of ``model`` ready for ONNX, with what each technique
-    reported (by name) and handed on. ``techniques``: recipe key -> config of those the model was trained with
-    (None: not known, :func:`~hf_compress.technique.techniques_used`). The original model is untouched."""
-    prepared = copy.deepcopy(model).cpu()
-    if hasattr(prepared, "merge_and_unload"):  # a PEFT model: fold the adapters into the base weights
-        prepared = prepared.merge_and_unload()
-    prepared.eval()
-    report: dict[str, dict[str, Any]] = {}
-    artifacts: dict[str, Any] = {}
-    for technique, config in reversed(techniques_used(techniques)):  # undo the last surgery first
-        facts = technique.prepare_for_export(prepared, config)
-        report[technique.name] = dict(facts.report)
-        artifacts.update(facts.artifacts)
-    return _Prepared(prepared, dict(reversed(report.items())), artifacts)
+__all__ = ["MetricDropError", "export_model", "report_markdown", "run_export"]
 
 
 class MetricDropError(RuntimeError):
@@ -202,10 +149,36 @@ def export_model(
     raised, after the folder is written, when the exported model's metric is lower than its PyTorch source's by more.
     The folder keeps ``recipe`` (the training run's blocks) with ``config`` as its ``export`` block: ``recipe.yaml``.
     """
-    config = config or ExportConfig()
+    return run_export(
+        model,
+        tokenizer,
+        output_dir,
+        export_plan(config),
+        data,
+        recipe=recipe,
+        base_model=base_model,
+        overwrite=overwrite,
+        techniques=techniques,
+    )
+
+
+def run_export(
+    model: nn.Module,
+    tokenizer,
+    output_dir: str | os.PathLike,
+    plan: ExportPlan,
+    data: ExportData | None = None,
+    *,
+    recipe: dict | None = None,
+    base_model: str | None = None,
+    overwrite: bool = False,
+    techniques: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The steps of :func:`export_model`, for a settled :class:`~hf_compress.export.options.ExportPlan` (its route
+    already resolved)."""
+    config, route = plan.config, plan.route
     data = data or ExportData()
-    task = _task_of(model)
-    route = INT8_ROUTES[config.int8] if config.int8 != "none" else None
+    task = task_of(model)
     resolve_exporter(config.exporter)  # Optimum asked for and not installed: refused before anything is written
     if techniques is None and recipe:
         techniques = _recipe_techniques(recipe)
@@ -239,7 +212,7 @@ def export_model(
             report["quality_gate"] = _quality_gate(report, task.pipeline_tag, config.max_metric_drop)
         report["recipe"] = {**(recipe or {}), "export": dataclasses.asdict(config)}  # as exported
         atomic_write_text(staging / RECIPE_FILE, yaml.safe_dump(report["recipe"], sort_keys=False))
-        _write_reports(staging, report)
+        _write_reports(staging, report, route)
     report["output_dir"] = str(output_dir)
     if not report.get("quality_gate", {}).get("passed", True):
         raise MetricDropError(report)
@@ -247,7 +220,7 @@ def export_model(
 
 
 def _write_onnx(
-    prepared: _Prepared, task: Task, folder: Path, route: Int8Route | None, config: ExportConfig, data: ExportData
+    prepared: PreparedModel, task: Task, folder: Path, route: Int8Route | None, config: ExportConfig, data: ExportData
 ) -> dict[str, Any]:
     """The ``onnx`` and ``int8`` steps: ``model.onnx`` and ``config.json`` in ``folder``; the int8 details."""
     work = tempfile.mkdtemp(prefix="hf-compress-export-")
@@ -283,8 +256,6 @@ def _write_onnx(
 def _recipe_techniques(recipe: dict) -> dict[str, Any] | None:
     """The technique blocks of a recipe dict (by recipe key; their configs are built only for the keys' sake), or
     None when it has none."""
-    from .recipe import Recipe
-
     techniques = Recipe.from_dict({k: v for k, v in recipe.items() if k not in ("model", "data", "export")}).techniques
     return techniques or None
 
@@ -301,7 +272,7 @@ def _evaluate(
     """The ``evaluate`` step. The reference is the trained model as is for int8 (what training simulated, the
     techniques' ``reference_note`` says how), the prepared copy for fp32."""
     reference = model if route is not None else prepared
-    notes = [note for t, config in used if (note := t.reference_note(reference, config))]
+    notes = [note for t, config in used if (note := t.export_side.reference_note(reference, config))]
     report = compare_with_pytorch(
         reference,
         onnx_path,
@@ -317,12 +288,10 @@ def _evaluate(
     return report
 
 
-def _write_reports(folder: Path, report: dict[str, Any]) -> None:
-    from .hub import write_model_card
-
+def _write_reports(folder: Path, report: dict[str, Any], route: Int8Route | None) -> None:
     atomic_write_json(folder / REPORT_FILE, report)
     atomic_write_text(folder / "export_report.md", report_markdown(report))
-    write_model_card(folder, report)
+    hub.write_model_card(folder, report, route=route)
 
 
 def report_markdown(report: dict[str, Any]) -> str:

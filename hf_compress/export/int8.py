@@ -2,13 +2,15 @@
 
 * ``dynamic``: int8 weights per channel, activation ranges computed at run time;
 * ``static``: ranges calibrated on a dataset, a QDQ graph where only the targeted MatMuls read dequantized
-  activations (:func:`~hf_compress.onnx_graph.dequantize_only_for`);
+  activations (:func:`~hf_compress.export.graph.dequantize_only_for`);
 * ``qat``: the ranges learned in quantization-aware training; the quantization technique registers it
   (:mod:`hf_compress.quantization.route`).
 
-Each route is an :class:`Int8Route` in :data:`INT8_ROUTES` (:func:`register_int8_route`), looked up by
-``export.int8``; :func:`quantize_onnx` is the step :func:`hf_compress.export.export_model` runs. The weight levels,
-the kernel probe and the embedding-table formats are :mod:`hf_compress.int8_formats`, shared with training.
+Each route is an :class:`~hf_compress.int8_routes.Int8Route` registered in
+:data:`~hf_compress.int8_routes.INT8_ROUTES`, and resolved from ``export.int8`` once
+(:func:`~hf_compress.int8_routes.resolve_int8_route`); :func:`quantize_onnx` is the step
+:func:`hf_compress.export.export_model` runs, handed the route. The weight levels, the kernel probe and the
+embedding-table formats are :mod:`hf_compress.int8_formats`, shared with training.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from transformers.utils import logging
 
-from .int8_formats import int8_kernel, quantize_embedding_gathers, resolve_reduce_range, weight_qmax
-from .onnx_export import ONNX_FILE
-from .onnx_graph import dequantize_only_for, fold_weight_identities, matmul_calls, matmul_nodes
+from ..int8_formats import int8_kernel, quantize_embedding_gathers, weight_qmax
+from ..int8_routes import INT8_ROUTES, Int8Route, register_int8_route, resolve_int8_route
+from .graph import dequantize_only_for, fold_weight_identities, matmul_calls, matmul_nodes
+from .to_onnx import ONNX_FILE
 
 if TYPE_CHECKING:
-    from .configs import CalibrationConfig
+    from ..configs import CalibrationConfig
 
 logger = logging.get_logger(__name__)
 
@@ -125,7 +128,8 @@ class _OneRowAtATime:
 def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: CalibrationConfig) -> dict:
     """Activation ranges of the MatMul inputs over ``calibration.num_samples`` examples, one at a time, by ONNX
     Runtime's calibrator (what ``ORTQuantizer.fit`` runs, with Optimum's defaults for each method). The graph's
-    inputs are fed (:func:`~hf_compress.evaluation.onnx_feeds`: a DeBERTa-v3 graph has no ``token_type_ids``)."""
+    inputs are fed (:func:`~hf_compress.export.evaluation.onnx_feeds`: a DeBERTa-v3 graph has no
+    ``token_type_ids``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
@@ -149,7 +153,7 @@ def _calibration_ranges(onnx_path: str | os.PathLike, dataset, calibration: Cali
 
 
 def _restrict_static_graph(path: Path, node_names: list[str]) -> int:
-    """Apply :func:`~hf_compress.onnx_graph.dequantize_only_for` to the static QDQ graph in place; return the
+    """Apply :func:`~hf_compress.export.graph.dequantize_only_for` to the static QDQ graph in place; return the
     inputs moved."""
     import onnx
 
@@ -172,86 +176,6 @@ def _quantize_embeddings(path: Path, tables: dict[str, str]) -> dict[str, str] |
         return "fp32"
     onnx.save(model, str(path))
     return done
-
-
-class Int8Route:
-    """One way to make the int8 model from the fp32 ONNX export. Register an instance in :data:`INT8_ROUTES`
-    (:func:`register_int8_route`); ``export.int8`` names it."""
-
-    #: The value of ``export.int8``.
-    name: str = ""
-    #: How the model card says what the route did.
-    description: str = ""
-    #: Whether the route quantizes a graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph`
-    #: (``export.fuse``; ``quantize`` is then told ``fused``). QDQ routes keep the exported graph: ONNX
-    #: Runtime fuses what it can around the Q/DQ pairs when it loads the model.
-    fuses_graph: bool = False
-
-    @property
-    def card_tags(self) -> list[str]:
-        """The model-card tags of an export made this way."""
-        return ["int8", f"quantization-{self.name}"]
-
-    def check_recipe(self, recipe: Any) -> None:
-        """Raise :class:`~hf_compress.configs.RecipeError` when the recipe cannot use this route."""
-
-    def check_inputs(self, artifacts: dict[str, Any], calibration_dataset) -> None:
-        """Raise ``ValueError`` before any export work when the model or data cannot go this way."""
-
-    def check_saved(self, folder: str | os.PathLike) -> None:
-        """Raise when a model folder (``hf-compress export``) lacks what this route needs beside the weights."""
-
-    def targets(self, model, artifacts: dict[str, Any]) -> list[str]:
-        """The linears to quantize: by default every ``nn.Linear`` inside the transformer layers."""
-        from .modules import match_linears
-
-        return list(match_linears(model, None))
-
-    def trained_reduce_range(self, artifacts: dict[str, Any]) -> bool | None:
-        """The weight range training used, if the route follows training (``None``: see :meth:`weight_range`)."""
-        return None
-
-    def weight_range(
-        self, requested: bool | str, trained: bool | None, kernel_saturates: bool
-    ) -> tuple[bool, str | None]:
-        """The ``reduce_range`` to quantize with (7-bit weights) and a warning, if any: ``requested`` (``export.
-        reduce_range``; ``auto``: 7-bit exactly when this machine's kernel saturates). ``trained``: what
-        :meth:`trained_reduce_range` found."""
-        return (kernel_saturates if requested == "auto" else resolve_reduce_range(requested)), None
-
-    def embedding_tables(self, model, artifacts: dict[str, Any], embeddings: str) -> dict[str, str]:
-        """The embedding tables (initializer -> format) to store quantized, for ``export.embeddings`` (``int8``,
-        ``int4`` or ``fp32``): the word embeddings in that format, every other embedding table (positions, token
-        types) int8 per row."""
-        if embeddings == "fp32" or not hasattr(model, "get_input_embeddings"):
-            return {}
-        from torch import nn
-
-        table = model.get_input_embeddings()  # an nn.Embedding, or factorized: its narrow nn.Embedding is the table
-        words = {id(m) for m in table.modules() if isinstance(m, nn.Embedding)}
-        return {
-            f"{name}.weight": embeddings if id(module) in words else "int8"
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Embedding)
-        }
-
-    def quantize(
-        self,
-        fp32_dir: str,
-        out_dir: str,
-        fused: bool,
-        nodes: dict,
-        reduce_range: bool,
-        artifacts,
-        calibration_dataset,
-        calibration: CalibrationConfig,
-    ) -> tuple[Path, dict[str, Any]]:
-        """Write the int8 model of ``fp32_dir`` into ``out_dir``; return its path and details for the report.
-
-        ``fused``: ``fp32_dir`` holds the graph fused by :func:`~hf_compress.fusion.fuse_transformer_graph` (only
-        for routes with ``fuses_graph``); ``nodes``: module name -> the (MatMul or Attention node, its input tensor)
-        of each of its calls (:func:`matmul_calls`)."""
-        raise NotImplementedError
 
 
 class DynamicRoute(Int8Route):
@@ -306,16 +230,6 @@ class StaticRoute(Int8Route):
         return path, details
 
 
-#: The int8 routes by name (``export.int8``); adding one is one entry.
-INT8_ROUTES: dict[str, Int8Route] = {}
-
-
-def register_int8_route(route: Int8Route) -> Int8Route:
-    """Make ``route`` available as ``export.int8: <route.name>``."""
-    INT8_ROUTES[route.name] = route
-    return route
-
-
 for _route in (DynamicRoute(), StaticRoute()):
     register_int8_route(_route)
 
@@ -324,7 +238,7 @@ def _weight_range(
     route: Int8Route | str, requested: bool | str, trained: bool | None, kernel_saturates: bool
 ) -> tuple[bool, str | None]:
     """:meth:`Int8Route.weight_range` of ``route`` (or its name)."""
-    route = INT8_ROUTES[route] if isinstance(route, str) else route
+    route = resolve_int8_route(route) if isinstance(route, str) else route
     return route.weight_range(requested, trained, kernel_saturates)
 
 
@@ -349,11 +263,11 @@ def quantize_onnx(
     the QDQ routes, how many readers of quantized tensors were pointed back at the float ones.
     ``embedding_tables``: initializers whose ``Gather`` reads a quantized table, with its format
     (:func:`~hf_compress.int8_formats.quantize_embedding_gathers`). ``fuse_model_type``: fuse the graph
-    first (:func:`~hf_compress.fusion.fuse_transformer_graph`, for a model of that type, ``attention`` heads and
-    width from :func:`~hf_compress.fusion.attention_shape`) when the route quantizes fused graphs.
+    first (:func:`~hf_compress.export.fusion.fuse_transformer_graph`, for a model of that type, ``attention`` heads and
+    width from :func:`~hf_compress.export.fusion.attention_shape`) when the route quantizes fused graphs.
     """
     if isinstance(route, str):
-        route = INT8_ROUTES[route]
+        route = resolve_int8_route(route)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     kernel = int8_kernel()
     trained = route.trained_reduce_range(artifacts)
