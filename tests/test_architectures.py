@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from hf_compress.onnx_graph import matmul_calls
 from tiny_encoders import LABELS, ROWS, build_tokenizer, sentences, tiny_model
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification
 
@@ -52,6 +51,7 @@ from hf_compress.architectures import ARCHITECTURES, UnsupportedCapabilityError,
 from hf_compress.compat import optimum_available
 from hf_compress.configs import CalibrationConfig, DataConfig
 from hf_compress.export.evaluation import onnx_feeds, onnx_session
+from hf_compress.export.graph import matmul_calls
 from hf_compress.inference import OnnxTokenClassifier
 from hf_compress.quantization import qat_modules, set_qat_phase
 from hf_compress.tasks import get_task

@@ -87,7 +87,7 @@ def _quantize_qat(
 
     Optimum's ``ORTQuantizer.quantize`` does not expose the output option, so ONNX Runtime's ``QDQQuantizer`` is
     called with the arguments Optimum would give it plus that one. Returns the path and the readers moved back to
-    float tensors. ``nodes``: the calls of each layer (:func:`~hf_compress.onnx_graph.matmul_calls`); ``qat_ranges``:
+    float tensors. ``nodes``: the calls of each layer (:func:`~hf_compress.export.graph.matmul_calls`); ``qat_ranges``:
     each layer's observed range (:func:`_qat_tensor_ranges`).
     """
     import onnx
