@@ -240,15 +240,6 @@ class Recipe:
         return cls.from_dict(data, base_dir=path.absolute().parent, fallback_dir=fallback_dir)
 
     @classmethod
-    def from_name(cls, name: str, overrides: dict[str, Any] | None = None) -> Recipe:
-        """Read a recipe shipped with hf-compress by its name (``quickstart-ner``; ``hf-compress recipes`` lists
-        them). The files it names are read from the package when it ships them (the quickstart's sample), from
-        the working directory otherwise."""
-        from .recipes import recipe_path
-
-        return cls.from_yaml(recipe_path(name), overrides, fallback_dir=os.getcwd())
-
-    @classmethod
     def coerce(cls, recipe: Recipe | dict | str | os.PathLike | None) -> Recipe:
         """Accept a Recipe, a dict, a YAML path or None (an empty recipe)."""
         if recipe is None:

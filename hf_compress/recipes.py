@@ -16,10 +16,9 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .recipe import Recipe
+from .recipe import Recipe, _path_keys, load_yaml
 
 #: Where a built package keeps the shipped recipes and the files they name.
 SHIPPED_DIR = Path(__file__).resolve().parent / "_shipped"
@@ -37,7 +36,7 @@ class ShippedRecipe:
     """A recipe shipped with hf-compress.
 
     Attributes:
-        name: what ``hf-compress train NAME`` and :meth:`Recipe.from_name` take (the file name without ``.yaml``).
+        name: what ``hf-compress train NAME`` and :func:`load_recipe` take (the file name without ``.yaml``).
         path: the YAML file.
         description: the first line of its header comment.
     """
@@ -102,18 +101,16 @@ def is_recipe_file(name_or_path: str | os.PathLike) -> bool:
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-    """A recipe file, or else the shipped recipe of that name (:meth:`Recipe.from_name`)."""
-    from .recipe import Recipe
-
+    """A recipe file, or else the recipe shipped with hf-compress under that name (``quickstart-ner``;
+    ``hf-compress recipes`` lists them). The files a shipped recipe names are read from the package when it ships
+    them (the quickstart's sample), from the working directory otherwise."""
     if is_recipe_file(name_or_path):
         return Recipe.from_yaml(name_or_path, overrides)
-    return Recipe.from_name(str(name_or_path), overrides)
+    return Recipe.from_yaml(recipe_path(str(name_or_path)), overrides, fallback_dir=os.getcwd())
 
 
 def _shipped_paths(path: Path) -> list[str]:
     """The relative paths in the recipe at ``path`` that name files beside it (the sample data it ships with)."""
-    from .recipe import _path_keys, load_yaml
-
     data = load_yaml(path.read_text(encoding="utf-8")) or {}
     found = []
     for dotted in _path_keys():

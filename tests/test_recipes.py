@@ -58,7 +58,7 @@ def test_the_build_hook_ships_every_recipe_and_the_quickstart_sample(built_packa
     assert (shipped_sample / "train.txt").read_bytes() == (SAMPLE / "train.txt").read_bytes()
     assert shipped.recipes_dir() == built_package / "recipes"
     monkeypatch.chdir(tmp_path)  # an empty folder: the recipe reads the sample the package ships
-    recipe = Recipe.from_name("quickstart-ner")
+    recipe = shipped.load_recipe("quickstart-ner")
     assert recipe.data.train_file == str(shipped_sample / "train.txt")
     assert recipe.data.validation_file == str(shipped_sample / "valid.txt")
 
@@ -73,7 +73,7 @@ def test_the_source_distribution_carries_what_the_build_hook_copies():
 def test_a_file_the_package_does_not_ship_is_read_from_the_working_directory(built_package, tmp_path, monkeypatch):
     """small-fast's news.txt is the user's: run by name, the recipe reads it where the command runs."""
     monkeypatch.chdir(tmp_path)
-    recipe = Recipe.from_name("conll2003-small-fast")
+    recipe = shipped.load_recipe("conll2003-small-fast")
     assert recipe.distillation.transfer.files == [str(tmp_path / "news.txt")]
     # a recipe file keeps every relative path relative to itself, found or not
     recipe = Recipe.from_yaml(built_package / "recipes" / "conll2003-small-fast.yaml")
@@ -87,7 +87,7 @@ def test_train_takes_a_shipped_name_and_checks_it(tmp_path, monkeypatch, capsys)
     printed = yaml.safe_load(out)
     assert printed["data"]["train_file"] == str(SAMPLE / "train.txt")
     assert printed == Recipe.from_yaml(ROOT / "recipes" / "quickstart-ner.yaml").to_dict()
-    assert shipped.load_recipe("quickstart-ner.yaml") == Recipe.from_name("quickstart-ner")
+    assert shipped.load_recipe("quickstart-ner.yaml") == shipped.load_recipe("quickstart-ner")
 
 
 def test_a_file_of_the_same_name_wins_over_the_shipped_recipe(tmp_path, monkeypatch, capsys):
@@ -105,7 +105,7 @@ def test_an_unknown_recipe_lists_the_shipped_ones(name, hint, tmp_path, monkeypa
     assert f"unknown recipe '{name}'" in err and hint in err
     assert ", ".join(REPOSITORY_RECIPES) in err
     with pytest.raises(shipped.UnknownRecipeError, match="shipped: conll2003-distill, "):
-        Recipe.from_name(name)
+        shipped.load_recipe(name)
     status, _, err = _run(["recipes", "copy", name], capsys)
     assert status == 2 and ", ".join(REPOSITORY_RECIPES) in err
 
@@ -127,7 +127,7 @@ def test_copy_writes_a_recipe_that_reads_the_shipped_sample_from_anywhere(tmp_pa
     comments = [line for line in source.splitlines() if line.startswith("#")]
     assert [line for line in text.splitlines() if line.startswith("#")] == comments
     assert f"train_file: {SAMPLE / 'train.txt'}   # relative to this file" in text
-    assert Recipe.from_yaml(copy) == Recipe.from_name("quickstart-ner")
+    assert Recipe.from_yaml(copy) == shipped.load_recipe("quickstart-ner")
 
     status, _, err = _run(["recipes", "copy", "quickstart-ner", str(tmp_path)], capsys)
     assert status == 2 and "exists" in err and "--overwrite" in err
