@@ -372,9 +372,11 @@ def test_callbacks_module_is_the_public_home_of_every_technique_callback():
 
 
 def test_student_steps_run_by_model_student_key(monkeypatch):
+    from hf_compress.pruning.width_step import narrow_student_step
     from hf_compress.vocabulary import trim_student_vocabulary
 
-    assert student_steps() == {"vocabulary": trim_student_vocabulary}  # registered by the vocabulary package
+    # registered by the pruning and vocabulary packages
+    assert student_steps() == {"width": narrow_student_step, "vocabulary": trim_student_vocabulary}
     seen = []
     monkeypatch.setitem(student_steps.__globals__["_STUDENT_STEPS"], "vocabulary", lambda d, c: seen.append((d, c)))
     draft = StudentDraft(model=None, tokenizer=None, texts=lambda split: [], output_dir="out")
