@@ -42,7 +42,10 @@ def export_plan(
     """``base`` (a recipe's ``export`` block; default :class:`ExportConfig`) with the values given here over it, and
     its route: :class:`~hf_compress.checks.RecipeError` naming ``export.int8`` when no route has that name."""
     given = {"int8": int8, "max_metric_drop": max_metric_drop, "exporter": exporter}
-    config = dataclasses.replace(base or ExportConfig(), **{k: v for k, v in given.items() if v is not None})
+    overrides = {k: v for k, v in given.items() if v is not None}
+    config = base or ExportConfig()
+    if overrides:  # (a config without overrides is used as given, not checked again)
+        config = dataclasses.replace(config, **overrides)
     return ExportPlan(config, resolve_int8_route(config.int8))
 
 
