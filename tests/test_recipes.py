@@ -71,13 +71,13 @@ def test_the_source_distribution_carries_what_the_build_hook_copies():
 
 
 def test_a_file_the_package_does_not_ship_is_read_from_the_working_directory(built_package, tmp_path, monkeypatch):
-    """small-fast's news.txt is the user's: run by name, the recipe reads it where the command runs."""
+    """small-fast's transfer.txt is the user's: run by name, the recipe reads it where the command runs."""
     monkeypatch.chdir(tmp_path)
     recipe = shipped.load_recipe("conll2003-small-fast")
-    assert recipe.distillation.transfer.files == [str(tmp_path / "news.txt")]
+    assert recipe.distillation.transfer.files == [str(tmp_path / "transfer.txt")]
     # a recipe file keeps every relative path relative to itself, found or not
     recipe = Recipe.from_yaml(built_package / "recipes" / "conll2003-small-fast.yaml")
-    assert recipe.distillation.transfer.files == [str(built_package / "recipes" / "news.txt")]
+    assert recipe.distillation.transfer.files == [str(built_package / "recipes" / "transfer.txt")]
 
 
 def test_train_takes_a_shipped_name_and_checks_it(tmp_path, monkeypatch, capsys):
