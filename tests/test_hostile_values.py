@@ -168,7 +168,7 @@ def test_the_table_covers_every_field_with_a_declared_range():
 @pytest.mark.parametrize(
     "dotted, value",
     [
-        ("pruning.1.final_sparsity", NAN),  # the second of the recipe's two pruning blocks
+        ("pruning.0.final_sparsity", NAN),  # a block of the recipe's pruning list: the key names its index
         ("distillation.alpha", NAN),
         ("distillation.temperature", INF),
         ("training.num_train_epochs", NAN),
